@@ -1,0 +1,57 @@
+"""The Typer application: global options and the list of commands.
+
+Each command lives in its own module under ``distillkit/cli/`` and is a thin function: parse
+options, call one library function, render its result. Register new commands at the bottom.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from distillkit import __version__
+
+app = typer.Typer(
+    name="distillkit",
+    help=(
+        "Turn a labelled image dataset (COCO JSON) into a small, fast, prompt-free model for edge "
+        "devices.\n\n"
+        "Typical flow: `distillkit validate data.json --split 0.7,0.15,0.15`, then train, "
+        "evaluate and export. Every command takes `--help`; reporting commands take `--json` for "
+        "pipelines. Add `--debug` anywhere to see a traceback on errors."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"distillkit {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _global_options(
+    version: bool = typer.Option(
+        False, "--version", "-V", callback=_print_version, is_eager=True, help="Print the version and exit."
+    ),
+    debug: bool = typer.Option(
+        False, "--debug", help="Show full tracebacks on errors (also accepted after the command name)."
+    ),
+) -> None:
+    """Global options."""
+
+
+def _register_commands() -> None:
+    # Imported here so `distillkit --version` stays fast and import errors name the command.
+    from distillkit.cli import config_cmd, split_cmd, validate_cmd
+
+    app.command(name="validate", no_args_is_help=True)(validate_cmd.validate)
+    app.command(name="split", no_args_is_help=True)(split_cmd.split)
+    app.command(name="config", no_args_is_help=True)(config_cmd.config)
+
+
+_register_commands()
