@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 
-import click
+import typer
 
 from distillkit.errors import DistillkitError
 
@@ -18,6 +18,13 @@ def _error_line(message: str) -> None:
     # Plain write (not rich) so the line is never wrapped or decorated in pipelines.
     sys.stderr.write(f"error: {' '.join(str(message).split())}\n")
     sys.stderr.flush()
+
+
+def _usage_hint(exc: typer.TyperException) -> str:
+    ctx = getattr(exc, "ctx", None)
+    if ctx is not None and ctx.parent is not None:
+        return f" (see 'distillkit {ctx.info_name} --help')"
+    return " (see 'distillkit --help')"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -29,26 +36,20 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         exit_code = app(args=args, prog_name="distillkit", standalone_mode=False)
-    except click.exceptions.NoArgsIsHelpError as exc:
-        # `distillkit validate` with nothing else: show help on stdout, exit 0 like `--help`.
-        click.echo(exc.ctx.get_help())
-        exit_code = 0
-    except click.UsageError as exc:
-        if debug:
+    except typer.TyperException as exc:  # typer's (vendored click) usage and parameter errors
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            # `distillkit` or `distillkit validate` alone: the help text, on stdout, like --help.
+            sys.stdout.write(exc.format_message() + "\n")
+            exit_code = 0
+        elif debug:
             raise
-        hint = f" (see 'distillkit {exc.ctx.info_name} --help')" if exc.ctx and exc.ctx.parent else (
-            " (see 'distillkit --help')"
-        )
-        _error_line(exc.format_message() + hint)
-        exit_code = 2
-    except click.exceptions.Abort:
+        else:
+            usage = getattr(exc, "exit_code", 1) == 2
+            _error_line(exc.format_message() + (_usage_hint(exc) if usage else ""))
+            exit_code = getattr(exc, "exit_code", 1)
+    except typer.Abort:
         _error_line("interrupted")
         exit_code = 130
-    except click.ClickException as exc:
-        if debug:
-            raise
-        _error_line(exc.format_message())
-        exit_code = exc.exit_code
     except DistillkitError as exc:
         if debug:
             raise

@@ -1,0 +1,57 @@
+"""Options and small steps shared by several commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from distillkit.cli.console import Output
+from distillkit.cli.render import render_split_summary
+from distillkit.data.split import SplitResult, split_dataset, write_splits
+from distillkit.errors import UsageError
+
+JSON_OPTION = typer.Option(False, "--json", help="Print one JSON document on stdout (logs go to stderr).")
+QUIET_OPTION = typer.Option(False, "--quiet", "-q", help="Print nothing but errors.")
+
+
+def make_output(json_mode: bool, quiet: bool) -> Output:
+    return Output(json_mode=json_mode, quiet=quiet)
+
+
+def refuse_overwriting_input(target: Path, source: Path, option: str) -> None:
+    if target.resolve() == source.resolve():
+        raise UsageError(f"{option} {target} is the input file; inputs are never modified", f"choose another {option}")
+
+
+def split_and_write(
+    out: Output,
+    dataset: dict[str, Any],
+    source: Path,
+    ratios: dict[str, float],
+    seed: int,
+    stratify: bool,
+    min_per_class: int,
+    output_dir: Path | None,
+) -> tuple[SplitResult, dict[str, Path]]:
+    """Split a validated dataset, write the split files, and show/return the summary."""
+    result = split_dataset(
+        dataset, ratios, seed=seed, stratify=stratify, min_per_class=min_per_class, progress=out.progress()
+    )
+    folder = output_dir if output_dir is not None else source.resolve().parent
+    paths = write_splits(result, folder, protect=[source])
+    for warning in result.warnings:
+        out.warning(warning["message"])
+    return result, paths
+
+
+def split_summary_with_paths(result: SplitResult, paths: dict[str, Path]) -> dict[str, Any]:
+    summary = result.summary()
+    for name, path in paths.items():
+        summary["splits"][name]["path"] = str(path)
+    return summary
+
+
+def show_split_summary(out: Output, summary: dict[str, Any]) -> None:
+    render_split_summary(out, summary)

@@ -1,0 +1,76 @@
+"""`distillkit split`: stratified, seeded train/val/test files from one COCO file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from distillkit.cli.common import (
+    JSON_OPTION,
+    QUIET_OPTION,
+    make_output,
+    show_split_summary,
+    split_and_write,
+    split_summary_with_paths,
+)
+from distillkit.data.split import parse_ratios
+from distillkit.data.validate import validate_dataset
+from distillkit.errors import DataError
+
+
+def split(
+    data: Path = typer.Argument(..., help="COCO annotation file (JSON).", show_default=False),
+    ratios: str = typer.Option(
+        "0.7,0.15,0.15", "--ratios", "-r", help="0.7,0.15,0.15 (train/val/test), 0.8,0.2, or train:0.8,val:0.2."
+    ),
+    seed: int = typer.Option(42, "--seed", help="Seed: the same seed gives the same split."),
+    output_dir: Path | None = typer.Option(
+        None, "--output-dir", help="Where split files go [default: the input's folder]."
+    ),
+    no_stratify: bool = typer.Option(False, "--no-stratify", help="Plain seeded shuffle instead of stratifying."),
+    min_per_class: int = typer.Option(
+        1, "--min-per-class", min=0, help="Warn when a class has fewer images in a split."
+    ),
+    drop_invalid: bool = typer.Option(
+        False, "--drop-invalid", help="Leave unrepairable annotations out instead of failing."
+    ),
+    json_mode: bool = JSON_OPTION,
+    quiet: bool = QUIET_OPTION,
+) -> None:
+    """Split a COCO file into train/val(/test) files, stratified by class, reproducible by seed.
+
+    Images are assigned by iterative multi-label stratification over which classes each image
+    contains, so rare classes land in every split in proportion; images without annotations are
+    spread in proportion too. The data goes through the same checks and repairs as
+    `distillkit validate` (which it must pass), and the same seed gives the same files as
+    `distillkit validate --split`. Each output is a complete COCO file: its images, their
+    annotations, all categories, info and licenses.
+
+    Examples:
+
+        distillkit split data/annotations.json
+
+        distillkit split data/annotations.json --ratios 0.8,0.2 --seed 7 --output-dir data/splits
+
+        distillkit split data/annotations.json -r train:0.6,val:0.2,test:0.2 --json | jq .splits
+    """
+    out = make_output(json_mode, quiet)
+    parsed = parse_ratios(ratios)
+    result = validate_dataset(data, check_images=False, drop_invalid=drop_invalid, progress=out.progress())
+    if not result.report.valid or result.dataset is None:
+        first = result.report.errors[0]
+        more = len(result.report.errors) - 1
+        raise DataError(
+            f"{data} has errors and was not split: [{first.code}] {first.message}"
+            + (f" (and {more} more kinds of error)" if more else ""),
+            "run 'distillkit validate' for the full report, or pass --drop-invalid",
+        )
+    split_result, paths = split_and_write(
+        out, result.dataset, data, parsed, seed, not no_stratify, min_per_class, output_dir
+    )
+    summary = split_summary_with_paths(split_result, paths)
+    if json_mode:
+        out.emit_json(summary)
+    else:
+        show_split_summary(out, summary)

@@ -1,0 +1,103 @@
+"""`distillkit validate`: check a COCO file, repair it, report its classes, optionally split it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from distillkit.cli.common import (
+    JSON_OPTION,
+    QUIET_OPTION,
+    make_output,
+    refuse_overwriting_input,
+    show_split_summary,
+    split_and_write,
+    split_summary_with_paths,
+)
+from distillkit.cli.render import render_validation
+from distillkit.data.split import parse_ratios
+from distillkit.data.validate import validate_dataset
+from distillkit.io import atomic_write_json
+
+
+def validate(
+    data: Path = typer.Argument(..., help="COCO annotation file (JSON).", show_default=False),
+    images_dir: Path | None = typer.Option(
+        None, "--images-dir", help="Folder holding the images [default: the JSON's folder and its images/]."
+    ),
+    output: Path | None = typer.Option(
+        None, "--output", "-o", help="Write the repaired dataset here (only when it is valid)."
+    ),
+    split: str | None = typer.Option(
+        None, "--split", help="Also split: 0.7,0.15,0.15 (train/val/test), 0.8,0.2, or train:0.7,val:0.3."
+    ),
+    seed: int = typer.Option(42, "--seed", help="Seed of the split."),
+    output_dir: Path | None = typer.Option(
+        None, "--output-dir", help="Where split files go [default: the input's folder]."
+    ),
+    no_stratify: bool = typer.Option(False, "--no-stratify", help="Split by plain shuffling, not by class."),
+    min_per_class: int = typer.Option(
+        1, "--min-per-class", min=0, help="Warn about classes with fewer annotations (and split images)."
+    ),
+    drop_invalid: bool = typer.Option(
+        False, "--drop-invalid", help="Leave unrepairable annotations out instead of failing (reported)."
+    ),
+    skip_images: bool = typer.Option(False, "--skip-images", help="Do not look for the image files."),
+    json_mode: bool = JSON_OPTION,
+    quiet: bool = QUIET_OPTION,
+) -> None:
+    """Check a COCO dataset, repair what can be repaired, and report what it contains.
+
+    Reads what CVAT, Label Studio, Roboflow, labelme2coco, COCO-Annotator and panopticapi write
+    (polygons, RLE with list or string counts, crowd regions, string numbers). Missing bbox/area
+    are computed from the masks with pycocotools; inconsistent ones are flagged and replaced in the
+    repaired file. The input file is never modified.
+
+    Exit code 0 when valid (warnings allowed), 1 when errors were found (then nothing is written),
+    2 for a usage mistake.
+
+    Examples:
+
+        distillkit validate data/annotations.json
+
+        distillkit validate data/annotations.json --split 0.7,0.15,0.15 --seed 0
+
+        distillkit validate export.json --output clean.json --images-dir data/images --json
+    """
+    out = make_output(json_mode, quiet)
+    ratios = parse_ratios(split) if split is not None else None  # usage errors before any work
+    if output is not None:
+        refuse_overwriting_input(output, data, "--output")
+
+    result = validate_dataset(
+        data,
+        images_dir=images_dir,
+        min_per_class=min_per_class,
+        check_images=not skip_images,
+        drop_invalid=drop_invalid,
+        progress=out.progress(),
+    )
+    report = result.report
+    document = report.to_dict()
+    render_validation(out, report)
+
+    if report.valid and result.dataset is not None:
+        if output is not None:
+            atomic_write_json(output, result.dataset, indent=False)
+            document["output"] = str(output)
+            out.notice(f"repaired dataset written to {output}")
+        if ratios is not None:
+            split_result, paths = split_and_write(
+                out, result.dataset, data, ratios, seed, not no_stratify, min_per_class, output_dir
+            )
+            summary = split_summary_with_paths(split_result, paths)
+            document["splits"] = summary
+            show_split_summary(out, summary)
+    elif output is not None or ratios is not None:
+        out.notice("the dataset has errors: no repaired or split file was written", style="red")
+
+    if json_mode:
+        out.emit_json(document)
+    if not report.valid:
+        raise typer.Exit(1)

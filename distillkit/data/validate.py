@@ -1,0 +1,744 @@
+"""Check a COCO dataset, repair what can be repaired, and say what it contains.
+
+``validate_dataset`` reads every shape real annotation tools write (CVAT, Label Studio, Roboflow,
+labelme2coco, COCO-Annotator, panopticapi): polygons with several parts, RLE with list or
+compressed string counts, crowd regions, ids from 0 or 1 or with gaps, string-typed numbers.
+It returns the findings (aggregated per code, with the ids involved), the repaired dataset
+(bbox/area from the masks where missing or inconsistent, numbers as numbers) and a
+``DatasetInfo``. The input file is never modified.
+
+The pass is built for COCO-sized files: one loop over the annotations for structure, one batched
+pycocotools pass for every mask's box and area (see ``masks.py``), and numpy for the comparisons.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import itertools
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from distillkit.data.images import (
+    default_image_roots,
+    read_image_size,
+    resolve_image_path,
+    safe_relative_name,
+    size_matches,
+)
+from distillkit.data.info import CategoryInfo, DatasetInfo
+from distillkit.data.issues import DROPPABLE_ANNOTATION_CODES, Issue, IssueCollector
+from distillkit.data.masks import MaskJob, mask_boxes_and_areas, uncompressed_rle
+from distillkit.io import read_json
+from distillkit.progress import NULL_PROGRESS, Progress
+
+# A stored bbox edge may differ from the mask's tight box by this much before it is "inconsistent":
+# rasterisation moves edges by up to a pixel, and COCO's own ground truth stores polygon extents.
+BBOX_TOLERANCE_PX = 2.0
+BBOX_TOLERANCE_REL = 0.10
+# Area tolerance: COCO stores polygon areas, pycocotools counts pixels; small objects differ most.
+AREA_TOLERANCE_PX = 10.0
+AREA_TOLERANCE_REL = 0.20
+# Boxes may overshoot the border by float noise; beyond this they are clipped and reported.
+CLIP_TOLERANCE_PX = 0.5
+# Polygon coordinates this far outside the image are corrupt (and would make rasterisation explode).
+POLYGON_FAR_FACTOR = 4.0
+
+_TRUE_STRINGS = {"1", "true", "yes"}
+_FALSE_STRINGS = {"0", "false", "no", ""}
+_PROGRESS_STEP = 20_000
+
+
+@dataclass
+class ValidationReport:
+    """What ``validate`` found. ``valid`` is True when there is no error (warnings allowed)."""
+
+    source: str | None
+    num_images: int
+    num_annotations: int
+    info: DatasetInfo
+    generated: dict[str, int]
+    replaced: dict[str, int]
+    errors: list[Issue] = field(default_factory=list)
+    warnings: list[Issue] = field(default_factory=list)
+    images_checked: bool = False
+    images_found: int = 0
+
+    @property
+    def valid(self) -> bool:
+        return not self.errors
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "valid": self.valid,
+            "source": self.source,
+            "num_images": self.num_images,
+            "num_annotations": self.num_annotations,
+            "num_empty_images": self.info.num_empty_images,
+            "num_categories": len(self.info.categories),
+            "mode": self.info.mode,
+            "has_boxes": self.info.has_boxes,
+            "has_masks": self.info.has_masks,
+            "categories": [
+                {"id": c.id, "name": c.name, "annotations": c.annotations, "images": c.images}
+                for c in self.info.categories
+            ],
+            "generated": dict(self.generated),
+            "replaced": dict(self.replaced),
+            "images_checked": self.images_checked,
+            "images_found": self.images_found,
+            "errors": [issue.to_dict() for issue in self.errors],
+            "warnings": [issue.to_dict() for issue in self.warnings],
+        }
+
+
+@dataclass
+class ValidationResult:
+    report: ValidationReport
+    dataset: dict[str, Any] | None  # the repaired COCO dict; None when the structure is unusable
+
+    @property
+    def info(self) -> DatasetInfo:
+        return self.report.info
+
+
+# --------------------------------------------------------------------------------------------
+# value coercion: (value, coerced?) — None when the value cannot mean a number
+# --------------------------------------------------------------------------------------------
+
+
+def _as_int(value: Any) -> tuple[int | None, bool]:
+    kind = type(value)
+    if kind is int:
+        return value, False
+    if kind is float:
+        if math.isfinite(value) and value == int(value):
+            return int(value), True
+        return None, False
+    if kind is str:
+        text = value.strip()
+        if text.lstrip("-").isdigit():
+            return int(text), True
+        return None, False
+    return None, False  # bool, None, containers
+
+
+def _as_float(value: Any) -> tuple[float | None, bool]:
+    kind = type(value)
+    if kind is float:
+        return (value, False) if math.isfinite(value) else (None, False)
+    if kind is int:
+        return float(value), False
+    if kind is str:
+        try:
+            number = float(value.strip())
+        except ValueError:
+            return None, False
+        return (number, True) if math.isfinite(number) else (None, False)
+    return None, False
+
+
+def _as_crowd(value: Any) -> tuple[int | None, bool]:
+    if value is None:
+        return 0, False
+    kind = type(value)
+    if kind is int:
+        return (value, False) if value in (0, 1) else (None, False)
+    if kind is bool:
+        return int(value), True
+    if kind is str:
+        text = value.strip().lower()
+        if text in _TRUE_STRINGS:
+            return 1, True
+        if text in _FALSE_STRINGS:
+            return 0, True
+    if kind is float and value in (0.0, 1.0):
+        return int(value), True
+    return None, False
+
+
+def _parse_bbox(value: Any) -> tuple[list[float] | None, bool]:
+    """A [x, y, w, h] of finite numbers with w, h > 0; (None, _) when unusable."""
+    if type(value) is not list or len(value) != 4:
+        return None, False
+    coerced = False
+    out = []
+    for item in value:
+        number, was_coerced = _as_float(item)
+        if number is None:
+            return None, False
+        coerced |= was_coerced
+        out.append(number)
+    if out[2] <= 0 or out[3] <= 0:
+        return None, coerced
+    return out, coerced
+
+
+def _is_empty_segmentation(seg: Any) -> bool:
+    return seg is None or seg == [] or seg == {} or seg == [[]]
+
+
+# --------------------------------------------------------------------------------------------
+# the validator
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Image:
+    width: int | None
+    height: int | None
+    file_name: str | None
+    entry: dict[str, Any]  # the image's dict in the dataset, for repairs
+
+
+class _Validator:
+    def __init__(
+        self,
+        data: Any,
+        source: Path | None,
+        images_dir: Path | None,
+        min_per_class: int,
+        check_images: bool,
+        drop_invalid: bool,
+        progress: Progress,
+    ) -> None:
+        self.drop_invalid = drop_invalid
+        self.data = data
+        self.source = source
+        self.images_dir = images_dir
+        self.min_per_class = min_per_class
+        self.check_images = check_images
+        self.progress = progress
+        self.issues = IssueCollector()
+        self.generated = {"bbox": 0, "area": 0, "image_size": 0}
+        self.replaced = {"bbox": 0, "area": 0, "clipped_bbox": 0}
+        self.images: dict[int, _Image] = {}
+        self.categories: dict[int, str] = {}
+        self.images_checked = False
+        self.images_found = 0
+
+    # -- top level ---------------------------------------------------------------------------
+
+    def run(self) -> ValidationResult:
+        data = self.data
+        if type(data) is not dict:
+            self.issues.add("structure", None, f"the top level is a JSON {type(data).__name__}, not an object")
+            return self._result(None, [], [])
+        lists = {}
+        for key in ("images", "annotations", "categories"):
+            value = data.get(key)
+            if type(value) is not list:
+                what = "missing" if value is None else f"a {type(value).__name__}, not a list"
+                self.issues.add("structure", None, f"'{key}' is {what}")
+            else:
+                lists[key] = value
+        if len(lists) < 3:
+            return self._result(None, [], [])
+
+        self._check_categories(lists["categories"])
+        self._check_images(lists["images"])
+        if self.check_images:
+            self._check_image_files()
+        self._report_unknown_sizes()
+        stats = self._check_annotations(lists["annotations"])
+        kept_categories = self._check_category_names(lists["categories"], stats)
+        data["categories"] = kept_categories
+        data["annotations"] = stats["valid_annotations"]  # what failed a check is left out
+        return self._result(data, kept_categories, stats)
+
+    def _result(self, dataset: dict[str, Any] | None, categories: list[Any], stats: Any) -> ValidationResult:
+        issues = self.issues.issues(DROPPABLE_ANNOTATION_CODES if self.drop_invalid else frozenset())
+        num_images = len(self.images)
+        num_annotations = len(stats["valid_annotations"]) if stats else 0
+        category_infos: tuple[CategoryInfo, ...] = ()
+        num_empty = num_images
+        has_boxes = has_masks = False
+        if stats:
+            per_category_annotations: Counter[int] = stats["category_annotations"]
+            per_category_images: Counter[int] = stats["category_images"]
+            category_infos = tuple(
+                CategoryInfo(
+                    id=c["id"],
+                    name=c["name"],
+                    annotations=per_category_annotations.get(c["id"], 0),
+                    images=per_category_images.get(c["id"], 0),
+                )
+                for c in sorted(categories, key=lambda c: c["id"])
+            )
+            num_empty = num_images - stats["annotated_images"]
+            has_boxes, has_masks = stats["has_boxes"], stats["has_masks"]
+        info = DatasetInfo(
+            num_images=num_images,
+            num_annotations=num_annotations,
+            categories=category_infos,
+            has_boxes=has_boxes,
+            has_masks=has_masks,
+            num_empty_images=num_empty,
+        )
+        report = ValidationReport(
+            source=str(self.source) if self.source else None,
+            num_images=num_images,
+            num_annotations=num_annotations,
+            info=info,
+            generated=self.generated,
+            replaced=self.replaced,
+            errors=[i for i in issues if i.severity == "error"],
+            warnings=[i for i in issues if i.severity == "warning"],
+            images_checked=self.images_checked,
+            images_found=self.images_found,
+        )
+        return ValidationResult(report=report, dataset=dataset)
+
+    # -- categories ----------------------------------------------------------------------------
+
+    def _check_categories(self, categories: list[Any]) -> None:
+        for position, category in enumerate(categories):
+            if type(category) is not dict:
+                self.issues.add("invalid_category", f"#{position}", f"entry #{position} is not an object")
+                continue
+            category_id, coerced = _as_int(category.get("id"))
+            name = category.get("name")
+            if category_id is None or type(name) is not str or not name.strip():
+                self.issues.add("invalid_category", category.get("id", f"#{position}"))
+                continue
+            if coerced:
+                category["id"] = category_id
+                self.issues.add("coerced_value", None, f"category id {category.get('id')!r}")
+            if category_id in self.categories:
+                self.issues.add("duplicate_category_id", category_id)
+                continue
+            self.categories[category_id] = name
+
+    def _check_category_names(self, categories: list[Any], stats: dict[str, Any]) -> list[Any]:
+        """Duplicate names, unused categories, rare classes; drops unused duplicate placeholders."""
+        used = stats["category_annotations"]
+        by_name: dict[str, list[int]] = {}
+        for category_id, name in self.categories.items():
+            by_name.setdefault(name.strip(), []).append(category_id)
+        dropped: set[int] = set()
+        for ids in by_name.values():
+            if len(ids) < 2:
+                continue
+            used_ids = [i for i in ids if used.get(i, 0) > 0]
+            if len(used_ids) > 1:
+                for category_id in ids:
+                    self.issues.add("duplicate_category_name", category_id)
+            elif len(used_ids) == 1:
+                for category_id in ids:
+                    if category_id not in used_ids:
+                        self.issues.add("placeholder_category", category_id)
+                        dropped.add(category_id)
+        for category_id in self.categories:
+            if category_id in dropped:
+                continue
+            count = used.get(category_id, 0)
+            if count == 0:
+                self.issues.add("unused_category", category_id)
+            elif count < self.min_per_class:
+                self.issues.add("class_below_min", category_id, f"{self.categories[category_id]}: {count}")
+        return [
+            c for c in categories if type(c) is dict and c.get("id") in self.categories and c.get("id") not in dropped
+        ]
+
+    # -- images -------------------------------------------------------------------------------
+
+    def _check_images(self, images: list[Any]) -> None:
+        for position, image in enumerate(images):
+            if type(image) is not dict:
+                self.issues.add("invalid_image", f"#{position}", f"entry #{position} is not an object")
+                continue
+            image_id, coerced_id = _as_int(image.get("id"))
+            if image_id is None:
+                self.issues.add("invalid_image", f"#{position}", f"entry #{position} has id {image.get('id')!r}")
+                continue
+            if coerced_id:
+                self.issues.add("coerced_value", None, f"image id {image.get('id')!r}")
+                image["id"] = image_id
+            if image_id in self.images:
+                self.issues.add("duplicate_image_id", image_id)
+                continue
+            width, coerced_w = _as_int(image.get("width"))
+            height, coerced_h = _as_int(image.get("height"))
+            if coerced_w or coerced_h:
+                self.issues.add("coerced_value", None, f"image {image_id} width/height")
+                if width is not None:
+                    image["width"] = width
+                if height is not None:
+                    image["height"] = height
+            if width is not None and width <= 0:
+                width = None
+            if height is not None and height <= 0:
+                height = None
+            file_name = image.get("file_name")
+            if type(file_name) is not str or not file_name:
+                self.issues.add("invalid_image", image_id, f"image {image_id} has no file_name")
+                file_name = None
+            elif safe_relative_name(file_name) is None:
+                self.issues.add("unsafe_file_name", image_id, repr(file_name))
+                file_name = None
+            self.images[image_id] = _Image(width, height, file_name, image)
+        # Images whose size is still unknown after the file checks are reported then.
+
+    def _check_image_files(self) -> None:
+        source_for_roots = self.source if self.source is not None else Path.cwd() / "dataset.json"
+        roots = default_image_roots(source_for_roots, self.images_dir)
+        resolved: dict[int, Path | None] = {}
+        with self.progress.task("locating image files", total=len(self.images)) as task:
+            for count, (image_id, image) in enumerate(self.images.items(), 1):
+                resolved[image_id] = resolve_image_path(image.file_name, roots) if image.file_name else None
+                if count % _PROGRESS_STEP == 0:
+                    task.advance(_PROGRESS_STEP)
+        self.images_found = sum(path is not None for path in resolved.values())
+        if self.images_found == 0:
+            if self.images:
+                self.issues.add("images_not_found", None)
+            return
+        self.images_checked = True
+        with self.progress.task("reading image headers", total=len(self.images)) as task:
+            for image_id, path in resolved.items():
+                task.advance()
+                image = self.images[image_id]
+                if path is None:
+                    if image.file_name is not None:
+                        self.issues.add("image_file_missing", image_id, image.file_name)
+                    continue
+                file_info = read_image_size(path)
+                if file_info is None:
+                    self.issues.add("image_unreadable", image_id, str(path.name))
+                    continue
+                if image.width is None or image.height is None:
+                    image.width, image.height = file_info.width, file_info.height
+                    image.entry["width"], image.entry["height"] = file_info.width, file_info.height
+                    self.generated["image_size"] += 1
+                elif not size_matches(file_info, image.width, image.height):
+                    self.issues.add(
+                        "image_size_mismatch",
+                        image_id,
+                        f"{path.name}: file {file_info.width}x{file_info.height}, JSON {image.width}x{image.height}",
+                    )
+
+    def _report_unknown_sizes(self) -> None:
+        for image_id, image in self.images.items():
+            if image.width is None or image.height is None:
+                self.issues.add("invalid_image", image_id, f"image {image_id} has no usable width/height")
+
+    # -- annotations ----------------------------------------------------------------------------
+
+    def _check_annotations(self, annotations: list[Any]) -> dict[str, Any]:
+        issues = self.issues
+        images = self.images
+        categories = self.categories
+        seen_ids: set[int] = set()
+        valid: list[dict[str, Any]] = []
+        polygon_jobs: list[tuple[dict[str, Any], MaskJob]] = []
+        rle_jobs: list[tuple[dict[str, Any], MaskJob]] = []
+        box_only: list[tuple[dict[str, Any], _Image]] = []
+        has_boxes = False
+
+        with self.progress.task("checking annotations", total=len(annotations)) as task:
+            for position, ann in enumerate(annotations):
+                if position % _PROGRESS_STEP == 0 and position:
+                    task.advance(_PROGRESS_STEP)
+                if type(ann) is not dict:
+                    issues.add("invalid_annotation", f"#{position}", f"entry #{position} is not an object")
+                    continue
+                ann_id, coerced = _as_int(ann.get("id"))
+                image_id, coerced_image = _as_int(ann.get("image_id"))
+                category_id, coerced_category = _as_int(ann.get("category_id"))
+                if ann_id is None or image_id is None or category_id is None:
+                    issues.add("invalid_annotation", ann.get("id", f"#{position}"))
+                    continue
+                if coerced or coerced_image or coerced_category:
+                    ann["id"], ann["image_id"], ann["category_id"] = ann_id, image_id, category_id
+                    issues.add("coerced_value", ann_id)
+                if ann_id in seen_ids:
+                    issues.add("duplicate_annotation_id", ann_id)
+                    continue
+                seen_ids.add(ann_id)
+                image = images.get(image_id)
+                if image is None:
+                    issues.add("missing_image", ann_id, f"annotation {ann_id} → image {image_id}")
+                    continue
+                if category_id not in categories:
+                    issues.add("missing_category", ann_id, f"annotation {ann_id} → category {category_id}")
+                    continue
+                crowd, coerced_crowd = _as_crowd(ann.get("iscrowd"))
+                if crowd is None:
+                    issues.add("invalid_iscrowd", ann_id, repr(ann.get("iscrowd")))
+                    continue
+                if coerced_crowd or "iscrowd" not in ann:
+                    if coerced_crowd:
+                        issues.add("coerced_value", ann_id)
+                    ann["iscrowd"] = crowd
+                if image.width is None or image.height is None:
+                    continue  # already reported as an invalid image; geometry cannot be checked
+
+                bbox_value = ann.get("bbox")
+                bbox, coerced_bbox = _parse_bbox(bbox_value)
+                if coerced_bbox and bbox is not None:
+                    ann["bbox"] = bbox
+                    issues.add("coerced_value", ann_id)
+                if bbox is not None:
+                    has_boxes = True
+
+                job = self._mask_job(ann, ann_id, image, len(valid))
+                if job is False:
+                    continue  # malformed mask, reported
+                if job is None:
+                    if bbox is None:
+                        if bbox_value is None or bbox_value == []:
+                            issues.add("no_geometry", ann_id)
+                        else:
+                            issues.add("invalid_bbox", ann_id, f"annotation {ann_id}: {bbox_value!r}")
+                        continue
+                    box_only.append((ann, image))
+                valid.append(ann)
+                if job is not None:
+                    (polygon_jobs if job.parts is not None else rle_jobs).append((ann, job))
+
+        self._validate_polygon_coordinates(polygon_jobs)
+        mask_jobs = [pair for pair in itertools.chain(polygon_jobs, rle_jobs) if pair[1].index >= 0]
+        removed = self._repair_from_masks(mask_jobs)
+        self._repair_box_only(box_only, removed)
+        if removed:
+            valid = [ann for ann in valid if id(ann) not in removed]
+
+        category_annotations: Counter[int] = Counter()
+        pairs = set()
+        for ann in valid:
+            category_annotations[ann["category_id"]] += 1
+            pairs.add((ann["category_id"], ann["image_id"]))
+        category_images: Counter[int] = Counter(category for category, _ in pairs)
+        annotated_images = len({image_id for _, image_id in pairs})
+        return {
+            "valid_annotations": valid,
+            "category_annotations": category_annotations,
+            "category_images": category_images,
+            "annotated_images": annotated_images,
+            "has_boxes": has_boxes,
+            "has_masks": bool(mask_jobs),
+        }
+
+    def _mask_job(self, ann: dict[str, Any], ann_id: int, image: _Image, index: int) -> MaskJob | bool | None:
+        """MaskJob for the annotation's segmentation; None when it has none; False when malformed."""
+        seg = ann.get("segmentation")
+        if _is_empty_segmentation(seg):
+            return None
+        height, width = image.height or 0, image.width or 0
+        if type(seg) is list:
+            first = seg[0]
+            if type(first) in (int, float):
+                # A single polygon written flat ([x1, y1, x2, ...]) instead of [[...]].
+                seg = [seg]
+                ann["segmentation"] = seg
+                self.issues.add("coerced_value", ann_id)
+            parts = []
+            for part in seg:
+                if type(part) is not list or len(part) < 6 or len(part) % 2:
+                    if type(part) is list and not part:
+                        continue  # an empty part next to real ones: harmless
+                    size = len(part) if type(part) is list else type(part).__name__
+                    self.issues.add("invalid_polygon", ann_id, f"annotation {ann_id}: part of {size} values")
+                    return False
+                parts.append(part)
+            if not parts:
+                return None
+            if len(parts) != len(seg):
+                ann["segmentation"] = parts
+            return MaskJob(index=index, height=height, width=width, parts=parts)
+        if type(seg) is dict:
+            return self._rle_job(seg, ann_id, height, width, index)
+        self.issues.add("invalid_segmentation", ann_id, f"annotation {ann_id}: {type(seg).__name__}")
+        return False
+
+    def _rle_job(self, seg: dict[str, Any], ann_id: int, height: int, width: int, index: int) -> MaskJob | bool:
+        size = seg.get("size")
+        counts = seg.get("counts")
+        if type(size) is not list or len(size) != 2 or not all(type(v) is int for v in size):
+            self.issues.add("invalid_rle", ann_id, f"annotation {ann_id}: size {size!r}")
+            return False
+        if size != [height, width]:
+            self.issues.add(
+                "rle_size_mismatch", ann_id, f"annotation {ann_id}: RLE {size[0]}x{size[1]}, image {height}x{width}"
+            )
+            return False
+        if type(counts) is list:
+            if not all(type(v) is int and v >= 0 for v in counts) or sum(counts) != height * width:
+                self.issues.add("invalid_rle", ann_id, f"annotation {ann_id}: counts do not sum to {height}x{width}")
+                return False
+            return MaskJob(index=index, height=height, width=width, rle=uncompressed_rle(seg))
+        if type(counts) is str and counts:
+            return MaskJob(index=index, height=height, width=width, rle={"size": size, "counts": counts.encode()})
+        self.issues.add("invalid_rle", ann_id, f"annotation {ann_id}: counts of type {type(counts).__name__}")
+        return False
+
+    def _validate_polygon_coordinates(self, polygon_jobs: list[tuple[dict[str, Any], MaskJob]]) -> None:
+        """Non-numbers, NaN and wildly out-of-image coordinates, checked per image size at once.
+
+        Clean data passes with one numpy conversion per image size; only a size group that fails is
+        re-checked annotation by annotation to name the culprits. Bad jobs get ``index = -1``.
+        """
+        groups: dict[tuple[int, int], list[tuple[dict[str, Any], MaskJob]]] = {}
+        for pair in polygon_jobs:
+            groups.setdefault((pair[1].height, pair[1].width), []).append(pair)
+        for (height, width), pairs in groups.items():
+            if _coordinates_ok([part for _, job in pairs for part in job.parts or []], height, width):
+                continue
+            for ann, job in pairs:
+                if not _coordinates_ok(job.parts or [], height, width):
+                    self.issues.add(
+                        "invalid_polygon", ann["id"], f"annotation {ann['id']}: non-numeric or far-out coordinates"
+                    )
+                    job.index = -1
+
+    def _repair_from_masks(self, mask_jobs: list[tuple[dict[str, Any], MaskJob]]) -> set[int]:
+        """Fill or fix bbox/area from the masks; return ids (``id(ann)``) of annotations rejected here."""
+        removed: set[int] = set()
+        if not mask_jobs:
+            return removed
+        with self.progress.task("computing mask boxes and areas", total=None):
+            boxes, areas = mask_boxes_and_areas([job for _, job in mask_jobs])
+        count = len(mask_jobs)
+        stored = np.full((count, 4), np.nan)
+        stored_area = np.full(count, np.nan)
+        area_present = np.zeros(count, dtype=bool)
+        for row, (ann, _) in enumerate(mask_jobs):
+            bbox = ann.get("bbox")
+            if type(bbox) is list and len(bbox) == 4:
+                with contextlib.suppress(TypeError, ValueError):
+                    stored[row] = bbox
+            if "area" in ann:
+                area_present[row] = True
+                value, _ = _as_float(ann["area"])
+                if value is not None and value >= 0:
+                    stored_area[row] = value
+
+        has_bbox = np.isfinite(stored).all(axis=1) & (stored[:, 2] > 0) & (stored[:, 3] > 0)
+        dims = np.concatenate([boxes[:, 2:], boxes[:, 2:]], axis=1)
+        tolerance = np.maximum(BBOX_TOLERANCE_PX, BBOX_TOLERANCE_REL * dims)
+        edges_mask = np.concatenate([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], axis=1)
+        with np.errstate(invalid="ignore"):
+            edges_stored = np.concatenate([stored[:, :2], stored[:, :2] + stored[:, 2:]], axis=1)
+            bbox_mismatch = has_bbox & (np.abs(edges_mask - edges_stored) > tolerance).any(axis=1)
+            has_area = np.isfinite(stored_area)
+            area_mismatch = has_area & (
+                np.abs(stored_area - areas) > np.maximum(AREA_TOLERANCE_PX, AREA_TOLERANCE_REL * areas)
+            )
+        empty = areas <= 0
+
+        box_lists = boxes.tolist()
+        area_list = areas.tolist()
+        for row, (ann, _) in enumerate(mask_jobs):
+            ann_id = ann["id"]
+            if empty[row]:
+                self.issues.add("empty_mask", ann_id)
+                removed.add(id(ann))
+                continue
+            if not has_bbox[row]:
+                if ann.get("bbox") is not None and ann.get("bbox") != []:
+                    self.issues.add("bbox_mask_mismatch", ann_id, f"annotation {ann_id}: stored {ann['bbox']!r}")
+                    self.replaced["bbox"] += 1
+                else:
+                    self.generated["bbox"] += 1
+                ann["bbox"] = box_lists[row]
+            elif bbox_mismatch[row]:
+                self.issues.add(
+                    "bbox_mask_mismatch",
+                    ann_id,
+                    f"annotation {ann_id}: stored {[round(float(v), 1) for v in stored[row]]}, "
+                    f"mask {[round(float(v), 1) for v in box_lists[row]]}",
+                )
+                self.replaced["bbox"] += 1
+                ann["bbox"] = box_lists[row]
+            if not has_area[row]:
+                if area_present[row]:
+                    self.issues.add("invalid_area", ann_id)
+                    self.replaced["area"] += 1
+                else:
+                    self.generated["area"] += 1
+                ann["area"] = area_list[row]
+            elif area_mismatch[row]:
+                self.issues.add("area_mask_mismatch", ann_id)
+                self.replaced["area"] += 1
+                ann["area"] = area_list[row]
+        return removed
+
+    def _repair_box_only(self, box_only: list[tuple[dict[str, Any], _Image]], removed: set[int]) -> None:
+        """Boxes without masks: outside → error, overshooting → clipped, area from the box."""
+        for ann, image in box_only:
+            x, y, w, h = ann["bbox"]
+            width, height = float(image.width or 0), float(image.height or 0)
+            x2, y2 = x + w, y + h
+            if x >= width or y >= height or x2 <= 0 or y2 <= 0:
+                self.issues.add("bbox_outside_image", ann["id"], f"annotation {ann['id']}: {ann['bbox']}")
+                removed.add(id(ann))
+                continue
+            tol = CLIP_TOLERANCE_PX
+            if x < -tol or y < -tol or x2 > width + tol or y2 > height + tol:
+                cx, cy = max(x, 0.0), max(y, 0.0)
+                cw, ch = min(x2, width) - cx, min(y2, height) - cy
+                self.issues.add("bbox_clipped", ann["id"])
+                self.replaced["clipped_bbox"] += 1
+                ann["bbox"] = [cx, cy, cw, ch]
+                w, h = cw, ch
+            area, _ = _as_float(ann.get("area"))
+            if area is None or area < 0:
+                if "area" in ann:
+                    self.issues.add("invalid_area", ann["id"])
+                    self.replaced["area"] += 1
+                else:
+                    self.generated["area"] += 1
+                ann["area"] = w * h
+
+
+def _coordinates_ok(parts: list[list[Any]], height: int, width: int) -> bool:
+    if not parts:
+        return True
+    try:
+        values = np.fromiter(itertools.chain.from_iterable(parts), dtype=np.float64)
+    except (TypeError, ValueError):
+        return False
+    if not np.isfinite(values).all():
+        return False
+    limit = POLYGON_FAR_FACTOR * max(height, width) + 16
+    return bool(values.min() >= -limit and values.max() <= limit)
+
+
+def validate_dataset(
+    source: str | Path | dict[str, Any],
+    images_dir: str | Path | None = None,
+    min_per_class: int = 0,
+    check_images: bool = True,
+    drop_invalid: bool = False,
+    progress: Progress = NULL_PROGRESS,
+) -> ValidationResult:
+    """Validate and repair a COCO dataset given as a file path or an already-loaded dict.
+
+    ``drop_invalid`` leaves annotations that cannot be repaired (zero-size boxes, malformed
+    polygons, dangling ids...) out of the repaired dataset and reports them as warnings instead of
+    errors. A dict passed in is deep-copied first, so the caller's object is never modified. Raises
+    ``UsageError`` for a missing file and ``DataError`` for a file that is not JSON; everything
+    wrong inside the JSON is reported in the result instead.
+    """
+    path: Path | None = None
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        with progress.task(f"reading {path.name}", total=None):
+            data = read_json(path)
+    else:
+        data = copy.deepcopy(source)
+    validator = _Validator(
+        data=data,
+        source=path,
+        images_dir=Path(images_dir) if images_dir is not None else None,
+        min_per_class=min_per_class,
+        check_images=check_images,
+        drop_invalid=drop_invalid,
+        progress=progress,
+    )
+    return validator.run()
