@@ -50,8 +50,7 @@ def make_coco(seed: int = 0, n_images: int = 300, n_empty: int = 40) -> dict[str
         "info": {"description": "synthetic", "version": "1"},
         "licenses": [{"id": 1, "name": "CC0"}],
         "images": [
-            {"id": 1000 + i, "file_name": f"img_{i:04d}.jpg", "width": 64, "height": 48}
-            for i in range(n_images)
+            {"id": 1000 + i, "file_name": f"img_{i:04d}.jpg", "width": 64, "height": 48} for i in range(n_images)
         ],
         "annotations": annotations,
         "categories": [{"id": c, "name": f"class_{c}", "supercategory": "x"} for c in range(1, 6)],
@@ -242,9 +241,7 @@ def test_stratified_beats_random_on_imbalanced_classes(coco: dict[str, Any]) -> 
     classes = [3, 4, RARE_CLASS]
     seeds = range(5)
     stratified = sum(share_deviation(coco, split_dataset(coco, RATIOS, seed=s), classes) for s in seeds)
-    shuffled = sum(
-        share_deviation(coco, split_dataset(coco, RATIOS, seed=s, stratify=False), classes) for s in seeds
-    )
+    shuffled = sum(share_deviation(coco, split_dataset(coco, RATIOS, seed=s, stratify=False), classes) for s in seeds)
     assert stratified < 0.5 * shuffled
 
 

@@ -51,7 +51,7 @@ def _register_commands() -> None:
 
     app.command(name="validate", no_args_is_help=True)(validate_cmd.validate)
     app.command(name="split", no_args_is_help=True)(split_cmd.split)
-    app.command(name="config", no_args_is_help=True)(config_cmd.config)
+    app.command(name="config")(config_cmd.config)
 
 
 _register_commands()

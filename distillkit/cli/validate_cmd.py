@@ -83,17 +83,17 @@ def validate(
     render_validation(out, report)
 
     if report.valid and result.dataset is not None:
-        if output is not None:
-            atomic_write_json(output, result.dataset, indent=False)
-            document["output"] = str(output)
-            out.notice(f"repaired dataset written to {output}")
-        if ratios is not None:
+        if ratios is not None:  # split first: a dataset too small to split writes nothing at all
             split_result, paths = split_and_write(
                 out, result.dataset, data, ratios, seed, not no_stratify, min_per_class, output_dir
             )
             summary = split_summary_with_paths(split_result, paths)
             document["splits"] = summary
             show_split_summary(out, summary)
+        if output is not None:
+            atomic_write_json(output, result.dataset, indent=False)
+            document["output"] = str(output)
+            out.notice(f"repaired dataset written to {output}")
     elif output is not None or ratios is not None:
         out.notice("the dataset has errors: no repaired or split file was written", style="red")
 

@@ -78,9 +78,7 @@ def _parse_ratio_value(raw: str, text: str) -> float:
 
 def _checked_names(names: list[str], text: str) -> list[tuple[str, int]]:
     if len(names) < 2:
-        raise UsageError(
-            f"split ratios {text!r} name only {len(names)} split; give at least 2", RATIO_EXAMPLE
-        )
+        raise UsageError(f"split ratios {text!r} name only {len(names)} split; give at least 2", RATIO_EXAMPLE)
     for name in names:
         if not _SPLIT_NAME.match(name):
             raise UsageError(
@@ -89,9 +87,7 @@ def _checked_names(names: list[str], text: str) -> list[tuple[str, int]]:
             )
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
-        raise UsageError(
-            f"split name(s) {', '.join(duplicates)} repeated in {text!r}", "name each split once"
-        )
+        raise UsageError(f"split name(s) {', '.join(duplicates)} repeated in {text!r}", "name each split once")
     return [(name, index) for index, name in enumerate(names)]
 
 
@@ -101,9 +97,7 @@ def _normalise_ratios(order: dict[str, int], values: list[float], text: str) -> 
         values = [value / 100.0 for value in values]
         total = math.fsum(values)
     if abs(total - 1.0) > _SUM_TOLERANCE:
-        raise UsageError(
-            f"split ratios {text!r} sum to {total:g}, not 1 (or 100 for percentages)", RATIO_EXAMPLE
-        )
+        raise UsageError(f"split ratios {text!r} sum to {total:g}, not 1 (or 100 for percentages)", RATIO_EXAMPLE)
     return {name: values[index] for name, index in order.items()}
 
 
@@ -328,9 +322,7 @@ def _stratified_folds(labels: np.ndarray, ratios: np.ndarray, sizes: list[int], 
     return folds
 
 
-def _rebalance_sizes(
-    labels: np.ndarray, folds: np.ndarray, ratios: np.ndarray, sizes: list[int]
-) -> np.ndarray:
+def _rebalance_sizes(labels: np.ndarray, folds: np.ndarray, ratios: np.ndarray, sizes: list[int]) -> np.ndarray:
     """Move images from over- to under-sized splits until every split has exactly ``sizes`` images.
 
     Iterative stratification lands a few images off the target sizes. Each move takes, from the
@@ -438,8 +430,7 @@ def _split_warnings(stats: dict[str, SplitStats], min_per_class: int) -> list[di
             warnings.append(
                 {
                     "code": "empty_split",
-                    "message": f"split '{name}' (ratio {split.ratio:g}) got no images; "
-                    "raise its ratio or add images",
+                    "message": f"split '{name}' (ratio {split.ratio:g}) got no images; raise its ratio or add images",
                     "split": name,
                     "category_ids": [],
                 }

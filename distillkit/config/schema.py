@@ -1,0 +1,437 @@
+"""Typed schema of every configuration section: one pydantic model per YAML file in ``defaults/``.
+
+The shipped YAML files are the single source of the default *values*; the models here define the
+*shape* (keys, types, ranges), so fields carry no defaults: a key missing from a defaults file is a
+packaging bug, caught by the tests. Models are strict (``16`` is an int, ``"16"`` is not) because
+values arrive already typed from YAML or from ``--set`` parsing, and forbid unknown keys so a typo
+is an error instead of a silently ignored setting.
+
+``SECTIONS`` maps each section name (the YAML file stem) to its model. ``DataSection`` is the
+data-derived layer, built from a ``DatasetInfo`` rather than from a file.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+# Reusable constrained types: they keep the field lines short and the error texts uniform.
+PositiveInt = Annotated[int, Field(ge=1)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+NonNegativeFloat = Annotated[float, Field(ge=0)]
+Probability = Annotated[float, Field(ge=0, le=1)]
+UnitOpenFloat = Annotated[float, Field(ge=0, lt=1)]
+
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?|\d+(,\d+)*)$")
+
+
+class SectionModel(BaseModel):
+    """Base of every section: strict types, unknown keys rejected, assignments validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True)
+
+
+def _device_to_str(value: Any) -> Any:
+    # `--set training_dynamics.device=0` arrives as the int 0; devices are names.
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+def _check_device(value: str) -> str:
+    if not _DEVICE.match(value):
+        raise ValueError("expected auto, cpu, mps, cuda, cuda:N or GPU indices like 0,1")
+    return value
+
+
+def _check_regex(value: str | list[str]) -> str | list[str]:
+    if isinstance(value, str):
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression ({exc})") from None
+    elif not value:
+        raise ValueError("expected a regex or a non-empty list of module names")
+    return value
+
+
+# --------------------------------------------------------------------------------------------------
+# preprocessing
+
+
+class PreprocessingConfig(SectionModel):
+    """How images are resized and normalised before any model sees them."""
+
+    imgsz: PositiveInt = Field(description="input side in pixels (multiple of 32 for YOLO)")
+    resize_mode: Literal["letterbox", "center_crop", "resize"] = Field(
+        description="letterbox pads to a square, center_crop crops, resize see keep_ratio"
+    )
+    keep_ratio: bool = Field(description="resize mode: keep aspect ratio (long side = imgsz) or stretch")
+    pad_value: Annotated[int, Field(ge=0, le=255)] = Field(description="letterbox padding grey level")
+    interpolation: Literal["nearest", "bilinear", "bicubic", "area", "lanczos"] = Field(description="resampling filter")
+    mean: list[Annotated[float, Field(ge=0, le=1)]] = Field(
+        min_length=1, max_length=4, description="per-channel mean of [0,1] pixels"
+    )
+    std: list[PositiveFloat] = Field(min_length=1, max_length=4, description="per-channel std")
+
+    @model_validator(mode="after")
+    def _same_channels(self) -> PreprocessingConfig:
+        if len(self.mean) != len(self.std):
+            raise ValueError(f"mean has {len(self.mean)} channels but std has {len(self.std)}")
+        return self
+
+
+# --------------------------------------------------------------------------------------------------
+# augmentation
+
+Characteristic = Literal[
+    "small_objects",
+    "large_objects",
+    "thin_structures",
+    "dense_objects",
+    "rotation_invariant",
+    "orientation_sensitive",
+    "color_sensitive",
+    "reflective",
+    "low_contrast",
+    "texture_defects",
+    "occlusion",
+]
+
+
+class EnvironmentConfig(SectionModel):
+    """Where and how the images were taken; drives which transforms are plausible."""
+
+    lighting: Literal["stable", "variable", "harsh"] = Field(description="brightness/contrast jitter")
+    camera: Literal["fixed", "handheld", "moving"] = Field(description="perspective, rotation, blur")
+    background: Literal["clean", "cluttered", "varied"] = Field(description="mosaic and copy-paste use")
+    distance: Literal["fixed", "variable"] = Field(description="scale jitter")
+
+
+class AugmentationConfig(SectionModel):
+    """Augmentation described by what the images are like; the planner picks the transforms."""
+
+    characteristics: list[Characteristic] = Field(description="what matters about the objects")
+    environment: EnvironmentConfig
+    intensity: Literal["none", "light", "medium", "strong"] = Field(description="overall strength")
+    seed: NonNegativeInt = Field(description="augmentation RNG seed")
+    mosaic: Probability = Field(description="student: probability of 4-image mosaic")
+    close_mosaic: NonNegativeInt = Field(description="student: no mosaic in the last N epochs")
+    mixup: Probability = Field(description="student: probability of mixup")
+    copy_paste: Probability = Field(description="student: probability of copy-paste (masks only)")
+    copy_paste_rare_classes: bool = Field(description="student: paste rare classes more often")
+
+    @field_validator("characteristics")
+    @classmethod
+    def _coherent(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("an entry is listed twice")
+        if {"rotation_invariant", "orientation_sensitive"} <= set(value):
+            raise ValueError("rotation_invariant and orientation_sensitive contradict each other")
+        return value
+
+
+# --------------------------------------------------------------------------------------------------
+# training dynamics
+
+
+class EmaConfig(SectionModel):
+    """Exponential moving average of the weights."""
+
+    enabled: bool = Field(description="evaluate and save the EMA weights")
+    decay: Annotated[float, Field(gt=0, lt=1)] = Field(description="EMA decay per step")
+
+
+class TrainingDynamicsConfig(SectionModel):
+    """The shared training loop: optimiser, schedule, precision, clipping, EMA, stopping."""
+
+    epochs: PositiveInt = Field(description="training epochs")
+    batch_size: PositiveInt = Field(description="images per batch")
+    optimizer: Literal["adamw", "sgd"] = Field(description="optimiser")
+    lr: PositiveFloat = Field(description="peak learning rate")
+    weight_decay: NonNegativeFloat = Field(description="decoupled weight decay")
+    momentum: UnitOpenFloat = Field(description="sgd momentum / adamw beta1")
+    scheduler: Literal["cosine", "onecycle", "linear", "constant"] = Field(description="lr schedule")
+    min_lr_ratio: Probability = Field(description="final lr as a fraction of lr")
+    warmup_epochs: NonNegativeFloat = Field(description="linear warm-up length in epochs")
+    warmup_lr_ratio: Annotated[float, Field(gt=0, le=1)] = Field(description="warm-up start lr / lr")
+    amp: Literal["auto", "bf16", "fp16", "off"] = Field(description="mixed precision")
+    grad_clip_norm: PositiveFloat | None = Field(description="max gradient norm; null disables")
+    grad_accumulation: PositiveInt = Field(description="optimiser step every N batches")
+    ema: EmaConfig
+    early_stopping_patience: NonNegativeInt = Field(description="epochs without improvement; 0 disables")
+    seed: NonNegativeInt = Field(description="global RNG seed")
+    deterministic: bool = Field(description="deterministic algorithms (slower)")
+    num_workers: NonNegativeInt = Field(description="data-loader workers")
+    device: str = Field(description="auto | cpu | cuda | cuda:N | mps")
+
+    @field_validator("amp", mode="before")
+    @classmethod
+    def _amp_bool(cls, value: Any) -> Any:
+        # `amp=true` / `amp=false` read naturally; map them onto the named modes.
+        if value is True:
+            return "auto"
+        if value is False:
+            return "off"
+        return value
+
+    _device_in = field_validator("device", mode="before")(_device_to_str)
+    _device_ok = field_validator("device")(_check_device)
+
+
+# --------------------------------------------------------------------------------------------------
+# checkpointing
+
+
+class CheckpointingConfig(SectionModel):
+    """What the loop saves and how it resumes."""
+
+    save_best: bool = Field(description="keep best.pt, judged by monitor")
+    save_last: bool = Field(description="keep last.pt with the full training state")
+    save_every_n_epochs: NonNegativeInt = Field(description="extra snapshots every N epochs; 0 disables")
+    monitor: str = Field(min_length=1, description="metric deciding 'best'; auto: the task's main metric")
+    mode: Literal["max", "min"] = Field(description="max: larger monitored value is better")
+    keep_last_n: PositiveInt = Field(description="periodic snapshots kept on disk")
+    resume: bool | str = Field(description="false | true (last.pt of the experiment) | checkpoint path")
+
+    @model_validator(mode="after")
+    def _loss_is_minimised(self) -> CheckpointingConfig:
+        if "loss" in self.monitor.lower() and self.mode == "max":
+            raise ValueError(f"monitor '{self.monitor}' is a loss, so mode must be 'min'")
+        return self
+
+
+# --------------------------------------------------------------------------------------------------
+# teachers
+
+
+class LoraConfig(SectionModel):
+    """LoRA adapter settings, passed to peft's LoraConfig."""
+
+    r: PositiveInt = Field(description="adapter rank")
+    alpha: PositiveInt = Field(description="scaling numerator (scaling = alpha / r)")
+    dropout: UnitOpenFloat = Field(description="dropout on the adapter input")
+    bias: Literal["none", "all", "lora_only"] = Field(description="which biases are trained")
+    target_modules: str | list[str] = Field(description="full-match regex or list of module names")
+
+    _targets_ok = field_validator("target_modules")(_check_regex)
+
+
+class GroundingDinoLossConfig(SectionModel):
+    """Loss weights for Grounding DINO fine-tuning (DETR-style set loss)."""
+
+    class_weight: NonNegativeFloat = Field(description="focal classification loss weight")
+    bbox_weight: NonNegativeFloat = Field(description="L1 box loss weight")
+    giou_weight: NonNegativeFloat = Field(description="GIoU loss weight")
+    focal_alpha: Probability = Field(description="focal loss alpha")
+    focal_gamma: NonNegativeFloat = Field(description="focal loss gamma")
+
+
+class GroundingDinoLoraConfig(SectionModel):
+    """Box teacher: Grounding DINO with LoRA adapters."""
+
+    weights: str = Field(min_length=1, description="Hugging Face id or local folder")
+    lora: LoraConfig
+    freeze_image_backbone: bool = Field(description="keep the Swin backbone frozen")
+    freeze_text_backbone: bool = Field(description="keep the BERT text encoder frozen")
+    epochs: PositiveInt = Field(description="fine-tuning epochs")
+    batch_size: PositiveInt = Field(description="images per batch")
+    lr: PositiveFloat = Field(description="adapter learning rate")
+    weight_decay: NonNegativeFloat = Field(description="weight decay")
+    shortest_edge: PositiveInt = Field(description="teacher input: short side in pixels")
+    longest_edge: PositiveInt = Field(description="teacher input: long side cap in pixels")
+    max_text_len: PositiveInt = Field(description="prompt length budget in tokens")
+    prompts: dict[str, str] = Field(description="class name -> prompt phrase; empty: class names")
+    box_threshold: Probability = Field(description="minimum box score kept")
+    text_threshold: Probability = Field(description="minimum token score for a matched phrase")
+    loss: GroundingDinoLossConfig
+
+    @model_validator(mode="after")
+    def _edges(self) -> GroundingDinoLoraConfig:
+        if self.longest_edge < self.shortest_edge:
+            raise ValueError(f"longest_edge ({self.longest_edge}) is smaller than shortest_edge ({self.shortest_edge})")
+        return self
+
+
+class SamLoraConfig(SectionModel):
+    """Mask teacher: SAM prompted with boxes, LoRA on the mask decoder."""
+
+    weights: str = Field(min_length=1, description="Hugging Face id or local folder")
+    lora: LoraConfig
+    freeze_image_encoder: bool = Field(description="keep the ViT image encoder frozen")
+    freeze_prompt_encoder: bool = Field(description="keep the prompt encoder frozen")
+    train_iou_head: bool = Field(description="also fine-tune the IoU prediction head")
+    cache_image_embeddings: bool = Field(description="compute image embeddings once and reuse them")
+    multimask_output: bool = Field(description="three candidate masks per prompt instead of one")
+    epochs: PositiveInt = Field(description="fine-tuning epochs")
+    batch_size: PositiveInt = Field(description="images per batch")
+    lr: PositiveFloat = Field(description="adapter learning rate")
+    weight_decay: NonNegativeFloat = Field(description="weight decay")
+    box_prompt_jitter: Annotated[float, Field(ge=0, le=0.5)] = Field(
+        description="box-prompt noise as a fraction of box size"
+    )
+    mask_threshold: float = Field(description="logit threshold for binary masks")
+    dice_weight: NonNegativeFloat = Field(description="dice loss weight")
+    bce_weight: NonNegativeFloat = Field(description="binary cross-entropy loss weight")
+    iou_weight: NonNegativeFloat = Field(description="IoU-head MSE loss weight")
+
+    @model_validator(mode="after")
+    def _cache_needs_frozen_encoder(self) -> SamLoraConfig:
+        if self.cache_image_embeddings and not self.freeze_image_encoder:
+            raise ValueError(
+                "cache_image_embeddings needs freeze_image_encoder: a trained encoder changes its embeddings"
+            )
+        if self.dice_weight == 0 and self.bce_weight == 0:
+            raise ValueError("dice_weight and bce_weight are both 0, so the mask loss is empty")
+        return self
+
+
+# --------------------------------------------------------------------------------------------------
+# student and distillation
+
+
+class StudentConfig(SectionModel):
+    """The small ultralytics YOLO model that is deployed."""
+
+    model: str | None = Field(description="null: from the data (yolov8s or yolov8s-seg); or a name/path")
+    pretrained: bool = Field(description="start from pretrained weights")
+    imgsz: PositiveInt = Field(description="training and export input size")
+    epochs: PositiveInt = Field(description="training epochs")
+    batch: PositiveInt = Field(description="images per batch")
+    patience: NonNegativeInt = Field(description="early-stopping patience in epochs")
+    nbs: PositiveInt = Field(description="nominal batch size for loss scaling")
+    optimizer: Literal["auto", "SGD", "Adam", "AdamW", "NAdam", "RAdam", "RMSProp"] = Field(
+        description="ultralytics optimiser"
+    )
+    lr0: PositiveFloat | None = Field(description="initial lr; null: chosen by ultralytics")
+    workers: NonNegativeInt = Field(description="data-loader workers")
+    cache: Literal[False, "ram", "disk"] = Field(description="false | ram | disk image cache")
+    conf: Probability = Field(description="confidence threshold for predictions")
+    iou: Probability = Field(description="NMS IoU threshold")
+    max_det: PositiveInt = Field(description="maximum detections per image")
+
+    @field_validator("cache", mode="before")
+    @classmethod
+    def _cache_true_is_ram(cls, value: Any) -> Any:
+        # ultralytics reads `cache=True` as "ram"; accept it and store the explicit name.
+        return "ram" if value is True else value
+
+    @field_validator("model")
+    @classmethod
+    def _non_empty(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("empty model name; use null to pick it from the data")
+        return value
+
+
+class DistillationConfig(SectionModel):
+    """How teacher knowledge reaches the student."""
+
+    pseudo_label_conf: Probability = Field(description="minimum teacher score for a pseudo-label")
+    merge_iou: Probability = Field(description="IoU above which a pseudo-label duplicates a GT box")
+    feature_weight: NonNegativeFloat = Field(description="feature-imitation loss weight")
+    logit_weight: NonNegativeFloat = Field(description="logit KD loss weight")
+    temperature: PositiveFloat = Field(description="KD softmax temperature")
+    use_ultralytics_distill_model: bool = Field(description="use ultralytics' built-in distill_model")
+    ultralytics_teacher: str | None = Field(description="ultralytics teacher checkpoint for that mode")
+    dis_weight: NonNegativeFloat = Field(description="ultralytics 'dis' loss gain")
+    unlabeled_images: str | None = Field(description="folder of unlabelled images to pseudo-label")
+    unlabeled_max_images: PositiveInt | None = Field(description="cap on unlabelled images; null: all")
+    cache: bool = Field(description="cache teacher outputs per image")
+
+    @model_validator(mode="after")
+    def _teacher_for_builtin(self) -> DistillationConfig:
+        if self.use_ultralytics_distill_model and not self.ultralytics_teacher:
+            raise ValueError("use_ultralytics_distill_model needs ultralytics_teacher (a checkpoint path)")
+        return self
+
+
+# --------------------------------------------------------------------------------------------------
+# classifier
+
+
+class ClassifierConfig(SectionModel):
+    """timm image classifiers, multi-class or multi-label."""
+
+    model: str = Field(min_length=1, description="timm model name or checkpoint")
+    pretrained: bool = Field(description="start from pretrained weights")
+    num_classes: PositiveInt | None = Field(description="null: from the data")
+    cbam_stages: list[Annotated[int, Field(ge=1, le=4)]] = Field(description="stages followed by CBAM")
+    drop_rate: UnitOpenFloat = Field(description="dropout before the head")
+    drop_path_rate: UnitOpenFloat = Field(description="stochastic depth rate")
+    loss: Literal["cross_entropy", "bce", "focal"] = Field(description="training loss")
+    label_smoothing: UnitOpenFloat = Field(description="label smoothing")
+    focal_gamma: NonNegativeFloat = Field(description="focal loss gamma")
+    focal_alpha: Literal["dynamic"] | Probability | None = Field(
+        description="dynamic (class frequencies) | number | null"
+    )
+    multi_label: Literal["auto"] | bool = Field(description="auto (from the data) | true | false")
+    threshold: Probability = Field(description="multi-label decision threshold")
+    mixup_alpha: NonNegativeFloat = Field(description="mixup Beta alpha; 0 disables")
+    cutmix_alpha: NonNegativeFloat = Field(description="cutmix Beta alpha; 0 disables")
+    kd_teacher: str | None = Field(description="teacher model for knowledge distillation")
+    kd_temperature: PositiveFloat = Field(description="KD softmax temperature")
+    kd_alpha: Probability = Field(description="share of the KD loss")
+    feature_weight: NonNegativeFloat = Field(description="feature-distillation loss weight")
+    topk: list[PositiveInt] = Field(min_length=1, description="top-k accuracies reported")
+
+    @model_validator(mode="after")
+    def _coherent(self) -> ClassifierConfig:
+        if self.multi_label is True and self.loss == "cross_entropy":
+            raise ValueError("multi_label is true, which needs loss bce or focal, not cross_entropy")
+        if len(set(self.cbam_stages)) != len(self.cbam_stages):
+            raise ValueError("cbam_stages lists a stage twice")
+        return self
+
+
+# --------------------------------------------------------------------------------------------------
+# the data-derived layer
+
+Teacher = Literal["grounding_dino", "sam"]
+
+
+class DataSection(SectionModel):
+    """What the dataset says: classes, mapping, and which teachers and student it calls for."""
+
+    dataset: str | None = Field(description="annotation file the values were read from")
+    num_classes: NonNegativeInt = Field(description="number of categories")
+    class_names: list[str] = Field(description="class names in training order (COCO id order)")
+    class_mapping: dict[int, int] = Field(description="COCO category id -> class index")
+    has_boxes: bool = Field(description="some annotation has a box")
+    has_masks: bool = Field(description="some annotation has a mask")
+    teachers: list[Teacher] = Field(description="teachers the data calls for")
+    student: str | None = Field(description="student the data calls for")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DataSection:
+        if len(self.class_names) != self.num_classes:
+            raise ValueError(f"num_classes is {self.num_classes} but there are {len(self.class_names)} names")
+        if sorted(self.class_mapping.values()) != list(range(len(self.class_mapping))):
+            raise ValueError("class_mapping must map category ids onto 0..num_classes-1, each once")
+        if len(self.class_mapping) != self.num_classes:
+            raise ValueError(f"class_mapping has {len(self.class_mapping)} entries for {self.num_classes} classes")
+        if len(set(self.teachers)) != len(self.teachers):
+            raise ValueError("a teacher is listed twice")
+        return self
+
+
+DATA_SECTION = "data"
+
+#: Section name (= YAML file stem in ``defaults/``) → schema, in the order configs are written.
+SECTIONS: dict[str, type[SectionModel]] = {
+    "preprocessing": PreprocessingConfig,
+    "augmentation": AugmentationConfig,
+    "training_dynamics": TrainingDynamicsConfig,
+    "checkpointing": CheckpointingConfig,
+    "teacher_grounding_dino_lora": GroundingDinoLoraConfig,
+    "teacher_sam_lora": SamLoraConfig,
+    "student": StudentConfig,
+    "distillation": DistillationConfig,
+    "classifier": ClassifierConfig,
+}
+
+#: Every section schema including the data layer.
+ALL_SCHEMAS: dict[str, type[SectionModel]] = {DATA_SECTION: DataSection, **SECTIONS}
