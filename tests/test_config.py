@@ -12,10 +12,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import yaml
 from hypothesis import given
 from hypothesis import strategies as st
+from pycocotools import mask as mask_utils
 
 from distillkit.cli import main
 from distillkit.config import (
@@ -259,10 +261,13 @@ def test_dataset_info_from_coco_masks_and_rle() -> None:
     assert info.has_masks and not info.has_boxes
     assert info.teachers == ["sam"]
 
-    coco = copy.deepcopy(BOXES_COCO)
+    coco = masks_only_coco()
     for ann in coco["annotations"]:
         ann["bbox"] = []  # empty boxes do not count
-    coco["annotations"][0]["segmentation"] = {"size": [80, 100], "counts": "PPYo1"}
+    binary = np.zeros((80, 100), dtype=np.uint8, order="F")
+    binary[10:20, 10:30] = 1
+    rle = mask_utils.encode(binary)  # compressed string counts
+    coco["annotations"][0]["segmentation"] = {"size": rle["size"], "counts": rle["counts"].decode()}
     info = dataset_info_from_coco(coco)
     assert info.has_masks and not info.has_boxes
 

@@ -27,20 +27,13 @@ from distillkit.config import (
     write_experiment_config,
 )
 from distillkit.config.explain import unknown_section_error
-from distillkit.data.info import DatasetInfo, dataset_info_from_coco
-from distillkit.errors import DataError
-from distillkit.io import read_json
+from distillkit.data.info import DatasetInfo
+from distillkit.data.validate import load_valid_dataset
 
 
 def load_dataset_info(path: Path) -> DatasetInfo:
-    """Read a COCO annotation file and summarise what it contains (no checking or repair)."""
-    coco = read_json(path)
-    if not isinstance(coco, dict) or not isinstance(coco.get("categories"), list):
-        raise DataError(
-            f"{path} is not a COCO annotation file (no 'categories' list)",
-            "pass the annotations JSON; run 'distillkit validate' on it first",
-        )
-    return dataset_info_from_coco(coco)
+    """Classes, boxes/masks and counts of a COCO file, exactly as `distillkit validate` reports them."""
+    return load_valid_dataset(path).info
 
 
 def _key_rows(sections: list[str]) -> list[dict[str, Any]]:

@@ -15,8 +15,7 @@ from distillkit.cli.common import (
     split_summary_with_paths,
 )
 from distillkit.data.split import parse_ratios
-from distillkit.data.validate import validate_dataset
-from distillkit.errors import DataError
+from distillkit.data.validate import load_valid_dataset
 
 
 def split(
@@ -57,15 +56,8 @@ def split(
     """
     out = make_output(json_mode, quiet)
     parsed = parse_ratios(ratios)
-    result = validate_dataset(data, check_images=False, drop_invalid=drop_invalid, progress=out.progress())
-    if not result.report.valid or result.dataset is None:
-        first = result.report.errors[0]
-        more = len(result.report.errors) - 1
-        raise DataError(
-            f"{data} has errors and was not split: [{first.code}] {first.message}"
-            + (f" (and {more} more kinds of error)" if more else ""),
-            "run 'distillkit validate' for the full report, or pass --drop-invalid",
-        )
+    result = load_valid_dataset(data, drop_invalid=drop_invalid, progress=out.progress())
+    assert result.dataset is not None
     split_result, paths = split_and_write(
         out, result.dataset, data, parsed, seed, not no_stratify, min_per_class, output_dir
     )

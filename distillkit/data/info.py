@@ -6,7 +6,6 @@ detection student, masks → a mask teacher and a segmentation student, both →
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -70,84 +69,12 @@ class DatasetInfo:
         return out
 
 
-def _is_number(value: Any) -> bool:
-    """A finite int or float (bools are not numbers here)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _has_box(annotation: dict[str, Any]) -> bool:
-    """A usable box: four finite numbers with positive width and height."""
-    bbox = annotation.get("bbox")
-    return (
-        isinstance(bbox, (list, tuple))
-        and len(bbox) == 4
-        and all(_is_number(v) for v in bbox)
-        and bbox[2] > 0
-        and bbox[3] > 0
-    )
-
-
-def _has_mask(annotation: dict[str, Any]) -> bool:
-    """A non-empty segmentation: polygons (list of coordinate lists, or one flat list) or an RLE dict."""
-    seg = annotation.get("segmentation")
-    if isinstance(seg, dict):
-        return bool(seg.get("counts")) and isinstance(seg.get("size"), (list, tuple))
-    if isinstance(seg, list) and seg:
-        if all(isinstance(part, (list, tuple)) for part in seg):
-            return any(len(part) >= 6 for part in seg)
-        return len(seg) >= 6 and all(_is_number(v) for v in seg)
-    return False
-
-
 def dataset_info_from_coco(coco: dict[str, Any]) -> DatasetInfo:
-    """Derive a DatasetInfo from a COCO dict, without checking or repairing it.
+    """What a COCO dict contains, derived by the same pass as ``validate`` (image files not read).
 
-    A quick summary for commands that only need what the data says (classes, boxes, masks); it
-    tolerates malformed entries by skipping them. ``validate`` does the full check.
-    Categories come with their annotation and image counts; ``has_boxes`` is true when some
-    annotation has a non-empty 4-number bbox, ``has_masks`` when some annotation has a non-empty
-    segmentation (polygons or RLE).
+    One derivation only, so the classes, their order and the boxes/masks decision are always the
+    ones ``validate`` reports (e.g. a Roboflow placeholder category is not a class here either).
     """
-    images = [i for i in coco.get("images") or [] if isinstance(i, dict)]
-    annotations = [a for a in coco.get("annotations") or [] if isinstance(a, dict)]
-    names: dict[int, str] = {}
-    for category in coco.get("categories") or []:
-        if not isinstance(category, dict):
-            continue
-        cat_id = category.get("id")
-        if isinstance(cat_id, int) and not isinstance(cat_id, bool) and cat_id not in names:
-            names[cat_id] = str(category.get("name", cat_id))
+    from distillkit.data.validate import validate_dataset  # validate imports this module
 
-    per_category_annotations: dict[int, int] = {}
-    per_category_images: dict[int, set[Any]] = {}
-    annotated_images: set[Any] = set()
-    has_boxes = has_masks = False
-    for annotation in annotations:
-        image_id = annotation.get("image_id")
-        if isinstance(image_id, (int, str)):
-            annotated_images.add(image_id)
-        has_boxes = has_boxes or _has_box(annotation)
-        has_masks = has_masks or _has_mask(annotation)
-        cat_id = annotation.get("category_id")
-        if cat_id in names:
-            per_category_annotations[cat_id] = per_category_annotations.get(cat_id, 0) + 1
-            per_category_images.setdefault(cat_id, set()).add(image_id)
-
-    image_ids = {i.get("id") for i in images if isinstance(i.get("id"), (int, str))}
-    categories = tuple(
-        CategoryInfo(
-            id=cat_id,
-            name=names[cat_id],
-            annotations=per_category_annotations.get(cat_id, 0),
-            images=len(per_category_images.get(cat_id, ())),
-        )
-        for cat_id in sorted(names)
-    )
-    return DatasetInfo(
-        num_images=len(images),
-        num_annotations=len(annotations),
-        categories=categories,
-        has_boxes=has_boxes,
-        has_masks=has_masks,
-        num_empty_images=len(image_ids - annotated_images),
-    )
+    return validate_dataset(coco, check_images=False).info

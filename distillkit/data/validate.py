@@ -33,6 +33,7 @@ from distillkit.data.images import (
 from distillkit.data.info import CategoryInfo, DatasetInfo
 from distillkit.data.issues import DROPPABLE_ANNOTATION_CODES, Issue, IssueCollector
 from distillkit.data.masks import MaskJob, mask_boxes_and_areas, uncompressed_rle
+from distillkit.errors import DataError
 from distillkit.io import read_json
 from distillkit.progress import NULL_PROGRESS, Progress
 
@@ -773,3 +774,29 @@ def _run_validator(
         progress=progress,
     )
     return validator.run()
+
+
+def load_valid_dataset(
+    path: str | Path,
+    images_dir: str | Path | None = None,
+    check_images: bool = False,
+    drop_invalid: bool = False,
+    progress: Progress = NULL_PROGRESS,
+) -> ValidationResult:
+    """Validate and repair a COCO file for a command that needs it valid; raise ``DataError`` if not.
+
+    Every command that consumes a dataset goes through here, so all of them see the same repaired
+    annotations and the same classes that ``distillkit validate`` reports.
+    """
+    result = validate_dataset(
+        path, images_dir=images_dir, check_images=check_images, drop_invalid=drop_invalid, progress=progress
+    )
+    if not result.report.valid or result.dataset is None:
+        first = result.report.errors[0]
+        more = len(result.report.errors) - 1
+        raise DataError(
+            f"{path} has errors: [{first.code}] {first.message}"
+            + (f" (and {more} more kinds of error)" if more else ""),
+            "run 'distillkit validate' for the full report, or pass --drop-invalid",
+        )
+    return result
