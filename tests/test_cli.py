@@ -190,3 +190,12 @@ def test_as_a_process_no_color_and_debug(dataset_file: Path, tmp_path: Path) -> 
     assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "Traceback" not in missing.stderr
     debug = run_process("validate", str(tmp_path / "nope.json"), "--debug")
     assert debug.returncode != 0 and "Traceback" in debug.stderr
+
+
+def test_quiet_still_prints_the_errors(dataset_file: Path, tmp_path: Path) -> None:
+    document = json.loads(dataset_file.read_text())
+    document["annotations"][0]["category_id"] = 42
+    bad = write_json(tmp_path / "bad.json", document)
+    code, out, err = run("validate", str(bad), "--quiet")
+    assert code == 1 and out == ""
+    assert err.startswith("error: [missing_category]")

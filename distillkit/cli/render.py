@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from rich.table import Table
@@ -74,13 +75,11 @@ def render_split_summary(out: Output, summary: dict[str, Any]) -> None:
             str(split["images"]),
             str(split["annotations"]),
             str(split["empty_images"]),
-            str(split.get("path", "")),
+            _display_path(split.get("path", "")),
         )
     out.print(overview)
 
-    per_class = Table(
-        title="images per class and split (share of the class's images)", title_justify="left", show_edge=False
-    )
+    per_class = Table(title="images per class (share of the class)", title_justify="left", show_edge=False)
     per_class.add_column("class")
     for name in names:
         per_class.add_column(name, justify="right")
@@ -93,6 +92,16 @@ def render_split_summary(out: Output, summary: dict[str, Any]) -> None:
             cells.append(f"{entry['images']} ({100 * share:.0f}%)" if share is not None else "0")
         per_class.add_row(category["name"], *cells)
     out.print(per_class)
+
+
+def _display_path(path: str) -> str:
+    """Paths under the working folder are shown relative to it (shorter tables)."""
+    if not path:
+        return ""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return path
 
 
 def _yes(flag: bool) -> str:

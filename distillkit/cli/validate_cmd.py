@@ -81,6 +81,9 @@ def validate(
     report = result.report
     document = report.to_dict()
     render_validation(out, report)
+    if out.quiet and not json_mode:
+        for issue in report.errors:  # --quiet still says why the exit code is 1
+            out.stderr.print(f"error: [{issue.code}] {issue.message}", markup=False, highlight=False)
 
     if report.valid and result.dataset is not None:
         if ratios is not None:  # split first: a dataset too small to split writes nothing at all
