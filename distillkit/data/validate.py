@@ -401,6 +401,7 @@ class _Validator:
                 resolved[image_id] = locator.resolve(image.file_name) if image.file_name else None
                 if count % _PROGRESS_STEP == 0:
                     task.advance(_PROGRESS_STEP)
+            task.advance(len(self.images) % _PROGRESS_STEP)
         self.images_found = sum(path is not None for path in resolved.values())
         if self.images_found == 0:
             if self.images:
@@ -516,6 +517,7 @@ class _Validator:
                     mask_jobs.append(job)
                     mask_bboxes.append(bbox)
                 valid.append(ann)
+            task.advance(len(annotations) - _PROGRESS_STEP * max(0, (len(annotations) - 1) // _PROGRESS_STEP))
 
         removed = self._repair_from_masks(mask_anns, mask_jobs, mask_bboxes)
         self._repair_box_only(box_only, removed)
