@@ -187,6 +187,15 @@ def _coordinates_ok(parts: list[list[Any]], height: int, width: int) -> bool:
     return bool(values.min() >= -limit and values.max() <= limit)
 
 
+def compressed_counts_ok(counts: bytes) -> bool:
+    """Cheap guard before pycocotools' C decoder, which trusts its input.
+
+    COCO's compressed counts use characters 48..111 (6 bits each, bit 0x20 = "more follows"); a
+    string whose last character still says "more follows" makes the decoder read past its end.
+    """
+    return bool(counts) and min(counts) >= 48 and max(counts) <= 111 and not (counts[-1] - 48) & 0x20
+
+
 def uncompressed_rle(rle: dict[str, Any]) -> dict[str, Any]:
     """Convert an RLE with list counts (CVAT, COCO crowd) into pycocotools' compressed form."""
     height, width = rle["size"]

@@ -32,7 +32,7 @@ from distillkit.data.images import (
 )
 from distillkit.data.info import CategoryInfo, DatasetInfo
 from distillkit.data.issues import DROPPABLE_ANNOTATION_CODES, Issue, IssueCollector
-from distillkit.data.masks import MaskJob, mask_boxes_and_areas, uncompressed_rle
+from distillkit.data.masks import MaskJob, compressed_counts_ok, mask_boxes_and_areas, uncompressed_rle
 from distillkit.errors import DataError
 from distillkit.io import read_json
 from distillkit.progress import NULL_PROGRESS, Progress
@@ -211,9 +211,11 @@ class _Validator:
         min_per_class: int,
         check_images: bool,
         drop_invalid: bool,
+        replace_inconsistent: bool,
         progress: Progress,
     ) -> None:
         self.drop_invalid = drop_invalid
+        self.replace_inconsistent = replace_inconsistent
         self.data = data
         self.source = source
         self.images_dir = images_dir
@@ -590,7 +592,7 @@ class _Validator:
             return MaskJob(index=index, height=height, width=width, rle=uncompressed_rle(seg))
         if type(counts) is str and counts:
             encoded = counts.encode("utf-8", "replace")
-            if not _compressed_counts_ok(encoded):
+            if not compressed_counts_ok(encoded):
                 self.issues.add("invalid_rle", ann_id, f"annotation {ann_id}: counts string is not COCO's RLE encoding")
                 return False
             return MaskJob(index=index, height=height, width=width, rle={"size": size, "counts": encoded})
@@ -643,6 +645,7 @@ class _Validator:
                 issues.add("empty_mask", ann["id"])
 
         ok = ~rejected
+        keep_stored = not self.replace_inconsistent  # evaluation scores the ground truth as stored
         box_rows = np.flatnonzero(ok & (~has_bbox | bbox_mismatch)).tolist()
         box_values = boxes[box_rows].tolist()
         for row, box in zip(box_rows, box_values, strict=True):
@@ -654,6 +657,8 @@ class _Validator:
                     ann["id"],
                     f"annotation {ann['id']}: stored {shown}, mask {[round(v, 1) for v in box]}",
                 )
+                if keep_stored:
+                    continue
                 self.replaced["bbox"] += 1
             elif ann.get("bbox") not in (None, []):  # present but unusable (zero size, NaN, text)
                 issues.add("bbox_mask_mismatch", ann["id"], f"annotation {ann['id']}: stored {ann['bbox']!r}")
@@ -668,6 +673,8 @@ class _Validator:
             ann = anns[row]
             if area_mismatch[row]:
                 issues.add("area_mask_mismatch", ann["id"])
+                if keep_stored:
+                    continue
                 self.replaced["area"] += 1
             elif area_present[row]:
                 issues.add("invalid_area", ann["id"])
@@ -705,15 +712,6 @@ class _Validator:
                 ann["area"] = w * h
 
 
-def _compressed_counts_ok(counts: bytes) -> bool:
-    """Cheap guard before pycocotools' C decoder, which trusts its input.
-
-    COCO's compressed counts use characters 48..111 (6 bits each, bit 0x20 = "more follows"); a
-    string whose last character still says "more follows" makes the decoder read past its end.
-    """
-    return min(counts) >= 48 and max(counts) <= 111 and not (counts[-1] - 48) & 0x20
-
-
 def _area_value(ann: dict[str, Any]) -> float:
     """The stored area as a float; NaN when missing, negative or not a number."""
     value = ann.get("area")
@@ -729,13 +727,16 @@ def validate_dataset(
     min_per_class: int = 0,
     check_images: bool = True,
     drop_invalid: bool = False,
+    replace_inconsistent: bool = True,
     progress: Progress = NULL_PROGRESS,
 ) -> ValidationResult:
     """Validate and repair a COCO dataset given as a file path or an already-loaded dict.
 
     ``drop_invalid`` leaves annotations that cannot be repaired (zero-size boxes, malformed
     polygons, dangling ids...) out of the repaired dataset and reports them as warnings instead of
-    errors. A dict passed in is deep-copied first, so the caller's object is never modified. Raises
+    errors. ``replace_inconsistent=False`` only fills what is missing and keeps stored bbox/area
+    that disagree with their masks (still reported): evaluation scores ground truth as stored, as
+    pycocotools does. A dict passed in is deep-copied first, so the caller's object is never modified. Raises
     ``UsageError`` for a missing file and ``DataError`` for a file that is not JSON; everything
     wrong inside the JSON is reported in the result instead.
     """
@@ -751,7 +752,9 @@ def validate_dataset(
                 data = read_json(path)
         else:
             data = copy.deepcopy(source)
-        return _run_validator(data, path, images_dir, min_per_class, check_images, drop_invalid, progress)
+        return _run_validator(
+            data, path, images_dir, min_per_class, check_images, drop_invalid, replace_inconsistent, progress
+        )
     finally:
         if gc_was_enabled:
             gc.enable()
@@ -764,6 +767,7 @@ def _run_validator(
     min_per_class: int,
     check_images: bool,
     drop_invalid: bool,
+    replace_inconsistent: bool,
     progress: Progress,
 ) -> ValidationResult:
     validator = _Validator(
@@ -773,6 +777,7 @@ def _run_validator(
         min_per_class=min_per_class,
         check_images=check_images,
         drop_invalid=drop_invalid,
+        replace_inconsistent=replace_inconsistent,
         progress=progress,
     )
     return validator.run()
@@ -783,6 +788,7 @@ def load_valid_dataset(
     images_dir: str | Path | None = None,
     check_images: bool = False,
     drop_invalid: bool = False,
+    replace_inconsistent: bool = True,
     progress: Progress = NULL_PROGRESS,
 ) -> ValidationResult:
     """Validate and repair a COCO file for a command that needs it valid; raise ``DataError`` if not.
@@ -791,7 +797,12 @@ def load_valid_dataset(
     annotations and the same classes that ``distillkit validate`` reports.
     """
     result = validate_dataset(
-        path, images_dir=images_dir, check_images=check_images, drop_invalid=drop_invalid, progress=progress
+        path,
+        images_dir=images_dir,
+        check_images=check_images,
+        drop_invalid=drop_invalid,
+        replace_inconsistent=replace_inconsistent,
+        progress=progress,
     )
     if not result.report.valid or result.dataset is None:
         first = result.report.errors[0]
