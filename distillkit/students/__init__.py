@@ -1,0 +1,1 @@
+"""Students: prompt-free ultralytics YOLO / YOLO-seg models trained from ground truth and teachers."""
