@@ -303,6 +303,8 @@ class StudentConfig(SectionModel):
     batch: PositiveInt = Field(description="images per batch")
     patience: NonNegativeInt = Field(description="early-stopping patience in epochs")
     nbs: PositiveInt = Field(description="nominal batch size for loss scaling")
+    warmup_epochs: NonNegativeFloat = Field(description="learning-rate warm-up epochs")
+    plots: bool = Field(description="ultralytics' own plots (labels, PR curves, batches) in the run folder")
     optimizer: Literal["auto", "SGD", "Adam", "AdamW", "NAdam", "RAdam", "RMSProp"] = Field(
         description="ultralytics optimiser"
     )

@@ -1,0 +1,308 @@
+"""Train a prompt-free ultralytics YOLO / YOLO-seg student on a COCO dataset.
+
+The flow, all inside the experiment folder ``DIR``:
+1. both COCO files go through ``validate``'s checks and repairs (the same classes everywhere);
+2. the configuration (defaults → data → overrides) is written as ``distillation_config.yaml`` with
+   ``metadata.json``, and the class mapping as ``class_mapping.yaml``;
+3. the data is converted once to ultralytics' format in ``DIR/yolo_data`` (reused while unchanged);
+4. ultralytics trains in ``DIR/train`` (its own run folder: ``weights/last.pt`` is what ``--resume``
+   continues), network features off;
+5. ``best.pt`` / ``last.pt`` (class names and the COCO category mapping inside), ``results.csv`` and
+   the training-curve plot are placed at the top of ``DIR``.
+"""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from distillkit.config import build_config, write_experiment_config
+from distillkit.data.images import default_image_roots
+from distillkit.data.validate import ValidationResult, load_valid_dataset
+from distillkit.data.yolo_format import SplitSource, YoloDataset, prepare_yolo_dataset
+from distillkit.errors import DataError, UsageError
+from distillkit.io import atomic_open, atomic_write_yaml
+from distillkit.progress import NULL_PROGRESS, Progress
+from distillkit.students.selection import StudentSpec, resolve_student
+from distillkit.students.ultralytics_env import import_ultralytics
+
+RUN_NAME = "train"  # ultralytics' run folder inside the experiment folder
+CHECKPOINT_KEY = "distillkit"  # extra entry stored in the .pt files distillkit writes
+STUDENT_SECTIONS = ("student", "distillation", "augmentation", "training_dynamics")
+
+
+@dataclass
+class StudentTrainingResult:
+    output_dir: Path
+    best: Path
+    last: Path
+    results_csv: Path
+    task: str
+    student: StudentSpec
+    epochs_run: int
+    metrics: dict[str, float]
+    dataset: YoloDataset
+    resumed: bool
+    notices: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "output_dir": str(self.output_dir),
+            "best": str(self.best),
+            "last": str(self.last),
+            "results_csv": str(self.results_csv),
+            "task": self.task,
+            "student": {
+                "name": self.student.name,
+                "source": self.student.source,
+                "pretrained": self.student.pretrained,
+            },
+            "epochs_run": self.epochs_run,
+            "metrics": self.metrics,
+            "dataset_reused": self.dataset.reused,
+            "resumed": self.resumed,
+            "notices": self.notices,
+        }
+
+
+def train_student(
+    train: str | Path,
+    val: str | Path,
+    output_dir: str | Path,
+    overrides: Sequence[str] = (),
+    images_dir: str | Path | None = None,
+    val_images_dir: str | Path | None = None,
+    resume: bool = False,
+    progress: Progress = NULL_PROGRESS,
+    callbacks: Mapping[str, Callable[[Any], None]] | None = None,
+) -> StudentTrainingResult:
+    """Train the student; ``overrides`` are ``--set`` strings (``student.epochs=50``).
+
+    ``callbacks`` maps ultralytics callback events (``on_fit_epoch_end``, ...) to extra functions.
+    """
+    folder = Path(output_dir)
+    run_dir = folder / RUN_NAME
+    last_checkpoint = run_dir / "weights" / "last.pt"
+    if resume and not last_checkpoint.exists():
+        raise UsageError(f"nothing to resume in {folder} (no {last_checkpoint})", "start a new run without --resume")
+    if not resume and last_checkpoint.exists():
+        raise UsageError(
+            f"{folder} already holds a training run", "pass --resume to continue it, or choose another --output"
+        )
+
+    with progress.task("checking datasets", total=None):
+        train_data = load_valid_dataset(train)
+        val_data = load_valid_dataset(val)
+    _check_same_classes(train_data, val_data, Path(train), Path(val))
+    config = build_config(STUDENT_SECTIONS, dataset_info=train_data.info, dataset_path=train, overrides=overrides)
+    student_cfg = config.student
+    if student_cfg.model is None:
+        raise DataError(f"{train} has neither boxes nor masks: there is nothing to train a student on")
+    spec = resolve_student(student_cfg.model, pretrained=student_cfg.pretrained)
+    task = "segment" if _is_segmentation_model(spec.source) else "detect"
+    if task == "segment" and not train_data.info.has_masks:
+        raise UsageError(
+            f"{student_cfg.model} is a segmentation model but {train} has no masks", "choose a detection student"
+        )
+    notices = [spec.notice] if spec.notice else []
+
+    folder.mkdir(parents=True, exist_ok=True)
+    write_experiment_config(
+        folder,
+        config,
+        filename="distillation_config.yaml",
+        dataset_path=train,
+        extra_metadata={"val": str(Path(val).resolve()), "student": spec.source, "task": task, "resume": resume},
+    )
+    info = train_data.info
+    atomic_write_yaml(
+        folder / "class_mapping.yaml",
+        {"names": info.class_names, "category_ids": sorted(info.class_mapping), "class_mapping": info.class_mapping},
+    )
+    dataset = prepare_yolo_dataset(
+        {
+            "train": SplitSource(_dataset(train_data), default_image_roots(Path(train), _path(images_dir))),
+            "val": SplitSource(_dataset(val_data), default_image_roots(Path(val), _path(val_images_dir or images_dir))),
+        },
+        folder / "yolo_data",
+        task,
+        info.class_mapping,
+        info.class_names,
+        progress=progress,
+    )
+
+    import_ultralytics()
+    from ultralytics import YOLO
+
+    model = YOLO(str(last_checkpoint) if resume else spec.source, task=task)
+    epochs = student_cfg.epochs
+    with progress.task(f"training {Path(spec.source).stem}", total=epochs) as bar:
+        state = {"epochs": 0}
+
+        def on_epoch_end(trainer: Any) -> None:
+            state["epochs"] = trainer.epoch + 1
+            bar.advance(1)
+
+        def on_start(trainer: Any) -> None:
+            bar.advance(trainer.start_epoch)  # resumed runs start part-way
+
+        model.add_callback("on_train_start", on_start)
+        model.add_callback("on_fit_epoch_end", on_epoch_end)
+        for event, function in (callbacks or {}).items():
+            model.add_callback(event, function)
+        if resume:
+            model.train(resume=True, data=str(dataset.yaml_path))
+        else:
+            model.train(**_train_arguments(config, dataset, folder))
+    trainer = model.trainer
+    metrics = {key: float(value) for key, value in (trainer.metrics or {}).items()}
+
+    best = _export_checkpoint(run_dir / "weights" / "best.pt", folder / "best.pt", info.class_mapping)
+    last = _export_checkpoint(run_dir / "weights" / "last.pt", folder / "last.pt", info.class_mapping)
+    results_csv = folder / "results.csv"
+    if (run_dir / "results.csv").exists():
+        shutil.copyfile(run_dir / "results.csv", results_csv)
+        plot_training_curves(results_csv, folder / "plots" / "training_curves.png")
+    for picture in run_dir.glob("*.png"):
+        (folder / "plots").mkdir(exist_ok=True)
+        shutil.copyfile(picture, folder / "plots" / picture.name)
+    return StudentTrainingResult(
+        output_dir=folder,
+        best=best,
+        last=last,
+        results_csv=results_csv,
+        task=task,
+        student=spec,
+        epochs_run=_epochs_in(results_csv),
+        metrics=metrics,
+        dataset=dataset,
+        resumed=resume,
+        notices=notices,
+    )
+
+
+def _train_arguments(config: Any, dataset: YoloDataset, folder: Path) -> dict[str, Any]:
+    student, augmentation, dynamics = config.student, config.augmentation, config.training_dynamics
+    device = _device(dynamics.device)
+    arguments: dict[str, Any] = {
+        "data": str(dataset.yaml_path),
+        "epochs": student.epochs,
+        "imgsz": student.imgsz,
+        "batch": student.batch,
+        "nbs": student.nbs,
+        "patience": student.patience,
+        "optimizer": student.optimizer,
+        "warmup_epochs": student.warmup_epochs,
+        "workers": student.workers,
+        "cache": student.cache,
+        "plots": student.plots,
+        "device": device,
+        "seed": dynamics.seed,
+        "deterministic": dynamics.deterministic,
+        "amp": device != "cpu" and dynamics.amp != "off",
+        "mosaic": augmentation.mosaic,
+        "close_mosaic": augmentation.close_mosaic,
+        "mixup": augmentation.mixup,
+        "copy_paste": augmentation.copy_paste,
+        "project": str(folder.resolve()),
+        "name": RUN_NAME,
+        "exist_ok": True,
+        "verbose": False,
+        "val": True,
+    }
+    if student.lr0 is not None:
+        arguments["lr0"] = student.lr0
+    return arguments
+
+
+def _device(requested: str) -> str:
+    if requested != "auto":
+        return requested.removeprefix("cuda:") if requested.startswith("cuda:") else requested
+    import torch
+
+    return "0" if torch.cuda.is_available() else "cpu"
+
+
+def _is_segmentation_model(source: str) -> bool:
+    stem = Path(source).stem
+    if source.endswith(".pt"):
+        import_ultralytics()
+        from ultralytics import YOLO
+
+        return YOLO(source).task == "segment"
+    return stem.endswith("-seg")
+
+
+def _check_same_classes(train: ValidationResult, val: ValidationResult, train_path: Path, val_path: Path) -> None:
+    if train.info.class_mapping != val.info.class_mapping or train.info.class_names != val.info.class_names:
+        raise DataError(
+            f"{val_path} has other categories than {train_path}",
+            "make both files from one dataset (distillkit split keeps all categories in every split)",
+        )
+
+
+def _export_checkpoint(source: Path, target: Path, class_mapping: Mapping[int, int]) -> Path:
+    """Copy an ultralytics checkpoint, adding the COCO category mapping next to the names inside."""
+    import torch
+
+    checkpoint = torch.load(source, map_location="cpu", weights_only=False)
+    checkpoint[CHECKPOINT_KEY] = {
+        "class_mapping": {int(k): int(v) for k, v in class_mapping.items()},
+        "category_ids": sorted(int(k) for k in class_mapping),
+    }
+    with atomic_open(target, "wb") as handle:
+        torch.save(checkpoint, handle)
+    return target
+
+
+def plot_training_curves(results_csv: Path, target: Path) -> Path:
+    """Losses and validation metrics per epoch, from ultralytics' results.csv."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(results_csv, newline="") as handle:
+        rows = [{k.strip(): v for k, v in row.items()} for row in csv.DictReader(handle)]
+    if not rows:
+        return target
+    columns = [c for c in rows[0] if c not in ("epoch", "time") and not c.startswith("lr/")]
+    epochs = [int(float(r["epoch"])) for r in rows]
+    n = len(columns)
+    cols = min(5, n)
+    rows_n = (n + cols - 1) // cols
+    figure, axes = plt.subplots(rows_n, cols, figsize=(3.2 * cols, 2.6 * rows_n), dpi=110, squeeze=False)
+    for ax, column in zip(axes.flat, columns, strict=False):
+        values = [float(r[column]) for r in rows]
+        ax.plot(epochs, values, marker="o", markersize=2, linewidth=1.2)
+        ax.set_title(column, fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    figure.tight_layout()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_open(target, "wb") as handle:
+        figure.savefig(handle, format="png")
+    plt.close(figure)
+    return target
+
+
+def _epochs_in(results_csv: Path) -> int:
+    if not results_csv.exists():
+        return 0
+    with open(results_csv, newline="") as handle:
+        return sum(1 for _ in csv.DictReader(handle))
+
+
+def _dataset(result: ValidationResult) -> dict[str, Any]:
+    assert result.dataset is not None
+    return result.dataset
+
+
+def _path(value: str | Path | None) -> Path | None:
+    return Path(value) if value is not None else None
