@@ -61,11 +61,11 @@ def test_version_and_help() -> None:
     assert code == 0 and out.strip() == f"distillkit {__version__}"
     code, out, _ = run("--help")
     assert code == 0
-    for command in ("validate", "split", "train-student", "evaluate", "config"):
+    for command in ("validate", "split", "train-student", "evaluate", "infer", "config"):
         assert command in out
 
 
-@pytest.mark.parametrize("command", ["validate", "split", "train-student", "evaluate", "config"])
+@pytest.mark.parametrize("command", ["validate", "split", "train-student", "evaluate", "infer", "config"])
 def test_every_command_has_help_with_examples(command: str) -> None:
     code, out, _ = run(command, "--help")
     assert code == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -76,15 +77,21 @@ def private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
     monkeypatch.setenv("DISTILLKIT_CACHE", str(tmp_path_factory.getbasetemp() / "distillkit-cache"))
 
 
-def test_end_to_end_training_learns_and_writes_every_output(shapes: tuple[Path, Path], tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def trained(shapes: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    """One real training run through the CLI, shared by the tests that need a trained student."""
     train, val = shapes
-    out = tmp_path / "student"
+    out = tmp_path_factory.mktemp("trained") / "student"
     args = ["train-student", "--data", str(train), "--val", str(val), "--output", str(out), "--epochs", "10", "--json"]
     for item in FAST:
         args += ["--set", item]
     code, stdout, stderr = run(*args)
     assert code == 0, stderr
-    report = json.loads(stdout)
+    return out, json.loads(stdout)
+
+
+def test_end_to_end_training_learns_and_writes_every_output(trained: tuple[Path, dict[str, Any]]) -> None:
+    out, report = trained
     assert report["task"] == "detect" and report["epochs_run"] == 10
     assert report["metrics"]["metrics/mAP50-95(B)"] > 0.0  # it learned something on held-out images
     for name in (
@@ -105,7 +112,83 @@ def test_end_to_end_training_learns_and_writes_every_output(shapes: tuple[Path, 
     assert checkpoint[CHECKPOINT_KEY]["class_mapping"] == {5: 0, 9: 1}
     config = yaml.safe_load((out / "distillation_config.yaml").read_text())
     assert config["student"]["epochs"] == 10 and config["data"]["class_names"] == ["square", "disc"]
-    assert "not found" not in stderr or "from scratch" in stderr
+
+
+def test_infer_streams_coco_results_and_overlays(
+    trained: tuple[Path, dict[str, Any]], shapes: tuple[Path, Path], tmp_path: Path
+) -> None:
+    out, _ = trained
+    _, val = shapes
+    code, stdout, stderr = run(
+        "infer",
+        "--model",
+        str(out / "best.pt"),
+        str(val.parent / "images"),
+        "--output",
+        str(tmp_path / "infer"),
+        "--conf",
+        "0.001",
+        "--max-det",
+        "100",
+        "--save-vis",
+        "--json",
+    )
+    assert code == 0, stderr
+    summary = json.loads(stdout)
+    assert summary["images"] == 16 and summary["median_latency_ms"] > 0
+    predictions = json.loads((tmp_path / "infer" / "predictions.json").read_text())
+    assert isinstance(predictions, list) and len(predictions) == summary["detections"] > 0
+    first = predictions[0]
+    assert {"file_name", "category_id", "category_name", "bbox", "score"} <= set(first)
+    assert {p["category_id"] for p in predictions} <= {5, 9}  # the dataset's ids, not class indices
+    assert {p["category_name"] for p in predictions} <= {"square", "disc"}
+    assert len(list((tmp_path / "infer" / "vis").glob("*.jpg"))) == 16
+
+    # the same predictions scored by file name equal `evaluate --model` (image ids) on the same images
+    code, by_file, err = run("evaluate", "-d", str(val), "-p", str(tmp_path / "infer" / "predictions.json"), "--json")
+    assert code == 0, err
+    code, by_model, err = run("evaluate", "-d", str(val), "-m", str(out / "best.pt"), "--json")
+    assert code == 0, err
+    assert json.loads(by_model)["results"][0]["bbox"]["AP"] == pytest.approx(json.loads(by_file)["bbox"]["AP"])
+
+
+def test_evaluate_models_side_by_side(
+    trained: tuple[Path, dict[str, Any]], shapes: tuple[Path, Path], tmp_path: Path
+) -> None:
+    out, _ = trained
+    _, val = shapes
+    code, stdout, err = run(
+        "evaluate",
+        "-d",
+        str(val),
+        "-m",
+        str(out / "best.pt"),
+        "-m",
+        str(out / "last.pt"),
+        "-o",
+        str(tmp_path / "eval"),
+        "--json",
+    )
+    assert code == 0, err
+    rows = json.loads(stdout)["models"]
+    assert [Path(r["model"]).name for r in rows] == ["best.pt", "last.pt"]
+    assert rows[0]["parameters"] > 1_000_000 and rows[1]["parameters_ratio"] == 1.0
+    assert rows[0]["median_latency_ms"] > 0 and rows[0]["size_mb"] > 1
+    assert (tmp_path / "eval" / "best" / "metrics.json").exists()
+    assert (tmp_path / "eval" / "predictions_last.json").exists()
+    code, _, err = run("evaluate", "-d", str(val))
+    assert code == 2 and "either --predictions or --model" in err
+
+
+def test_infer_bad_inputs(trained: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
+    out, _ = trained
+    code, _, err = run("infer", "-m", str(out / "best.pt"), str(tmp_path / "nothing-here"), "-o", str(tmp_path / "o"))
+    assert code == 2 and "neither an image file" in err
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    (tmp_path / "a.png").write_bytes(b"")
+    code, _, err = run("infer", "-m", str(junk), str(tmp_path / "a.png"), "-o", str(tmp_path / "o"))
+    assert code == 2 and "not an ultralytics checkpoint" in err and err.count("\n") == 1
 
 
 def test_interrupted_run_resumes_and_reuses_the_converted_data(shapes: tuple[Path, Path], tmp_path: Path) -> None:

@@ -9,17 +9,25 @@ from rich.table import Table
 
 from distillkit.cli.common import JSON_OPTION, QUIET_OPTION, make_output
 from distillkit.cli.console import Output
+from distillkit.cli.render import display_path
+from distillkit.errors import UsageError
 from distillkit.evaluation import EvaluationResult, evaluate_predictions
 from distillkit.evaluation.coco_metrics import STAT_KEYS
 
 
 def evaluate(
     data: Path = typer.Option(..., "--data", "-d", help="Ground truth: a COCO annotation file."),
-    predictions: Path = typer.Option(
-        ..., "--predictions", "-p", help="Detections in COCO results format (from `infer` or another tool)."
+    predictions: Path | None = typer.Option(
+        None, "--predictions", "-p", help="Detections in COCO results format (from `infer` or another tool)."
+    ),
+    models: list[Path] = typer.Option(
+        [], "--model", "-m", help="A trained model (.pt) to run on the ground truth's images (repeatable)."
     ),
     iou_type: str = typer.Option("auto", "--iou-type", help="bbox, segm, both, or auto (segm too when masks exist)."),
     min_score: float = typer.Option(0.0, "--min-score", min=0.0, help="Leave out detections scored below this."),
+    images_dir: Path | None = typer.Option(None, "--images-dir", help="Folder of the ground truth's images (--model)."),
+    imgsz: int | None = typer.Option(None, "--imgsz", min=32, help="Inference size for --model [default: training]."),
+    device: str | None = typer.Option(None, "--device", help="Device for --model: cpu, 0, cuda:0, ..."),
     output: Path | None = typer.Option(
         None, "--output", "-o", help="Folder for metrics.json, per_class.csv, PR-curve and confusion-matrix PNGs."
     ),
@@ -28,21 +36,29 @@ def evaluate(
 ) -> None:
     """Score detections with COCO metrics, exactly as pycocotools computes them.
 
-    Reports AP, AP50, AP75, APs/m/l and AR1/10/100, ARs/m/l per iou type (fractions; -1 where
-    pycocotools gives -1, e.g. no small objects), per-class AP, precision/recall/F1 at the
-    confidence that maximises F1, and for masks the mean IoU of matched pairs. Detections are
-    matched to images by image_id, or by file_name when they have none. Masks are scored with mask
-    areas (a detection's box is not used for segm), as COCO intends.
+    Give either --predictions (a COCO results file) or one or more --model checkpoints, which are
+    run on the ground truth's images first. Reports AP, AP50, AP75, APs/m/l and AR1/10/100,
+    ARs/m/l per iou type (fractions; -1 where pycocotools gives -1, e.g. no small objects),
+    per-class AP, precision/recall/F1 at the confidence that maximises F1, and for masks the mean
+    IoU of matched pairs. Several models get a side-by-side table: size, parameters, median latency
+    per image on this machine, AP/AP50 and ratios to the first model. Detections are matched to
+    images by image_id, or by file_name when they have none; masks are scored with mask areas.
 
     Examples:
 
-        distillkit evaluate --data data/test.json --predictions exp/run1/predictions.json
+        distillkit evaluate --data data/test.json --predictions exp/run1/infer/predictions.json
 
-        distillkit evaluate -d data/val.json -p detections.json --iou-type both --output exp/run1/eval
+        distillkit evaluate -d data/test.json -m exp/teacher/best.pt -m exp/run1/student/best.pt
 
-        distillkit evaluate -d data/val.json -p detections.json --json | jq .bbox.AP
+        distillkit evaluate -d data/val.json -p detections.json --iou-type both --output exp/run1/eval --json
     """
     out = make_output(json_mode, quiet)
+    if (predictions is None) == (not models):
+        raise UsageError("give either --predictions or --model (not both, not neither)")
+    if models:
+        _evaluate_models(out, data, models, iou_type, images_dir, imgsz, device, output, json_mode)
+        return
+    assert predictions is not None
     result = evaluate_predictions(data, predictions, iou_types=iou_type, min_score=min_score, progress=out.progress())
     document = result.to_dict()
     for warning in result.warnings:
@@ -55,6 +71,64 @@ def evaluate(
         out.emit_json(document)
     else:
         render_evaluation(out, result)
+
+
+def _evaluate_models(
+    out: Output,
+    data: Path,
+    models: list[Path],
+    iou_type: str,
+    images_dir: Path | None,
+    imgsz: int | None,
+    device: str | None,
+    output: Path | None,
+    json_mode: bool,
+) -> None:
+    from distillkit.evaluation.models import evaluate_models
+
+    evaluations = evaluate_models(
+        data,
+        models,
+        images_dir=images_dir,
+        iou_types=iou_type,
+        imgsz=imgsz,
+        device=device,
+        predictions_dir=output,
+        progress=out.progress(),
+    )
+    reference = evaluations[0]
+    rows = [e.summary(reference if index else None) for index, e in enumerate(evaluations)]
+    document: dict[str, object] = {"models": rows, "results": [e.result.to_dict() for e in evaluations]}
+    if output is not None:
+        for evaluation in evaluations:
+            folder = output if len(evaluations) == 1 else output / evaluation.model.stem
+            write_evaluation_files(evaluation.result, folder)
+        out.notice(f"evaluation written to {output}")
+    if json_mode:
+        out.emit_json(document)
+        return
+    for evaluation in evaluations:
+        out.print(f"[bold]{evaluation.model}[/bold]")
+        render_evaluation(out, evaluation.result)
+    table = Table(title="models side by side (ratios to the first)", title_justify="left", show_edge=False)
+    for column in ("model", "size MB", "params", "latency ms", "AP", "AP50"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for row in rows:
+        table.add_row(
+            display_path(str(row["model"])),
+            _cell(row, "size_mb", ".2f"),
+            _cell(row, "parameters", ",d"),
+            _cell(row, "median_latency_ms", ".1f"),
+            _cell(row, "AP", ".3f"),
+            _cell(row, "AP50", ".3f"),
+        )
+    out.print(table)
+
+
+def _cell(row: dict[str, object], key: str, fmt: str) -> str:
+    text = format(row[key], fmt)
+    ratio = row.get(f"{key}_ratio")
+    return f"{text} ({ratio:.2f}x)" if isinstance(ratio, float) else text
 
 
 def write_evaluation_files(result: EvaluationResult, output: Path) -> dict[str, Path]:

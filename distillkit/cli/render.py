@@ -75,7 +75,7 @@ def render_split_summary(out: Output, summary: dict[str, Any]) -> None:
             str(split["images"]),
             str(split["annotations"]),
             str(split["empty_images"]),
-            _display_path(split.get("path", "")),
+            display_path(split.get("path", "")),
         )
     out.print(overview)
 
@@ -94,7 +94,7 @@ def render_split_summary(out: Output, summary: dict[str, Any]) -> None:
     out.print(per_class)
 
 
-def _display_path(path: str) -> str:
+def display_path(path: str) -> str:
     """Paths under the working folder are shown relative to it (shorter tables)."""
     if not path:
         return ""

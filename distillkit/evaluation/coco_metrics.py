@@ -19,7 +19,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from distillkit.data.validate import load_valid_dataset
+from distillkit.data.validate import ValidationResult, load_valid_dataset
 from distillkit.errors import UsageError
 from distillkit.evaluation.predictions import for_iou_type, load_predictions, prepare_predictions
 from distillkit.progress import NULL_PROGRESS, Progress
@@ -94,8 +94,13 @@ class EvaluationResult:
         return out
 
 
+def load_ground_truth(path: str | Path, progress: Progress = NULL_PROGRESS) -> ValidationResult:
+    """Ground truth as evaluation needs it: checked, missing values filled, stored values kept."""
+    return load_valid_dataset(path, replace_inconsistent=False, progress=progress)
+
+
 def evaluate_predictions(
-    ground_truth: str | Path,
+    ground_truth: str | Path | ValidationResult,
     predictions: str | Path | list[Any],
     iou_types: str = "auto",
     min_score: float = 0.0,
@@ -109,7 +114,7 @@ def evaluate_predictions(
     """
     if iou_types not in ("auto", "both", *IOU_TYPES):
         raise UsageError(f"--iou-type {iou_types!r} is not one of bbox, segm, both, auto")
-    gt = load_valid_dataset(ground_truth, replace_inconsistent=False, progress=progress)
+    gt = ground_truth if isinstance(ground_truth, ValidationResult) else load_ground_truth(ground_truth, progress)
     assert gt.dataset is not None
     dataset = gt.dataset
     raw = load_predictions(predictions)
@@ -122,7 +127,7 @@ def evaluate_predictions(
         with progress.task(f"evaluating {iou_type}", total=None):
             results[iou_type] = _evaluate_one(coco_gt, for_iou_type(detections, iou_type), iou_type, class_names)
     return EvaluationResult(
-        ground_truth=str(ground_truth),
+        ground_truth=str(gt.report.source or ground_truth),
         predictions=str(predictions) if isinstance(predictions, (str, Path)) else "<list>",
         num_images=len(dataset["images"]),
         num_detections=len(detections),

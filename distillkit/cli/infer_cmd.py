@@ -1,0 +1,79 @@
+"""`distillkit infer`: predictions (COCO results JSON) and overlays from a trained student."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from distillkit.cli.common import JSON_OPTION, QUIET_OPTION, make_output
+from distillkit.inference import PredictionRun, PredictionsWriter, collect_images, load_model, predict_images
+
+
+def infer(
+    sources: list[str] = typer.Argument(..., help="Image files, folders or glob patterns.", show_default=False),
+    model: Path = typer.Option(..., "--model", "-m", help="A student checkpoint (.pt) from train-student."),
+    output: Path = typer.Option(..., "--output", "-o", help="Folder for predictions.json (and vis/ overlays)."),
+    conf: float = typer.Option(0.25, "--conf", min=0.0, max=1.0, help="Keep detections scored at least this."),
+    iou: float = typer.Option(0.7, "--iou", min=0.0, max=1.0, help="NMS IoU threshold."),
+    max_det: int = typer.Option(300, "--max-det", min=1, help="At most this many detections per image."),
+    imgsz: int | None = typer.Option(None, "--imgsz", min=32, help="Input size [default: the training size]."),
+    batch: int = typer.Option(1, "--batch", min=1, help="Images per forward pass."),
+    device: str | None = typer.Option(None, "--device", help="cpu, 0, cuda:0, ... [default: auto]."),
+    save_vis: bool = typer.Option(False, "--save-vis", help="Also write overlays to OUTPUT/vis/."),
+    recursive: bool = typer.Option(False, "--recursive", "-r", help="Look into sub-folders of folder sources."),
+    json_mode: bool = JSON_OPTION,
+    quiet: bool = QUIET_OPTION,
+) -> None:
+    """Predict on images with a trained student — no prompt of any kind.
+
+    Writes OUTPUT/predictions.json: a JSON array in COCO results format, one entry per detection
+    with file_name, category_id (the training data's ids), category_name, bbox (x, y, w, h),
+    score and, for segmentation models, an RLE mask. Entries are written as they come, so a
+    100k-image folder never sits in memory. `distillkit evaluate --predictions` matches them to
+    ground truth by file name.
+
+    Examples:
+
+        distillkit infer --model exp/run1/student/best.pt data/new_images/ --output exp/run1/infer
+
+        distillkit infer -m best.pt "line3/*.png" -o out --conf 0.4 --save-vis
+
+        distillkit infer -m best.pt frames/ -o out --json | jq .detections
+    """
+    out = make_output(json_mode, quiet)
+    images = collect_images(sources, recursive=recursive)
+    loaded = load_model(model)
+    run = PredictionRun()
+    target = output / "predictions.json"
+    with PredictionsWriter(target) as writer:
+        for entry in predict_images(
+            loaded,
+            images,
+            run=run,
+            conf=conf,
+            iou=iou,
+            max_det=max_det,
+            imgsz=imgsz,
+            batch=batch,
+            device=device,
+            save_vis=output / "vis" if save_vis else None,
+            progress=out.progress(),
+        ):
+            writer.write(entry)
+    summary = {
+        "model": str(model),
+        "task": loaded.task,
+        "images": run.images,
+        "detections": run.detections,
+        "predictions": str(target),
+        "median_latency_ms": round(run.median_latency_ms, 3),
+        "vis": str(output / "vis") if save_vis else None,
+    }
+    if json_mode:
+        out.emit_json(summary)
+    else:
+        out.print(
+            f"{run.detections} detections on {run.images} images → {target} "
+            f"(median {run.median_latency_ms:.1f} ms per image)"
+        )

@@ -1,0 +1,106 @@
+"""Evaluating trained models directly: predict on the ground truth's images, score, compare.
+
+With several models this is the teacher-vs-student comparison: file size, parameters, median
+latency per image on this machine, AP/AP50, and ratios to the first model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from distillkit.data.images import ImageLocator, default_image_roots
+from distillkit.errors import DataError
+from distillkit.evaluation.coco_metrics import EvaluationResult, evaluate_predictions, load_ground_truth
+from distillkit.inference import PredictionRun, PredictionsWriter, load_model, predict_images
+from distillkit.progress import NULL_PROGRESS, Progress
+
+# Like COCO / ultralytics validation: keep (almost) every detection, the metrics sweep the scores.
+EVAL_CONF = 0.001
+EVAL_MAX_DET = 100
+
+
+@dataclass
+class ModelEvaluation:
+    model: Path
+    size_mb: float
+    parameters: int
+    median_latency_ms: float
+    result: EvaluationResult
+
+    def summary(self, reference: ModelEvaluation | None = None) -> dict[str, Any]:
+        metrics = next(iter(self.result.metrics.values()))
+        row: dict[str, Any] = {
+            "model": str(self.model),
+            "size_mb": round(self.size_mb, 3),
+            "parameters": self.parameters,
+            "median_latency_ms": round(self.median_latency_ms, 3),
+            "iou_type": metrics.iou_type,
+            "AP": metrics.stats["AP"],
+            "AP50": metrics.stats["AP50"],
+        }
+        if reference is not None:
+            ref = reference.summary()
+            for key in ("size_mb", "parameters", "median_latency_ms", "AP", "AP50"):
+                row[f"{key}_ratio"] = row[key] / ref[key] if ref[key] else None
+        return row
+
+
+def evaluate_models(
+    ground_truth: str | Path,
+    models: Sequence[str | Path],
+    images_dir: str | Path | None = None,
+    iou_types: str = "auto",
+    imgsz: int | None = None,
+    device: str | None = None,
+    predictions_dir: Path | None = None,
+    progress: Progress = NULL_PROGRESS,
+) -> list[ModelEvaluation]:
+    gt = load_ground_truth(ground_truth, progress)
+    assert gt.dataset is not None
+    locator = ImageLocator(default_image_roots(Path(ground_truth), Path(images_dir) if images_dir else None))
+    image_ids: dict[Path, int] = {}
+    missing = []
+    for image in gt.dataset["images"]:
+        path = locator.resolve(image["file_name"])
+        if path is None:
+            missing.append(image["file_name"])
+        else:
+            image_ids[path.resolve()] = image["id"]
+    if missing:
+        raise DataError(
+            f"{len(missing)} ground-truth images were not found (e.g. {missing[0]!r})",
+            "pass --images-dir with the folder holding them",
+        )
+    images = list(image_ids)
+    evaluations = []
+    for model_path in models:
+        loaded = load_model(model_path)
+        run = PredictionRun()
+        stream = predict_images(
+            loaded,
+            images,
+            run=run,
+            conf=EVAL_CONF,
+            max_det=EVAL_MAX_DET,
+            imgsz=imgsz,
+            device=device,
+            image_ids=image_ids,
+            progress=progress,
+        )
+        if predictions_dir is not None:
+            with PredictionsWriter(predictions_dir / f"predictions_{Path(model_path).stem}.json") as writer:
+                detections = []
+                for entry in stream:
+                    writer.write(entry)
+                    detections.append(entry)
+        else:
+            detections = list(stream)
+        result = evaluate_predictions(gt, detections, iou_types=iou_types, progress=progress)
+        result.predictions = str(model_path)
+        evaluations.append(
+            ModelEvaluation(Path(model_path), loaded.size_mb, loaded.parameters, run.median_latency_ms, result)
+        )
+    return evaluations

@@ -1,0 +1,202 @@
+"""Running a trained student on images and writing COCO-results detections, incrementally.
+
+Models are loaded through ultralytics (offline). The class index → COCO category id mapping comes
+from the checkpoint (``train-student`` stores it) or a ``class_mapping.yaml`` next to the model;
+a plain ultralytics model without either uses the class index as the category id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import yaml
+from pycocotools import mask as mask_utils
+
+from distillkit.errors import UsageError
+from distillkit.io import atomic_open, dumps_json
+from distillkit.progress import NULL_PROGRESS, Progress
+from distillkit.students.ultralytics_env import import_ultralytics
+
+SUPPORTED_SUFFIXES = (".pt",)
+
+
+@dataclass
+class LoadedModel:
+    path: Path
+    model: Any  # ultralytics.YOLO
+    task: str
+    names: dict[int, str]
+    category_ids: dict[int, int]  # class index -> COCO category id
+
+    @property
+    def parameters(self) -> int:
+        return int(sum(p.numel() for p in self.model.model.parameters()))
+
+    @property
+    def size_mb(self) -> float:
+        return self.path.stat().st_size / 1e6
+
+
+@dataclass
+class PredictionRun:
+    images: int = 0
+    detections: int = 0
+    latencies_ms: list[float] = field(default_factory=list)  # pre + inference + post, per image
+
+    @property
+    def median_latency_ms(self) -> float:
+        return float(np.median(self.latencies_ms)) if self.latencies_ms else float("nan")
+
+
+def load_model(path: str | Path) -> LoadedModel:
+    model_path = Path(path)
+    if not model_path.is_file():
+        raise UsageError(f"model {model_path} not found", "pass a .pt written by train-student")
+    if model_path.suffix not in SUPPORTED_SUFFIXES:
+        raise UsageError(f"{model_path.name}: unsupported model format", "pass a .pt checkpoint")
+    import_ultralytics()
+    from ultralytics import YOLO
+
+    try:
+        model = YOLO(str(model_path))
+    except Exception as exc:  # a corrupt or foreign file: say so in one line
+        raise UsageError(
+            f"{model_path} is not an ultralytics checkpoint ({exc})", "pass a .pt written by train-student"
+        ) from exc
+    names = {int(k): str(v) for k, v in model.names.items()}
+    return LoadedModel(model_path, model, model.task, names, _category_ids(model_path, names))
+
+
+def _category_ids(model_path: Path, names: dict[int, str]) -> dict[int, int]:
+    import torch
+
+    checkpoint = torch.load(model_path, map_location="cpu", weights_only=False)
+    stored = checkpoint.get("distillkit", {}).get("class_mapping") if isinstance(checkpoint, dict) else None
+    if stored is None:
+        sidecar = model_path.parent / "class_mapping.yaml"
+        if sidecar.exists():
+            stored = (yaml.safe_load(sidecar.read_text()) or {}).get("class_mapping")
+    if stored:
+        return {int(index): int(category) for category, index in stored.items()}
+    return {index: index for index in names}
+
+
+def predict_images(
+    loaded: LoadedModel,
+    images: Sequence[Path],
+    run: PredictionRun | None = None,
+    conf: float = 0.25,
+    iou: float = 0.7,
+    max_det: int = 300,
+    imgsz: int | None = None,
+    batch: int = 1,
+    device: str | None = None,
+    image_ids: dict[Path, int] | None = None,
+    save_vis: Path | None = None,
+    progress: Progress = NULL_PROGRESS,
+) -> Iterator[dict[str, Any]]:
+    """Yield COCO-results detections one at a time, image by image; ``run`` collects the totals.
+
+    Entries carry ``file_name``, ``category_id`` (the dataset's id), ``category_name``, ``bbox``
+    (x, y, w, h in pixels), ``score``, ``segmentation`` (compressed RLE) for segmentation models,
+    and ``image_id`` when ``image_ids`` knows the file. Nothing is kept in memory between images.
+    """
+    run = run if run is not None else PredictionRun()
+    arguments: dict[str, Any] = {
+        "conf": conf,
+        "iou": iou,
+        "max_det": max_det,
+        "verbose": False,
+        "stream": True,
+        "retina_masks": True,
+        "batch": batch,
+    }
+    if imgsz is not None:
+        arguments["imgsz"] = imgsz
+    if device is not None:
+        arguments["device"] = device
+    if save_vis is not None:
+        save_vis.mkdir(parents=True, exist_ok=True)
+    chunk_size = max(batch, 1) * 8  # ultralytics reads a list source eagerly: feed it a few batches at a time
+    with progress.task(f"predicting with {loaded.path.name}", total=len(images)) as bar:
+        for start in range(0, len(images), chunk_size):
+            chunk = [str(p) for p in images[start : start + chunk_size]]
+            for result in loaded.model.predict(source=chunk, **arguments):
+                path = Path(result.path)
+                run.images += 1
+                run.latencies_ms.append(float(sum(result.speed.values())))
+                for entry in _entries(result, loaded, path, (image_ids or {}).get(path.resolve())):
+                    run.detections += 1
+                    yield entry
+                if save_vis is not None:
+                    _save_overlay(result, save_vis / f"{path.stem}.jpg")
+                bar.advance()
+
+
+def _entries(result: Any, loaded: LoadedModel, path: Path, image_id: int | None) -> Iterator[dict[str, Any]]:
+    boxes = result.boxes
+    if boxes is None or len(boxes) == 0:
+        return
+    xyxy = boxes.xyxy.cpu().numpy().astype(np.float64)
+    scores = boxes.conf.cpu().numpy().astype(np.float64)
+    classes = boxes.cls.cpu().numpy().astype(int)
+    masks = result.masks.data.cpu().numpy() if getattr(result, "masks", None) is not None else None
+    height, width = result.orig_shape
+    for i in range(len(scores)):
+        x1, y1, x2, y2 = xyxy[i]
+        entry: dict[str, Any] = {"file_name": str(path)}
+        if image_id is not None:
+            entry["image_id"] = image_id
+        entry.update(
+            category_id=loaded.category_ids.get(int(classes[i]), int(classes[i])),
+            category_name=loaded.names.get(int(classes[i]), str(classes[i])),
+            bbox=[round(float(x1), 2), round(float(y1), 2), round(float(x2 - x1), 2), round(float(y2 - y1), 2)],
+            score=round(float(scores[i]), 5),
+        )
+        if masks is not None:
+            binary = np.asfortranarray((masks[i] > 0.5).astype(np.uint8))
+            if binary.shape != (height, width):  # retina masks are at the original size; guard anyway
+                import cv2
+
+                binary = np.asfortranarray(cv2.resize(binary, (width, height), interpolation=cv2.INTER_NEAREST))
+            rle = mask_utils.encode(binary)
+            entry["segmentation"] = {"size": [height, width], "counts": rle["counts"].decode()}
+        yield entry
+
+
+def _save_overlay(result: Any, target: Path) -> None:
+    from PIL import Image
+
+    picture = result.plot()[:, :, ::-1]  # ultralytics draws in BGR
+    with atomic_open(target, "wb") as handle:
+        Image.fromarray(np.ascontiguousarray(picture)).save(handle, format="JPEG", quality=90)
+
+
+class PredictionsWriter:
+    """A JSON array written entry by entry to a temporary file, renamed into place when complete."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.count = 0
+        self._context = atomic_open(path, "wb")
+        self._handle: IO[bytes] | None = None
+
+    def __enter__(self) -> PredictionsWriter:
+        self._handle = self._context.__enter__()
+        self._handle.write(b"[")
+        return self
+
+    def write(self, entry: dict[str, Any]) -> None:
+        assert self._handle is not None
+        self._handle.write((b",\n" if self.count else b"\n") + dumps_json(entry))
+        self.count += 1
+
+    def __exit__(self, *exc: Any) -> None:
+        assert self._handle is not None
+        if exc[0] is None:
+            self._handle.write(b"\n]\n")
+        self._context.__exit__(*exc)
