@@ -157,7 +157,7 @@ def train_student(
         if resume:
             model.train(resume=True, data=str(dataset.yaml_path))
         else:
-            model.train(**_train_arguments(config, dataset, folder))
+            model.train(**ultralytics_train_arguments(config, dataset, folder))
     trainer = model.trainer
     metrics = {key: float(value) for key, value in (trainer.metrics or {}).items()}
 
@@ -185,7 +185,7 @@ def train_student(
     )
 
 
-def _train_arguments(config: Any, dataset: YoloDataset, folder: Path) -> dict[str, Any]:
+def ultralytics_train_arguments(config: Any, dataset: YoloDataset, folder: Path) -> dict[str, Any]:
     student, augmentation, dynamics = config.student, config.augmentation, config.training_dynamics
     device = _device(dynamics.device)
     arguments: dict[str, Any] = {
