@@ -260,35 +260,36 @@ def _export_checkpoint(source: Path, target: Path, class_mapping: Mapping[int, i
 
 
 def plot_training_curves(results_csv: Path, target: Path) -> Path:
-    """Losses and validation metrics per epoch, from ultralytics' results.csv."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Training losses, validation losses and validation metrics per epoch (from results.csv)."""
+    from matplotlib.figure import Figure  # no pyplot: nothing global, and cheaper to set up
 
     with open(results_csv, newline="") as handle:
         rows = [{k.strip(): v for k, v in row.items()} for row in csv.DictReader(handle)]
     if not rows:
         return target
-    columns = [c for c in rows[0] if c not in ("epoch", "time") and not c.startswith("lr/")]
     epochs = [int(float(r["epoch"])) for r in rows]
-    n = len(columns)
-    cols = min(5, n)
-    rows_n = (n + cols - 1) // cols
-    figure, axes = plt.subplots(rows_n, cols, figsize=(3.2 * cols, 2.6 * rows_n), dpi=110, squeeze=False)
-    for ax, column in zip(axes.flat, columns, strict=False):
-        values = [float(r[column]) for r in rows]
-        ax.plot(epochs, values, marker="o", markersize=2, linewidth=1.2)
-        ax.set_title(column, fontsize=8)
-        ax.tick_params(labelsize=7)
-        ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[n:]:
-        ax.axis("off")
+    panels = [("training losses", "train/"), ("validation losses", "val/"), ("validation metrics", "metrics/")]
+    figure = Figure(figsize=(13, 3.6), dpi=110)
+    for position, (title, prefix) in enumerate(panels, start=1):
+        axes = figure.add_subplot(1, 3, position)
+        for column in (c for c in rows[0] if c.startswith(prefix)):
+            axes.plot(
+                epochs,
+                [float(r[column]) for r in rows],
+                marker="o",
+                markersize=2,
+                linewidth=1.2,
+                label=column.removeprefix(prefix),
+            )
+        axes.set(title=title, xlabel="epoch")
+        if prefix != "metrics/" and all(float(r[c]) > 0 for r in rows for c in r if c.startswith(prefix)):
+            axes.set_yscale("log")  # early validation losses of a run from scratch span decades
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=7)
     figure.tight_layout()
     target.parent.mkdir(parents=True, exist_ok=True)
     with atomic_open(target, "wb") as handle:
         figure.savefig(handle, format="png")
-    plt.close(figure)
     return target
 
 
