@@ -8,12 +8,18 @@ from typing import Any
 import typer
 
 from distillkit.cli.console import Output
-from distillkit.cli.render import render_split_summary
 from distillkit.data.split import SplitResult, split_dataset, write_splits
 from distillkit.errors import UsageError
 
 JSON_OPTION = typer.Option(False, "--json", help="Print one JSON document on stdout (logs go to stderr).")
 QUIET_OPTION = typer.Option(False, "--quiet", "-q", help="Print nothing but errors.")
+# Splitting options, the same for `validate --split` and `split` (same seed → same files).
+SEED_OPTION = typer.Option(42, "--seed", help="Seed of the split: the same seed gives the same files.")
+OUTPUT_DIR_OPTION = typer.Option(None, "--output-dir", help="Where split files go [default: the input's folder].")
+NO_STRATIFY_OPTION = typer.Option(False, "--no-stratify", help="Split by plain seeded shuffling, not by class.")
+DROP_INVALID_OPTION = typer.Option(
+    False, "--drop-invalid", help="Leave unrepairable annotations out instead of failing (reported as warnings)."
+)
 
 
 def make_output(json_mode: bool, quiet: bool) -> Output:
@@ -51,7 +57,3 @@ def split_summary_with_paths(result: SplitResult, paths: dict[str, Path]) -> dic
     for name, path in paths.items():
         summary["splits"][name]["path"] = str(path)
     return summary
-
-
-def show_split_summary(out: Output, summary: dict[str, Any]) -> None:
-    render_split_summary(out, summary)

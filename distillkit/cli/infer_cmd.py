@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from distillkit.cli.common import JSON_OPTION, QUIET_OPTION, make_output
-from distillkit.inference import PredictionRun, PredictionsWriter, collect_images, load_model, predict_images
+from distillkit.inference import PredictionRun, collect_images, load_model, predict_images, write_predictions
 
 
 def infer(
@@ -46,21 +46,20 @@ def infer(
     loaded = load_model(model)
     run = PredictionRun()
     target = output / "predictions.json"
-    with PredictionsWriter(target) as writer:
-        for entry in predict_images(
-            loaded,
-            images,
-            run=run,
-            conf=conf,
-            iou=iou,
-            max_det=max_det,
-            imgsz=imgsz,
-            batch=batch,
-            device=device,
-            save_vis=output / "vis" if save_vis else None,
-            progress=out.progress(),
-        ):
-            writer.write(entry)
+    predictions = predict_images(
+        loaded,
+        images,
+        run=run,
+        conf=conf,
+        iou=iou,
+        max_det=max_det,
+        imgsz=imgsz,
+        batch=batch,
+        device=device,
+        save_vis=output / "vis" if save_vis else None,
+        progress=out.progress(),
+    )
+    write_predictions(predictions, target)
     summary = {
         "model": str(model),
         "task": loaded.task,

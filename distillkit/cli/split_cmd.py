@@ -7,13 +7,17 @@ from pathlib import Path
 import typer
 
 from distillkit.cli.common import (
+    DROP_INVALID_OPTION,
     JSON_OPTION,
+    NO_STRATIFY_OPTION,
+    OUTPUT_DIR_OPTION,
     QUIET_OPTION,
+    SEED_OPTION,
     make_output,
-    show_split_summary,
     split_and_write,
     split_summary_with_paths,
 )
+from distillkit.cli.render import render_split_summary
 from distillkit.data.split import parse_ratios
 from distillkit.data.validate import load_valid_dataset
 
@@ -23,17 +27,13 @@ def split(
     ratios: str = typer.Option(
         "0.7,0.15,0.15", "--ratios", "-r", help="0.7,0.15,0.15 (train/val/test), 0.8,0.2, or train:0.8,val:0.2."
     ),
-    seed: int = typer.Option(42, "--seed", help="Seed: the same seed gives the same split."),
-    output_dir: Path | None = typer.Option(
-        None, "--output-dir", help="Where split files go [default: the input's folder]."
-    ),
-    no_stratify: bool = typer.Option(False, "--no-stratify", help="Plain seeded shuffle instead of stratifying."),
+    seed: int = SEED_OPTION,
+    output_dir: Path | None = OUTPUT_DIR_OPTION,
+    no_stratify: bool = NO_STRATIFY_OPTION,
     min_per_class: int = typer.Option(
         1, "--min-per-class", min=0, help="Warn when a class has fewer images in a split."
     ),
-    drop_invalid: bool = typer.Option(
-        False, "--drop-invalid", help="Leave unrepairable annotations out instead of failing."
-    ),
+    drop_invalid: bool = DROP_INVALID_OPTION,
     json_mode: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,
 ) -> None:
@@ -65,4 +65,4 @@ def split(
     if json_mode:
         out.emit_json(summary)
     else:
-        show_split_summary(out, summary)
+        render_split_summary(out, summary)

@@ -7,15 +7,18 @@ from pathlib import Path
 import typer
 
 from distillkit.cli.common import (
+    DROP_INVALID_OPTION,
     JSON_OPTION,
+    NO_STRATIFY_OPTION,
+    OUTPUT_DIR_OPTION,
     QUIET_OPTION,
+    SEED_OPTION,
     make_output,
     refuse_overwriting_input,
-    show_split_summary,
     split_and_write,
     split_summary_with_paths,
 )
-from distillkit.cli.render import render_validation
+from distillkit.cli.render import render_split_summary, render_validation
 from distillkit.data.split import parse_ratios
 from distillkit.data.validate import validate_dataset
 from distillkit.io import atomic_write_json
@@ -32,17 +35,13 @@ def validate(
     split: str | None = typer.Option(
         None, "--split", help="Also split: 0.7,0.15,0.15 (train/val/test), 0.8,0.2, or train:0.7,val:0.3."
     ),
-    seed: int = typer.Option(42, "--seed", help="Seed of the split."),
-    output_dir: Path | None = typer.Option(
-        None, "--output-dir", help="Where split files go [default: the input's folder]."
-    ),
-    no_stratify: bool = typer.Option(False, "--no-stratify", help="Split by plain shuffling, not by class."),
+    seed: int = SEED_OPTION,
+    output_dir: Path | None = OUTPUT_DIR_OPTION,
+    no_stratify: bool = NO_STRATIFY_OPTION,
     min_per_class: int = typer.Option(
         1, "--min-per-class", min=0, help="Warn about classes with fewer annotations (and split images)."
     ),
-    drop_invalid: bool = typer.Option(
-        False, "--drop-invalid", help="Leave unrepairable annotations out instead of failing (reported)."
-    ),
+    drop_invalid: bool = DROP_INVALID_OPTION,
     skip_images: bool = typer.Option(False, "--skip-images", help="Do not look for the image files."),
     json_mode: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,
@@ -92,7 +91,7 @@ def validate(
             )
             summary = split_summary_with_paths(split_result, paths)
             document["splits"] = summary
-            show_split_summary(out, summary)
+            render_split_summary(out, summary)
         if output is not None:
             atomic_write_json(output, result.dataset, indent=False)
             document["output"] = str(output)

@@ -257,7 +257,7 @@ class _Validator:
             self._check_image_files()
         self._report_unknown_sizes()
         stats = self._check_annotations(lists["annotations"])
-        kept_categories = self._check_category_names(lists["categories"], stats)
+        kept_categories = self._check_category_names(stats)
         data["categories"] = kept_categories
         data["annotations"] = stats["valid_annotations"]  # what failed a check is left out
         return self._result(data, kept_categories, stats)
@@ -326,7 +326,7 @@ class _Validator:
             self.categories[category_id] = name
             self.category_entries[category_id] = category
 
-    def _check_category_names(self, categories: list[Any], stats: dict[str, Any]) -> list[Any]:
+    def _check_category_names(self, stats: dict[str, Any]) -> list[Any]:
         """Duplicate names, unused categories, rare classes; drops unused duplicate placeholders."""
         used = stats["category_annotations"]
         by_name: dict[str, list[int]] = {}

@@ -73,22 +73,26 @@ def prepare_yolo_dataset(
     located = {name: _locate_images(source) for name, source in splits.items()}
     content_hash = _content_hash(splits, located, task, class_mapping, class_names)
     marker = root / _MARKER
+
+    def result(reused: bool, label_counts: dict[str, int]) -> YoloDataset:
+        return YoloDataset(
+            root=root,
+            yaml_path=root / "dataset.yaml",
+            task=task,
+            names=list(class_names),
+            class_mapping=dict(class_mapping),
+            content_hash=content_hash,
+            reused=reused,
+            label_counts=label_counts,
+        )
+
     if marker.exists():
         try:
             previous = orjson.loads(marker.read_bytes())
         except orjson.JSONDecodeError:
             previous = {}
         if previous.get("content_hash") == content_hash and (root / "dataset.yaml").exists():
-            return YoloDataset(
-                root=root,
-                yaml_path=root / "dataset.yaml",
-                task=task,
-                names=list(class_names),
-                class_mapping=dict(class_mapping),
-                content_hash=content_hash,
-                reused=True,
-                label_counts=dict(previous.get("label_counts", {})),
-            )
+            return result(True, dict(previous.get("label_counts", {})))
 
     marker.unlink(missing_ok=True)  # an interrupted rewrite is never mistaken for a finished one
     counts: dict[str, int] = {}
@@ -115,16 +119,7 @@ def prepare_yolo_dataset(
             "label_counts": counts,
         },
     )
-    return YoloDataset(
-        root=root,
-        yaml_path=root / "dataset.yaml",
-        task=task,
-        names=list(class_names),
-        class_mapping=dict(class_mapping),
-        content_hash=content_hash,
-        reused=False,
-        label_counts=counts,
-    )
+    return result(False, counts)
 
 
 # ------------------------------------------------------------------------------------------------

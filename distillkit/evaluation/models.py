@@ -14,7 +14,7 @@ from typing import Any
 from distillkit.data.images import ImageLocator, default_image_roots
 from distillkit.errors import DataError
 from distillkit.evaluation.coco_metrics import EvaluationResult, evaluate_predictions, load_ground_truth
-from distillkit.inference import PredictionRun, PredictionsWriter, load_model, predict_images
+from distillkit.inference import PredictionRun, load_model, predict_images, write_predictions
 from distillkit.progress import NULL_PROGRESS, Progress
 
 # Like COCO / ultralytics validation: keep (almost) every detection, the metrics sweep the scores.
@@ -91,11 +91,8 @@ def evaluate_models(
             progress=progress,
         )
         if predictions_dir is not None:
-            with PredictionsWriter(predictions_dir / f"predictions_{Path(model_path).stem}.json") as writer:
-                detections = []
-                for entry in stream:
-                    writer.write(entry)
-                    detections.append(entry)
+            target = predictions_dir / f"predictions_{Path(model_path).stem}.json"
+            detections = write_predictions(stream, target, keep=True)
         else:
             detections = list(stream)
         result = evaluate_predictions(gt, detections, iou_types=iou_types, progress=progress)

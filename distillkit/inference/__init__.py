@@ -1,6 +1,13 @@
 """Inference: prompt-free predictions from trained students, as COCO results and overlays."""
 
-from distillkit.inference.predictor import LoadedModel, PredictionRun, PredictionsWriter, load_model, predict_images
+from distillkit.inference.predictor import (
+    LoadedModel,
+    PredictionRun,
+    PredictionsWriter,
+    load_model,
+    predict_images,
+    write_predictions,
+)
 from distillkit.inference.sources import collect_images
 
 __all__ = [
@@ -10,4 +17,5 @@ __all__ = [
     "collect_images",
     "load_model",
     "predict_images",
+    "write_predictions",
 ]

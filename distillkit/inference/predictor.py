@@ -68,13 +68,12 @@ def load_model(path: str | Path) -> LoadedModel:
             f"{model_path} is not an ultralytics checkpoint ({exc})", "pass a .pt written by train-student"
         ) from exc
     names = {int(k): str(v) for k, v in model.names.items()}
-    return LoadedModel(model_path, model, model.task, names, _category_ids(model_path, names))
+    return LoadedModel(model_path, model, model.task, names, _category_ids(model, model_path, names))
 
 
-def _category_ids(model_path: Path, names: dict[int, str]) -> dict[int, int]:
-    import torch
-
-    checkpoint = torch.load(model_path, map_location="cpu", weights_only=False)
+def _category_ids(model: Any, model_path: Path, names: dict[int, str]) -> dict[int, int]:
+    # ultralytics keeps the checkpoint dict it loaded: read the mapping train-student stored there
+    checkpoint = getattr(model, "ckpt", None)
     stored = checkpoint.get("distillkit", {}).get("class_mapping") if isinstance(checkpoint, dict) else None
     if stored is None:
         sidecar = model_path.parent / "class_mapping.yaml"
@@ -174,6 +173,17 @@ def _save_overlay(result: Any, target: Path) -> None:
     picture = result.plot()[:, :, ::-1]  # ultralytics draws in BGR
     with atomic_open(target, "wb") as handle:
         Image.fromarray(np.ascontiguousarray(picture)).save(handle, format="JPEG", quality=90)
+
+
+def write_predictions(entries: Iterator[dict[str, Any]], path: Path, keep: bool = False) -> list[dict[str, Any]]:
+    """Stream ``entries`` into a predictions file; return them too when ``keep`` (else an empty list)."""
+    kept: list[dict[str, Any]] = []
+    with PredictionsWriter(path) as writer:
+        for entry in entries:
+            writer.write(entry)
+            if keep:
+                kept.append(entry)
+    return kept
 
 
 class PredictionsWriter:

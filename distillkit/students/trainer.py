@@ -103,7 +103,14 @@ def train_student(
     if student_cfg.model is None:
         raise DataError(f"{train} has neither boxes nor masks: there is nothing to train a student on")
     spec = resolve_student(student_cfg.model, pretrained=student_cfg.pretrained)
-    task = "segment" if _is_segmentation_model(spec.source) else "detect"
+    import_ultralytics()
+    from ultralytics import YOLO
+
+    # Loaded once: the model itself says its task (a .pt from its checkpoint, a .yaml from its name).
+    model = YOLO(str(last_checkpoint) if resume else spec.source)
+    task = model.task
+    if task not in ("detect", "segment"):
+        raise UsageError(f"{student_cfg.model} is a {task} model", "choose a detection or segmentation student")
     if task == "segment" and not train_data.info.has_masks:
         raise UsageError(
             f"{student_cfg.model} is a segmentation model but {train} has no masks", "choose a detection student"
@@ -135,16 +142,10 @@ def train_student(
         progress=progress,
     )
 
-    import_ultralytics()
-    from ultralytics import YOLO
-
-    model = YOLO(str(last_checkpoint) if resume else spec.source, task=task)
     epochs = student_cfg.epochs
     with progress.task(f"training {Path(spec.source).stem}", total=epochs) as bar:
-        state = {"epochs": 0}
 
         def on_epoch_end(trainer: Any) -> None:
-            state["epochs"] = trainer.epoch + 1
             bar.advance(1)
 
         def on_start(trainer: Any) -> None:
@@ -225,16 +226,6 @@ def _device(requested: str) -> str:
     import torch
 
     return "0" if torch.cuda.is_available() else "cpu"
-
-
-def _is_segmentation_model(source: str) -> bool:
-    stem = Path(source).stem
-    if source.endswith(".pt"):
-        import_ultralytics()
-        from ultralytics import YOLO
-
-        return YOLO(source).task == "segment"
-    return stem.endswith("-seg")
 
 
 def _check_same_classes(train: ValidationResult, val: ValidationResult, train_path: Path, val_path: Path) -> None:
