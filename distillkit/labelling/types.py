@@ -1,0 +1,99 @@
+"""What a teacher returns for one image, and the protocol every teacher implements."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+
+@dataclass
+class TeacherPrediction:
+    """Detections of one image in the dataset's class order (index i = i-th category of class_mapping).
+
+    ``boxes`` are absolute pixel ``xyxy`` in the original image; ``class_scores`` holds, per detection,
+    the teacher's score for every class (soft targets; sigmoid scores, so rows need not sum to 1);
+    ``masks`` are COCO RLE dicts (``{"size": [h, w], "counts": str}``) or None for box-only teachers.
+    """
+
+    width: int
+    height: int
+    boxes: np.ndarray  # (N, 4) float32 xyxy pixels
+    scores: np.ndarray  # (N,) float32
+    class_ids: np.ndarray  # (N,) int64 indices into the dataset's class list
+    class_scores: np.ndarray | None = None  # (N, C) float32
+    masks: list[dict[str, Any]] | None = None  # N RLE dicts
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)
+        self.scores = np.asarray(self.scores, dtype=np.float32).reshape(-1)
+        self.class_ids = np.asarray(self.class_ids, dtype=np.int64).reshape(-1)
+        if self.class_scores is not None:
+            self.class_scores = np.asarray(self.class_scores, dtype=np.float32).reshape(len(self.scores), -1)
+        count = len(self.scores)
+        if len(self.boxes) != count or len(self.class_ids) != count:
+            raise ValueError("boxes, scores and class_ids must have one row per detection")
+        if self.masks is not None and len(self.masks) != count:
+            raise ValueError("masks must have one entry per detection")
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def filtered(self, min_score: float) -> TeacherPrediction:
+        """The detections scoring at least ``min_score`` (e.g. the pseudo-label threshold)."""
+        keep = np.flatnonzero(self.scores >= min_score)
+        return TeacherPrediction(
+            width=self.width,
+            height=self.height,
+            boxes=self.boxes[keep],
+            scores=self.scores[keep],
+            class_ids=self.class_ids[keep],
+            class_scores=None if self.class_scores is None else self.class_scores[keep],
+            masks=None if self.masks is None else [self.masks[i] for i in keep],
+            extra=dict(self.extra),
+        )
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "width": self.width,
+            "height": self.height,
+            "boxes": self.boxes.tolist(),
+            "scores": self.scores.tolist(),
+            "class_ids": self.class_ids.tolist(),
+            "class_scores": None if self.class_scores is None else self.class_scores.tolist(),
+            "masks": self.masks,
+            "extra": self.extra,
+        }
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> TeacherPrediction:
+        return cls(
+            width=int(record["width"]),
+            height=int(record["height"]),
+            boxes=np.asarray(record["boxes"], dtype=np.float32),
+            scores=np.asarray(record["scores"], dtype=np.float32),
+            class_ids=np.asarray(record["class_ids"], dtype=np.int64),
+            class_scores=None if record.get("class_scores") is None else np.asarray(record["class_scores"]),
+            masks=record.get("masks"),
+            extra=record.get("extra") or {},
+        )
+
+
+class Teacher(Protocol):
+    """Anything that labels images. ``identity`` changes whenever its outputs could change."""
+
+    @property
+    def identity(self) -> str:
+        """A stable hash of the teacher's weights/adapters and labelling settings (thresholds, prompts)."""
+        ...
+
+    @property
+    def class_names(self) -> list[str]: ...
+
+    def predict(self, images: Sequence[Path]) -> list[TeacherPrediction]:
+        """Predictions for a batch of image files, one per image, in order."""
+        ...
