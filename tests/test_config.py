@@ -90,7 +90,7 @@ def test_every_default_yaml_validates_and_is_complete(section: str) -> None:
 
 def test_load_defaults_returns_a_fresh_copy() -> None:
     first = load_defaults("augmentation")
-    first["environment"]["lighting"] = "harsh"
+    first["environment"]["lighting"] = "poor"
     assert load_defaults("augmentation")["environment"]["lighting"] == "stable"
 
 
@@ -197,9 +197,9 @@ def test_override_nested_key() -> None:
     override = parse_override("teacher_sam_lora.lora.r=8")
     assert override.path == ("teacher_sam_lora", "lora", "r")
     assert override.section == "teacher_sam_lora"
-    config = build_config(overrides=["teacher_sam_lora.lora.r=8", "augmentation.environment.lighting=harsh"])
+    config = build_config(overrides=["teacher_sam_lora.lora.r=8", "augmentation.environment.lighting=poor"])
     assert config.teacher_sam_lora.lora.r == 8
-    assert config.augmentation.environment.lighting == "harsh"
+    assert config.augmentation.environment.lighting == "poor"
 
 
 def test_dict_override_merges_into_group() -> None:

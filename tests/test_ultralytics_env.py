@@ -9,6 +9,10 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
+from distillkit.students.ultralytics_env import import_ultralytics
+
 PROBE = textwrap.dedent(
     """
     import json, socket
@@ -50,3 +54,14 @@ def test_import_is_offline_and_configured(tmp_path: Path) -> None:
     assert report["sync"] is False
     assert Path(report["font"]).is_relative_to(tmp_path / "cache" / "ultralytics")
     assert report["params"] > 1_000_000  # a real yolov8n built from its yaml
+
+
+def test_unreadable_image_stays_a_pillow_error_after_import(tmp_path: Path) -> None:
+    """ultralytics patches PIL.Image.open; an unreadable file must still raise Pillow's own error."""
+    from PIL import Image, UnidentifiedImageError
+
+    import_ultralytics()
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image at all")
+    with pytest.raises(UnidentifiedImageError):
+        Image.open(broken)

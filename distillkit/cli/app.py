@@ -47,13 +47,26 @@ def _global_options(
 
 def _register_commands() -> None:
     # Imported here so `distillkit --version` stays fast and import errors name the command.
-    from distillkit.cli import config_cmd, evaluate_cmd, infer_cmd, split_cmd, train_student_cmd, validate_cmd
+    from distillkit.cli import (
+        config_cmd,
+        evaluate_cmd,
+        infer_cmd,
+        optimize_cmd,
+        split_cmd,
+        train_classifier_cmd,
+        train_student_cmd,
+        train_teacher_cmd,
+        validate_cmd,
+    )
 
     app.command(name="validate", no_args_is_help=True)(validate_cmd.validate)
     app.command(name="split", no_args_is_help=True)(split_cmd.split)
+    app.command(name="train-teacher", no_args_is_help=True)(train_teacher_cmd.train_teacher)
     app.command(name="train-student", no_args_is_help=True)(train_student_cmd.train_student)
+    app.command(name="train-classifier", no_args_is_help=True)(train_classifier_cmd.train_classifier)
     app.command(name="evaluate", no_args_is_help=True)(evaluate_cmd.evaluate)
     app.command(name="infer", no_args_is_help=True)(infer_cmd.infer)
+    app.command(name="optimize", no_args_is_help=True)(optimize_cmd.optimize)
     app.command(name="config")(config_cmd.config)
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from distillkit.cli.classify_render import evaluate_classifiers_command, is_classifier_input
 from distillkit.cli.common import JSON_OPTION, QUIET_OPTION, make_output
 from distillkit.cli.console import Output
 from distillkit.cli.render import display_path
@@ -23,6 +24,9 @@ def evaluate(
     models: list[Path] = typer.Option(
         [], "--model", "-m", help="A trained model (.pt) to run on the ground truth's images (repeatable)."
     ),
+    teacher_dir: Path | None = typer.Option(
+        None, "--teacher-dir", help="Experiment folder of train-teacher: score its Grounding DINO / SAM teachers."
+    ),
     iou_type: str = typer.Option("auto", "--iou-type", help="bbox, segm, both, or auto (segm too when masks exist)."),
     min_score: float = typer.Option(0.0, "--min-score", min=0.0, help="Leave out detections scored below this."),
     images_dir: Path | None = typer.Option(None, "--images-dir", help="Folder of the ground truth's images (--model)."),
@@ -31,6 +35,8 @@ def evaluate(
     output: Path | None = typer.Option(
         None, "--output", "-o", help="Folder for metrics.json, per_class.csv, PR-curve and confusion-matrix PNGs."
     ),
+    tta: list[str] = typer.Option([], "--tta", help="Classifiers: test-time augmentation hflip/vflip/rot90 (repeat)."),
+    top_k: list[int] = typer.Option([], "--top-k", min=1, help="Classifiers: top-k accuracies to report (repeat)."),
     json_mode: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,
 ) -> None:
@@ -51,8 +57,23 @@ def evaluate(
         distillkit evaluate -d data/test.json -m exp/teacher/best.pt -m exp/run1/student/best.pt
 
         distillkit evaluate -d data/val.json -p detections.json --iou-type both --output exp/run1/eval --json
+
+        distillkit evaluate --teacher-dir exp/run1 --data data/val.json   # teacher quality (DINO mAP, SAM mask AP)
+
+    Classifiers (train-classifier checkpoints or their ONNX exports): --data takes the training
+    sources (class folders, CSV, COCO); reports accuracy, top-k, ECE with a reliability diagram,
+    per-class P/R/F1, macro/micro F1 (multi-label: hamming loss, subset accuracy, per-class
+    thresholds) and a confusion matrix; several --model are averaged as an ensemble.
+
+        distillkit evaluate -d data/test_tree -m exp/cls/best.pt --tta hflip --output exp/cls/eval
     """
     out = make_output(json_mode, quiet)
+    if teacher_dir is not None:
+        _evaluate_teachers(out, data, teacher_dir, images_dir, device, output, json_mode)
+        return
+    if predictions is None and is_classifier_input(models):  # classifier checkpoints / ONNX: own metrics
+        evaluate_classifiers_command(out, data, models, images_dir, device, output, json_mode, tta, top_k)
+        return
     if (predictions is None) == (not models):
         raise UsageError("give either --predictions or --model (not both, not neither)")
     if models:
@@ -123,6 +144,30 @@ def _evaluate_models(
             _cell(row, "AP50", ".3f"),
         )
     out.print(table)
+
+
+def _evaluate_teachers(
+    out: Output,
+    data: Path,
+    teacher_dir: Path,
+    images_dir: Path | None,
+    device: str | None,
+    output: Path | None,
+    json_mode: bool,
+) -> None:
+    from distillkit.teachers.evaluation import evaluate_teachers
+
+    evaluation = evaluate_teachers(teacher_dir, data, device=device, images_dir=images_dir, progress=out.progress())
+    for name, result in evaluation.results.items():
+        if output is not None:
+            write_evaluation_files(result, output / name)
+        if not json_mode:
+            out.print(f"[bold]{name}[/bold] ({result.predictions})")
+            render_evaluation(out, result)
+    if output is not None:
+        out.notice(f"evaluation written to {output}")
+    if json_mode:
+        out.emit_json(evaluation.to_dict())
 
 
 def _cell(row: dict[str, object], key: str, fmt: str) -> str:

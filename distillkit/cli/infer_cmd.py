@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from distillkit.cli.classify_render import infer_classifier_command, is_classifier_input
 from distillkit.cli.common import JSON_OPTION, QUIET_OPTION, make_output
 from distillkit.inference import PredictionRun, collect_images, load_model, predict_images, write_predictions
 
@@ -22,6 +23,8 @@ def infer(
     device: str | None = typer.Option(None, "--device", help="cpu, 0, cuda:0, ... [default: auto]."),
     save_vis: bool = typer.Option(False, "--save-vis", help="Also write overlays to OUTPUT/vis/."),
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Look into sub-folders of folder sources."),
+    gradcam: Path | None = typer.Option(None, "--gradcam", help="Classifiers: Grad-CAM++ overlays go here."),
+    tta: list[str] = typer.Option([], "--tta", help="Classifiers: test-time augmentation hflip/vflip/rot90 (repeat)."),
     json_mode: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,
 ) -> None:
@@ -40,9 +43,17 @@ def infer(
         distillkit infer -m best.pt "line3/*.png" -o out --conf 0.4 --save-vis
 
         distillkit infer -m best.pt frames/ -o out --json | jq .detections
+
+    Classifiers (train-classifier checkpoints or their ONNX exports) write per-image classes and
+    probabilities to OUTPUT/predictions.json; --gradcam DIR adds Grad-CAM++ overlays.
+
+        distillkit infer -m exp/cls/best.pt new_images/ -o exp/cls/infer --gradcam exp/cls/infer/cam
     """
     out = make_output(json_mode, quiet)
     images = collect_images(sources, recursive=recursive)
+    if is_classifier_input([model]):  # classifier: per-image classes and probabilities instead of boxes
+        infer_classifier_command(out, images, model, output, batch, device, json_mode, tta, gradcam=gradcam)
+        return
     loaded = load_model(model)
     run = PredictionRun()
     target = output / "predictions.json"

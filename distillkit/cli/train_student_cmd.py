@@ -22,6 +22,15 @@ def train_student(
     imgsz: int | None = typer.Option(None, "--imgsz", min=32, help="Input size in pixels [default: student.imgsz]."),
     batch: int | None = typer.Option(None, "--batch", min=1, help="Images per batch [default: student.batch]."),
     device: str | None = typer.Option(None, "--device", help="cpu, 0, cuda:0, ... [default: auto]."),
+    teacher_dir: Path | None = typer.Option(
+        None, "--teacher-dir", help="Experiment folder of teachers trained by train-teacher (pseudo-labels)."
+    ),
+    teacher: Path | None = typer.Option(
+        None, "--teacher", help="Ultralytics .pt used as a closed-set teacher (pseudo-labels and KD losses)."
+    ),
+    unlabeled: Path | None = typer.Option(
+        None, "--unlabeled", help="Folder of images without labels, labelled by the teacher."
+    ),
     images_dir: Path | None = typer.Option(
         None, "--images-dir", help="Folder holding the images [default: each JSON's folder and its images/]."
     ),
@@ -30,7 +39,7 @@ def train_student(
     json_mode: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,
 ) -> None:
-    """Train a small, prompt-free YOLO student on the ground truth.
+    """Train a small, prompt-free YOLO student on the ground truth, distilled from teachers when given.
 
     The data decides the model: masks → yolov8s-seg, boxes only → yolov8s (change it with
     --student). A local .pt is used as starting weights; otherwise the architecture is trained from
@@ -38,13 +47,23 @@ def train_student(
     reused while unchanged. DIR receives best.pt and last.pt (class names and COCO category ids
     inside), class_mapping.yaml, distillation_config.yaml, metadata.json, results.csv and
     plots/training_curves.png; ultralytics' own run folder is DIR/train. --resume continues an
-    interrupted run.
+    interrupted run (its teachers and distillation settings are reused).
+
+    Teachers: --teacher-dir (train-teacher's adapters) and --teacher (a YOLO .pt whose class names
+    cover the dataset's) label the --unlabeled images (and, with --set
+    distillation.label_train_images=true, the training images, merged with the ground truth); a YOLO
+    teacher also adds KD loss terms (class logits, box distributions, neck features) weighted in
+    defaults/distillation.yaml. Teacher predictions are cached in DIR/cache/teacher_outputs.
 
     Examples:
 
         distillkit train-student --data data/train.json --val data/val.json --output exp/run1/student
 
         distillkit train-student -d data/train.json -v data/val.json -o exp/s --student yolov8n --epochs 30 --imgsz 320
+
+        distillkit train-student -d data/train.json -v data/val.json -o exp/s --teacher big/best.pt --student yolov8n
+
+        distillkit train-student -d data/train.json -v data/val.json -o exp/run1/s --teacher-dir exp/run1 --unlabeled u/
 
         distillkit train-student -d data/train.json -v data/val.json -o exp/s --resume
     """
@@ -56,7 +75,12 @@ def train_student(
         ("student.imgsz", imgsz),
         ("student.batch", batch),
         ("training_dynamics.device", device),
+        ("distillation.teacher_dir", teacher_dir),
+        ("distillation.ultralytics_teacher", teacher),
+        ("distillation.unlabeled_images", unlabeled),
     ):
+        if isinstance(value, Path):  # absolute: a YAML-safe string, and valid again on --resume from elsewhere
+            value = value.resolve()
         if value is not None:
             settings.append(f"{key}={value}")
     result = run_training(
@@ -77,4 +101,20 @@ def train_student(
     for key, value in result.metrics.items():
         table.add_row(key.removeprefix("metrics/"), f"{value:.4f}")
     out.print(table)
+    if any(c["active"] for c in result.distillation.values()):
+        components = Table(title="distillation", title_justify="left", show_edge=False)
+        for column in ("component", "weight", "why"):
+            components.add_column(column)
+        for name, component in result.distillation.items():
+            weight = f"{component['weight']:g}" if component["active"] else "0 (off)"
+            components.add_row(name, weight, component["reason"])
+        out.print(components)
+        labels = result.pseudo_labels
+        if labels.get("unlabeled_images") or labels.get("train_images_labelled"):
+            out.print(
+                f"pseudo-labels: {labels['unlabeled_labels']} on {labels['unlabeled_images']} unlabelled images, "
+                f"{labels['train_labels_added']} added to {labels['train_images_labelled']} training images "
+                f"({labels['duplicates_dropped']} duplicates of ground truth dropped); teacher cache: "
+                f"{labels['cache_hits']} hits, {labels['computed']} computed"
+            )
     out.print(f"best weights: {result.best}")

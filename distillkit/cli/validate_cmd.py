@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from distillkit.augmentation.preview import augmentation_config, render_augmentation_preview
 from distillkit.cli.common import (
     DROP_INVALID_OPTION,
     JSON_OPTION,
@@ -19,8 +20,10 @@ from distillkit.cli.common import (
     split_summary_with_paths,
 )
 from distillkit.cli.render import render_split_summary, render_validation
+from distillkit.data.images import default_image_roots
 from distillkit.data.split import parse_ratios
 from distillkit.data.validate import validate_dataset
+from distillkit.errors import UsageError
 from distillkit.io import atomic_write_json
 
 
@@ -43,6 +46,13 @@ def validate(
     ),
     drop_invalid: bool = DROP_INVALID_OPTION,
     skip_images: bool = typer.Option(False, "--skip-images", help="Do not look for the image files."),
+    preview_augmentation: Path | None = typer.Option(
+        None, "--preview-augmentation", help="Also draw images before/after the augmentation pipeline into this PNG."
+    ),
+    preview_count: int = typer.Option(4, "--preview-count", min=1, help="Images in the augmentation preview."),
+    overrides: list[str] = typer.Option(
+        [], "--set", help="Augmentation setting for the preview: augmentation.KEY=VALUE (repeatable)."
+    ),
     json_mode: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,
 ) -> None:
@@ -63,11 +73,19 @@ def validate(
         distillkit validate data/annotations.json --split 0.7,0.15,0.15 --seed 0
 
         distillkit validate export.json --output clean.json --images-dir data/images --json
+
+        distillkit validate data/annotations.json --preview-augmentation preview.png
+        --set "augmentation.characteristics=[changes_shape,low_contrast]" --set augmentation.intensity=high
     """
     out = make_output(json_mode, quiet)
     ratios = parse_ratios(split) if split is not None else None  # usage errors before any work
     if output is not None:
         refuse_overwriting_input(output, data, "--output")
+    augmentation = augmentation_config(overrides) if preview_augmentation is not None else None
+    if augmentation is None and overrides:
+        raise UsageError("--set only configures --preview-augmentation", "add --preview-augmentation PREVIEW.png")
+    if augmentation is not None and skip_images:
+        raise UsageError("--preview-augmentation needs the images", "drop --skip-images")
 
     result = validate_dataset(
         data,
@@ -96,8 +114,21 @@ def validate(
             atomic_write_json(output, result.dataset, indent=False)
             document["output"] = str(output)
             out.notice(f"repaired dataset written to {output}")
-    elif output is not None or ratios is not None:
-        out.notice("the dataset has errors: no repaired or split file was written", style="red")
+        if preview_augmentation is not None and augmentation is not None:
+            preview = render_augmentation_preview(
+                result.dataset,
+                default_image_roots(data, images_dir),
+                preview_augmentation,
+                augmentation,
+                count=preview_count,
+                progress=out.progress(),
+            )
+            document["augmentation_preview"] = preview.to_dict()
+            if preview.plan.is_empty:
+                out.warning("the augmentation settings ask for nothing: set augmentation.characteristics/environment")
+            out.notice(f"augmentation preview written to {preview_augmentation}")
+    elif output is not None or ratios is not None or preview_augmentation is not None:
+        out.notice("the dataset has errors: no repaired, split or preview file was written", style="red")
 
     if json_mode:
         out.emit_json(document)

@@ -17,6 +17,19 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from distillkit.augmentation.names import (
+    CHARACTERISTICS,
+    ENVIRONMENT_OPTIONS,
+    INTENSITIES,
+    Background,
+    Camera,
+    Characteristic,
+    Distance,
+    Intensity,
+    Lighting,
+    unknown_name_message,
+)
+
 # Reusable constrained types: they keep the field lines short and the error texts uniform.
 PositiveInt = Annotated[int, Field(ge=1)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
@@ -87,36 +100,41 @@ class PreprocessingConfig(SectionModel):
 # --------------------------------------------------------------------------------------------------
 # augmentation
 
-Characteristic = Literal[
-    "small_objects",
-    "large_objects",
-    "thin_structures",
-    "dense_objects",
-    "rotation_invariant",
-    "orientation_sensitive",
-    "color_sensitive",
-    "reflective",
-    "low_contrast",
-    "texture_defects",
-    "occlusion",
-]
+
+def _known_names(kind: str, valid: tuple[str, ...]) -> Any:
+    """A before-validator rejecting unknown names with the nearest valid one (a Literal error cannot suggest)."""
+
+    def check(value: Any) -> Any:
+        for name in value if isinstance(value, list) else [value]:
+            if isinstance(name, str) and name not in valid:
+                raise ValueError(unknown_name_message(kind, name, valid))
+        return value
+
+    return check
 
 
 class EnvironmentConfig(SectionModel):
-    """Where and how the images were taken; drives which transforms are plausible."""
+    """Where and how the images were taken; each non-neutral option adds plausible transforms."""
 
-    lighting: Literal["stable", "variable", "harsh"] = Field(description="brightness/contrast jitter")
-    camera: Literal["fixed", "handheld", "moving"] = Field(description="perspective, rotation, blur")
-    background: Literal["clean", "cluttered", "varied"] = Field(description="mosaic and copy-paste use")
-    distance: Literal["fixed", "variable"] = Field(description="scale jitter")
+    lighting: Lighting = Field(description="stable | variable (brightness, colour temperature) | poor (dark, noisy)")
+    camera: Camera = Field(description="fixed | moving (shifts, perspective, motion blur) | shaky (strong blur, tilt)")
+    background: Background = Field(description="clean | busy (clutter patches, shadows) | changing (colour shifts)")
+    distance: Distance = Field(description="fixed | variable (scale jitter) | close (zoom, defocus, lens distortion)")
+
+    _lighting = field_validator("lighting", mode="before")(_known_names("lighting", ENVIRONMENT_OPTIONS["lighting"]))
+    _camera = field_validator("camera", mode="before")(_known_names("camera", ENVIRONMENT_OPTIONS["camera"]))
+    _background = field_validator("background", mode="before")(
+        _known_names("background", ENVIRONMENT_OPTIONS["background"])
+    )
+    _distance = field_validator("distance", mode="before")(_known_names("distance", ENVIRONMENT_OPTIONS["distance"]))
 
 
 class AugmentationConfig(SectionModel):
-    """Augmentation described by what the images are like; the planner picks the transforms."""
+    """Augmentation described by what the objects and the setting are like (distillkit.augmentation)."""
 
-    characteristics: list[Characteristic] = Field(description="what matters about the objects")
+    characteristics: list[Characteristic] = Field(description="what the objects are like (see the README table)")
     environment: EnvironmentConfig
-    intensity: Literal["none", "light", "medium", "strong"] = Field(description="overall strength")
+    intensity: Intensity = Field(description="none (off) | low | medium | high: ranges and probabilities")
     seed: NonNegativeInt = Field(description="augmentation RNG seed")
     mosaic: Probability = Field(description="student: probability of 4-image mosaic")
     close_mosaic: NonNegativeInt = Field(description="student: no mosaic in the last N epochs")
@@ -124,13 +142,16 @@ class AugmentationConfig(SectionModel):
     copy_paste: Probability = Field(description="student: probability of copy-paste (masks only)")
     copy_paste_rare_classes: bool = Field(description="student: paste rare classes more often")
 
+    _characteristic_names = field_validator("characteristics", mode="before")(
+        _known_names("characteristic", CHARACTERISTICS)
+    )
+    _intensity_name = field_validator("intensity", mode="before")(_known_names("intensity", INTENSITIES))
+
     @field_validator("characteristics")
     @classmethod
-    def _coherent(cls, value: list[str]) -> list[str]:
+    def _once_each(cls, value: list[str]) -> list[str]:
         if len(set(value)) != len(value):
             raise ValueError("an entry is listed twice")
-        if {"rotation_invariant", "orientation_sensitive"} <= set(value):
-            raise ValueError("rotation_invariant and orientation_sensitive contradict each other")
         return value
 
 
@@ -163,6 +184,7 @@ class TrainingDynamicsConfig(SectionModel):
     grad_accumulation: PositiveInt = Field(description="optimiser step every N batches")
     ema: EmaConfig
     early_stopping_patience: NonNegativeInt = Field(description="epochs without improvement; 0 disables")
+    early_stopping_min_delta: NonNegativeFloat = Field(description="smallest change that counts as improvement")
     seed: NonNegativeInt = Field(description="global RNG seed")
     deterministic: bool = Field(description="deterministic algorithms (slower)")
     num_workers: NonNegativeInt = Field(description="data-loader workers")
@@ -334,11 +356,16 @@ class DistillationConfig(SectionModel):
 
     pseudo_label_conf: Probability = Field(description="minimum teacher score for a pseudo-label")
     merge_iou: Probability = Field(description="IoU above which a pseudo-label duplicates a GT box")
+    label_train_images: bool = Field(description="also pseudo-label the training images (merged with GT)")
     feature_weight: NonNegativeFloat = Field(description="feature-imitation loss weight")
     logit_weight: NonNegativeFloat = Field(description="logit KD loss weight")
-    temperature: PositiveFloat = Field(description="KD softmax temperature")
+    dfl_weight: NonNegativeFloat = Field(description="box-distribution (DFL) KD loss weight")
+    temperature: PositiveFloat = Field(description="KD temperature (logit and DFL terms)")
     use_ultralytics_distill_model: bool = Field(description="use ultralytics' built-in distill_model")
-    ultralytics_teacher: str | None = Field(description="ultralytics teacher checkpoint for that mode")
+    ultralytics_teacher: str | None = Field(description="closed-set YOLO teacher checkpoint (--teacher)")
+    teacher_dir: str | None = Field(description="train-teacher experiment folder (--teacher-dir)")
+    teacher_conf: Probability = Field(description="score threshold the teacher predicts and caches with")
+    teacher_imgsz: PositiveInt | None = Field(description="YOLO teacher labelling size; null: student imgsz")
     dis_weight: NonNegativeFloat = Field(description="ultralytics 'dis' loss gain")
     unlabeled_images: str | None = Field(description="folder of unlabelled images to pseudo-label")
     unlabeled_max_images: PositiveInt | None = Field(description="cap on unlabelled images; null: all")
@@ -360,11 +387,14 @@ class ClassifierConfig(SectionModel):
 
     model: str = Field(min_length=1, description="timm model name or checkpoint")
     pretrained: bool = Field(description="start from pretrained weights")
+    weights: str | None = Field(description="local pretrained weights file; null: the timm/HF cache")
     num_classes: PositiveInt | None = Field(description="null: from the data")
+    imgsz: PositiveInt | list[PositiveInt] = Field(description="input side, or [height, width]")
+    keep_full_resolution: bool = Field(description="train at the images' own size (all must match)")
     cbam_stages: list[Annotated[int, Field(ge=1, le=4)]] = Field(description="stages followed by CBAM")
     drop_rate: UnitOpenFloat = Field(description="dropout before the head")
     drop_path_rate: UnitOpenFloat = Field(description="stochastic depth rate")
-    loss: Literal["cross_entropy", "bce", "focal"] = Field(description="training loss")
+    loss: Literal["cross_entropy", "bce", "focal", "evidential"] = Field(description="training loss")
     label_smoothing: UnitOpenFloat = Field(description="label smoothing")
     focal_gamma: NonNegativeFloat = Field(description="focal loss gamma")
     focal_alpha: Literal["dynamic"] | Probability | None = Field(
@@ -379,9 +409,33 @@ class ClassifierConfig(SectionModel):
     kd_alpha: Probability = Field(description="share of the KD loss")
     feature_weight: NonNegativeFloat = Field(description="feature-distillation loss weight")
     topk: list[PositiveInt] = Field(min_length=1, description="top-k accuracies reported")
+    calibrate: bool = Field(description="fit a softmax temperature on the validation set")
+    # research techniques (distillkit.classify.research); every default leaves the plain classifier
+    hybrid_vit: str | None = Field(description="timm ViT/Swin fused with `model` as a hybrid CNN+ViT backbone")
+    fusion_dim: PositiveInt = Field(description="hybrid: width of the fused, gated features")
+    token_learner_tokens: NonNegativeInt = Field(description="hybrid: TokenLearner tokens on the ViT stream; 0 off")
+    token_merging_ratio: Annotated[float, Field(ge=0, le=0.5)] = Field(description="ToMe share merged per block")
+    lora_rank: NonNegativeInt = Field(description="LoRA adapter rank (peft), backbone frozen; 0 off")
+    head: Literal["linear", "arcface", "adaface", "curricularface"] = Field(description="classifier head")
+    margin_scale: PositiveFloat = Field(description="margin heads: cosine scale s")
+    margin: NonNegativeFloat = Field(description="margin heads: margin m")
+    supcon: bool = Field(description="this run is a supervised-contrastive pre-training phase")
+    num_views: Annotated[int, Field(ge=2)] = Field(description="SupCon views per image")
+    supcon_temperature: PositiveFloat = Field(description="SupCon temperature")
+    mixing: Literal["auto", "none", "mixup", "cutmix", "tokenmix"] = Field(description="batch mixing strategy")
+    mixing_alpha: PositiveFloat = Field(description="Beta(alpha, alpha) of the mixing strategy")
+    evidential_kl_weight: NonNegativeFloat = Field(description="evidential loss: KL regulariser weight")
+    evidential_anneal_epochs: PositiveInt = Field(description="evidential loss: epochs to reach the full KL weight")
+    sam_rho: NonNegativeFloat = Field(description="sharpness-aware minimisation radius; 0 off")
+    lookahead_k: NonNegativeInt = Field(description="Lookahead sync period k; 0 off")
+    lookahead_alpha: Annotated[float, Field(gt=0, le=1)] = Field(description="Lookahead slow-weight step alpha")
+    grad_centralization: bool = Field(description="zero-mean gradients of weight tensors")
+    compile: bool = Field(description="torch.compile the model")
 
     @model_validator(mode="after")
     def _coherent(self) -> ClassifierConfig:
+        if isinstance(self.imgsz, list) and len(self.imgsz) != 2:
+            raise ValueError(f"imgsz is a list of {len(self.imgsz)} values; give one side or [height, width]")
         if self.multi_label is True and self.loss == "cross_entropy":
             raise ValueError("multi_label is true, which needs loss bce or focal, not cross_entropy")
         if len(set(self.cbam_stages)) != len(self.cbam_stages):

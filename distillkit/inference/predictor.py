@@ -1,8 +1,10 @@
 """Running a trained student on images and writing COCO-results detections, incrementally.
 
-Models are loaded through ultralytics (offline). The class index → COCO category id mapping comes
-from the checkpoint (``train-student`` stores it) or a ``class_mapping.yaml`` next to the model;
-a plain ultralytics model without either uses the class index as the category id.
+Models are loaded through ultralytics (offline); ``.onnx`` and TensorRT ``.engine`` files written by
+``distillkit optimize`` go through ``distillkit.inference.exported`` (the same runtime). The class
+index → COCO category id mapping comes from the checkpoint (``train-student`` stores it), the
+exported file's metadata, or a ``class_mapping.yaml`` next to the model; a plain ultralytics model
+without either uses the class index as the category id.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from distillkit.io import atomic_open, dumps_json
 from distillkit.progress import NULL_PROGRESS, Progress
 from distillkit.students.ultralytics_env import import_ultralytics
 
-SUPPORTED_SUFFIXES = (".pt",)
+SUPPORTED_SUFFIXES = (".pt", ".onnx", ".engine")
 
 
 @dataclass
@@ -31,9 +33,12 @@ class LoadedModel:
     task: str
     names: dict[int, str]
     category_ids: dict[int, int]  # class index -> COCO category id
+    parameter_count: int | None = None  # exported models: counted from the file or stored in its metadata
 
     @property
     def parameters(self) -> int:
+        if self.parameter_count is not None:
+            return self.parameter_count
         return int(sum(p.numel() for p in self.model.model.parameters()))
 
     @property
@@ -57,7 +62,11 @@ def load_model(path: str | Path) -> LoadedModel:
     if not model_path.is_file():
         raise UsageError(f"model {model_path} not found", "pass a .pt written by train-student")
     if model_path.suffix not in SUPPORTED_SUFFIXES:
-        raise UsageError(f"{model_path.name}: unsupported model format", "pass a .pt checkpoint")
+        raise UsageError(f"{model_path.name}: unsupported model format", "pass a .pt, .onnx or .engine file")
+    if model_path.suffix != ".pt":
+        from distillkit.inference.exported import load_exported_model  # imports this module: import late
+
+        return load_exported_model(model_path)
     import_ultralytics()
     from ultralytics import YOLO
 
@@ -104,6 +113,8 @@ def predict_images(
     (x, y, w, h in pixels), ``score``, ``segmentation`` (compressed RLE) for segmentation models,
     and ``image_id`` when ``image_ids`` knows the file. Nothing is kept in memory between images.
     """
+    if loaded.task == "classify":
+        raise UsageError(f"{loaded.path.name} is a classifier", "detections come from detection or segmentation models")
     run = run if run is not None else PredictionRun()
     arguments: dict[str, Any] = {
         "conf": conf,

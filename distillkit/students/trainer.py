@@ -20,13 +20,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from distillkit.augmentation.ultralytics_hook import ultralytics_augmentation_arguments
 from distillkit.config import build_config, write_experiment_config
 from distillkit.data.images import default_image_roots
 from distillkit.data.validate import ValidationResult, load_valid_dataset
 from distillkit.data.yolo_format import SplitSource, YoloDataset, prepare_yolo_dataset
 from distillkit.errors import DataError, UsageError
 from distillkit.io import atomic_open, atomic_write_yaml
+from distillkit.labelling.types import Teacher
 from distillkit.progress import NULL_PROGRESS, Progress
+from distillkit.students.distill_trainer import distillation_trainer
+from distillkit.students.distillation import (
+    PSEUDO_SPLIT,
+    add_pseudo_labels,
+    plan_distillation,
+    saved_section_overrides,
+    train_on_extra_splits,
+)
 from distillkit.students.selection import StudentSpec, resolve_student
 from distillkit.students.ultralytics_env import import_ultralytics
 
@@ -48,6 +58,8 @@ class StudentTrainingResult:
     dataset: YoloDataset
     resumed: bool
     notices: list[str] = field(default_factory=list)
+    distillation: dict[str, Any] = field(default_factory=dict)  # components: weight, active, reason
+    pseudo_labels: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -66,6 +78,8 @@ class StudentTrainingResult:
             "dataset_reused": self.dataset.reused,
             "resumed": self.resumed,
             "notices": self.notices,
+            "distillation": self.distillation,
+            "pseudo_labels": self.pseudo_labels,
         }
 
 
@@ -79,10 +93,14 @@ def train_student(
     resume: bool = False,
     progress: Progress = NULL_PROGRESS,
     callbacks: Mapping[str, Callable[[Any], None]] | None = None,
+    teacher: Teacher | None = None,
 ) -> StudentTrainingResult:
     """Train the student; ``overrides`` are ``--set`` strings (``student.epochs=50``).
 
     ``callbacks`` maps ultralytics callback events (``on_fit_epoch_end``, ...) to extra functions.
+    Teachers come from ``distillation.ultralytics_teacher`` / ``distillation.teacher_dir`` (``--teacher``,
+    ``--teacher-dir``) or ``teacher``, any object implementing the ``Teacher`` protocol (pseudo-labels).
+    On ``resume`` the saved distillation settings (teachers included) are used again.
     """
     folder = Path(output_dir)
     run_dir = folder / RUN_NAME
@@ -98,6 +116,8 @@ def train_student(
         train_data = load_valid_dataset(train)
         val_data = load_valid_dataset(val)
     _check_same_classes(train_data, val_data, Path(train), Path(val))
+    if resume:  # the teachers and KD weights of the interrupted run, unless overridden again
+        overrides = [*saved_section_overrides(folder / "distillation_config.yaml", "distillation"), *overrides]
     config = build_config(STUDENT_SECTIONS, dataset_info=train_data.info, dataset_path=train, overrides=overrides)
     student_cfg = config.student
     if student_cfg.model is None:
@@ -116,6 +136,16 @@ def train_student(
             f"{student_cfg.model} is a segmentation model but {train} has no masks", "choose a detection student"
         )
     notices = [spec.notice] if spec.notice else []
+    device = _device(config.training_dynamics.device)
+    plan = plan_distillation(
+        config,
+        train_data.info.class_names,
+        task,
+        int(model.model.model[-1].reg_max),
+        "cpu" if device == "cpu" else f"cuda:{device.split(',')[0]}",
+        teacher,
+    )
+    notices += plan.notices
 
     folder.mkdir(parents=True, exist_ok=True)
     write_experiment_config(
@@ -123,24 +153,41 @@ def train_student(
         config,
         filename="distillation_config.yaml",
         dataset_path=train,
-        extra_metadata={"val": str(Path(val).resolve()), "student": spec.source, "task": task, "resume": resume},
+        extra_metadata={
+            "val": str(Path(val).resolve()),
+            "student": spec.source,
+            "task": task,
+            "resume": resume,
+            "distillation": plan.to_dict(),
+        },
     )
     info = train_data.info
     atomic_write_yaml(
         folder / "class_mapping.yaml",
         {"names": info.class_names, "category_ids": sorted(info.class_mapping), "class_mapping": info.class_mapping},
     )
+    splits, pseudo_report = add_pseudo_labels(
+        plan,
+        config,
+        SplitSource(_dataset(train_data), default_image_roots(Path(train), _path(images_dir))),
+        SplitSource(_dataset(val_data), default_image_roots(Path(val), _path(val_images_dir or images_dir))),
+        folder,
+        task,
+        progress=progress,
+    )
+    notices += pseudo_report.notices
     dataset = prepare_yolo_dataset(
-        {
-            "train": SplitSource(_dataset(train_data), default_image_roots(Path(train), _path(images_dir))),
-            "val": SplitSource(_dataset(val_data), default_image_roots(Path(val), _path(val_images_dir or images_dir))),
-        },
+        splits,
         folder / "yolo_data",
         task,
         info.class_mapping,
         info.class_names,
         progress=progress,
     )
+    if PSEUDO_SPLIT in splits:
+        train_on_extra_splits(dataset, [PSEUDO_SPLIT])
+    # distillkit's KD terms live in a trainer subclass; ultralytics' own distill_model is a train argument
+    trainer_class = {"trainer": distillation_trainer(task, plan.kd)} if plan.kd is not None else {}
 
     epochs = student_cfg.epochs
     with progress.task(f"training {Path(spec.source).stem}", total=epochs) as bar:
@@ -156,9 +203,12 @@ def train_student(
         for event, function in (callbacks or {}).items():
             model.add_callback(event, function)
         if resume:
-            model.train(resume=True, data=str(dataset.yaml_path))
+            model.train(resume=True, data=str(dataset.yaml_path), **trainer_class)
         else:
-            model.train(**ultralytics_train_arguments(config, dataset, folder))
+            arguments = ultralytics_train_arguments(config, dataset, folder)
+            if plan.ultralytics_distill is not None:
+                arguments.update(distill_model=str(plan.ultralytics_distill), dis=config.distillation.dis_weight)
+            model.train(**arguments, **trainer_class)
     trainer = model.trainer
     metrics = {key: float(value) for key, value in (trainer.metrics or {}).items()}
 
@@ -183,6 +233,8 @@ def train_student(
         dataset=dataset,
         resumed=resume,
         notices=notices,
+        distillation=plan.to_dict()["components"],
+        pseudo_labels=pseudo_report.to_dict(),
     )
 
 
@@ -217,6 +269,7 @@ def ultralytics_train_arguments(config: Any, dataset: YoloDataset, folder: Path)
     }
     if student.lr0 is not None:
         arguments["lr0"] = student.lr0
+    arguments.update(ultralytics_augmentation_arguments(augmentation))  # the characteristic-based pipeline
     return arguments
 
 

@@ -82,4 +82,22 @@ def import_ultralytics() -> ModuleType:
     updates = {key: False for key in _INTEGRATION_KEYS if key in SETTINGS and SETTINGS[key] is not False}
     if updates:
         SETTINGS.update(updates)
+    _keep_pillow_errors_plain()
     return ultralytics
+
+
+def _keep_pillow_errors_plain() -> None:
+    # ultralytics replaces PIL.Image.open process-wide: on a file Pillow cannot identify it tries to
+    # pip-install pi-heif and import it, so every unreadable image anywhere in distillkit would raise
+    # ModuleNotFoundError instead of PIL's UnidentifiedImageError. Without pi-heif installed, mark the
+    # plugin as handled so the patched open behaves exactly like Pillow's.
+    import importlib.util
+
+    if importlib.util.find_spec("pi_heif") is not None:
+        return
+    try:
+        from ultralytics.utils import patches
+    except ImportError:  # pragma: no cover - layout of other ultralytics versions
+        return
+    if hasattr(patches, "_pil_plugins_registered"):
+        patches._pil_plugins_registered = True

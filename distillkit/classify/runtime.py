@@ -1,0 +1,142 @@
+"""One interface over classifier files: torch checkpoints and exported ONNX models.
+
+``open_classifier(path)`` returns a ``ClassifierRuntime``: class names, input size, normalisation,
+and ``logits(batch)`` for a normalised (B, 3, H, W) float tensor. Evaluation and inference are
+written against it, so an exported model is scored exactly like its checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from distillkit.classify.checkpoint import LoadedClassifier, is_classifier_checkpoint, load_classifier
+from distillkit.errors import UsageError
+
+PathLike = str | os.PathLike[str]
+
+
+@dataclass
+class ClassifierRuntime:
+    """A classifier ready to run, whatever file it came from."""
+
+    path: Path
+    class_names: list[str]
+    multi_label: bool
+    input_hw: tuple[int, int]
+    mean: list[float]
+    std: list[float]
+    interpolation: str = "bilinear"
+    temperature: float = 1.0
+    threshold: float = 0.5
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    loaded: LoadedClassifier | None = None  # torch checkpoints only (Grad-CAM needs the module)
+    session: Any = None  # onnxruntime.InferenceSession for .onnx files
+    fixed_batch: int | None = None  # ONNX exported with a static batch size
+
+    @property
+    def kind(self) -> str:
+        return "torch" if self.loaded is not None else "onnx"
+
+    @torch.no_grad()
+    def logits(self, batch: torch.Tensor) -> torch.Tensor:
+        """(B, C) logits for a normalised batch, on CPU."""
+        if self.loaded is not None:
+            return self.loaded.model(batch.to(self.device)).float().cpu()
+        name = self.session.get_inputs()[0].name
+        arrays = batch.cpu().numpy().astype(np.float32)
+        if self.fixed_batch is not None and self.fixed_batch != arrays.shape[0]:
+            parts = [self.session.run(None, {name: arrays[i : i + 1]})[0] for i in range(arrays.shape[0])]
+            return torch.from_numpy(np.concatenate(parts).astype(np.float32))
+        return torch.from_numpy(np.asarray(self.session.run(None, {name: arrays})[0], dtype=np.float32))
+
+    def probabilities(self, logits: torch.Tensor, calibrated: bool = True) -> torch.Tensor:
+        scaled = logits / self.temperature if calibrated else logits
+        return torch.sigmoid(scaled) if self.multi_label else torch.softmax(scaled, dim=1)
+
+
+def is_classifier_onnx(path: PathLike) -> bool:
+    """True for an ONNX file whose distillkit metadata says ``task=classify``."""
+    candidate = Path(path)
+    if candidate.suffix.lower() != ".onnx" or not candidate.is_file():
+        return False
+    from distillkit.export.metadata import read_onnx_metadata
+
+    try:
+        metadata = read_onnx_metadata(candidate)
+    except Exception:  # a foreign or broken ONNX file is simply not a classifier
+        return False
+    return metadata is not None and metadata.task == "classify"
+
+
+def is_classifier_file(path: PathLike) -> bool:
+    """A classifier checkpoint (.pt) or a classifier ONNX export."""
+    return is_classifier_checkpoint(path) or is_classifier_onnx(path)
+
+
+def _resolve_device(device: str | None) -> torch.device:
+    from distillkit.training import resolve_device
+
+    return resolve_device(device or "auto")
+
+
+def open_classifier(path: PathLike, device: str | None = None) -> ClassifierRuntime:
+    """Open a classifier checkpoint or classifier ONNX file; UsageError for anything else."""
+    source = Path(path)
+    if not source.is_file():
+        raise UsageError(f"model {source} does not exist", "pass a train-classifier best.pt or its ONNX export")
+    if source.suffix.lower() == ".onnx":
+        return _open_onnx(source, device)
+    target = _resolve_device(device)
+    loaded = load_classifier(source, device=target)
+    meta = loaded.meta
+    return ClassifierRuntime(
+        path=source,
+        class_names=list(meta.class_names),
+        multi_label=meta.multi_label,
+        input_hw=loaded.input_hw,
+        mean=list(meta.mean),
+        std=list(meta.std),
+        interpolation=meta.interpolation,
+        temperature=meta.temperature,
+        threshold=meta.threshold,
+        device=target,
+        loaded=loaded,
+    )
+
+
+def _open_onnx(source: Path, device: str | None) -> ClassifierRuntime:
+    import onnxruntime as ort
+
+    from distillkit.export.metadata import read_onnx_metadata
+
+    metadata = read_onnx_metadata(source)
+    if metadata is None or metadata.task != "classify":
+        raise UsageError(f"{source} is not a classifier export (no task=classify metadata)", "export it with optimize")
+    providers = ["CPUExecutionProvider"]
+    if device not in (None, "cpu") and "CUDAExecutionProvider" in ort.get_available_providers():
+        providers.insert(0, "CUDAExecutionProvider")
+    session = ort.InferenceSession(str(source), providers=providers)
+    shape = session.get_inputs()[0].shape
+    fixed = shape[0] if isinstance(shape[0], int) else None
+    pre = metadata.preprocessing or {}
+    extra = metadata.extra or {}
+    height, width = (metadata.imgsz + metadata.imgsz)[:2] if len(metadata.imgsz) == 1 else metadata.imgsz[:2]
+    return ClassifierRuntime(
+        path=source,
+        class_names=list(metadata.names),
+        multi_label=bool(metadata.multi_label),
+        input_hw=(int(height), int(width)),
+        mean=list(pre.get("mean") or [0.0, 0.0, 0.0]),
+        std=list(pre.get("std") or [1.0, 1.0, 1.0]),
+        interpolation=str(pre.get("interpolation", "bilinear")),
+        temperature=float(extra.get("temperature", pre.get("temperature", 1.0))),
+        threshold=float(extra.get("threshold", pre.get("threshold", 0.5))),
+        session=session,
+        fixed_batch=fixed,
+    )

@@ -1,0 +1,620 @@
+"""`train-classifier` as a library call: data → config → model → shared Trainer → self-contained checkpoints.
+
+``train_classifier(data, output, ...)`` reads the labels (any source of ``sources.py``), splits off a
+stratified validation set when none is given, builds the experiment config (shipped defaults → data
+→ overrides), the timm model (+ CBAM) and loss, and runs ``distillkit.training.Trainer``. Every
+epoch writes ``EXP/last.pt`` and, when the monitored metric improves, ``EXP/best.pt``: classifier
+checkpoints with class names and preprocessing inside (``checkpoint.py``), holding the evaluated
+(EMA) weights. At the end a softmax temperature is fitted on the validation set and stored in
+``best.pt``, and ``results.json`` plus ``training_curves.png`` are written. The Trainer's own full
+training state (for ``--resume``) lives in ``EXP/checkpoints/``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+from distillkit.classify.checkpoint import (
+    ClassifierMeta,
+    LoadedClassifier,
+    is_classifier_checkpoint,
+    load_classifier,
+    save_classifier,
+)
+from distillkit.classify.dataset import ClassificationDataset, common_image_size
+from distillkit.classify.distill import distillation_total, feature_loss, kd_logit_loss
+from distillkit.classify.losses import build_loss
+from distillkit.classify.metrics import classification_metrics, fit_temperature
+from distillkit.classify.mixing import BatchMixer
+from distillkit.classify.models import ClassifierSpec, TimmClassifier, build_classifier
+from distillkit.classify.research.training import build_research_training, research_model_name
+from distillkit.classify.sources import ClassificationData, load_classification_data, split_classification_data
+from distillkit.config import build_config, write_experiment_config
+from distillkit.config.build import ExperimentConfig
+from distillkit.data.info import CategoryInfo, DatasetInfo
+from distillkit.errors import DataError, UsageError
+from distillkit.io import atomic_write_json
+from distillkit.progress import NULL_PROGRESS, Progress
+
+PathLike = str | os.PathLike[str]
+
+SECTIONS = ("preprocessing", "augmentation", "training_dynamics", "checkpointing", "classifier")
+CONFIG_FILE = "classifier_config.yaml"
+RESULTS_FILE = "results.json"
+CURVES_FILE = "training_curves.png"
+SPLIT_FILE = "split.json"
+DEFAULT_VAL_FRACTION = 0.2
+
+
+@dataclass
+class ClassifierTrainingResult:
+    """What a training run produced (``to_dict`` is the ``--json`` document)."""
+
+    output_dir: Path
+    best: Path
+    last: Path
+    class_names: list[str]
+    multi_label: bool
+    model: str
+    epochs_run: int
+    best_epoch: int | None
+    monitor: str
+    best_value: float | None
+    stopped_early: bool
+    metrics: dict[str, Any]  # validation metrics of best.pt (calibrated)
+    temperature: float
+    ece_before: float | None
+    ece_after: float | None
+    train_images: int
+    val_images: int
+    split: str  # "given" (--val) | "auto" (stratified split of --data)
+    elapsed_s: float
+    history: list[dict[str, Any]] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)
+    files: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "output_dir": str(self.output_dir),
+            "best": str(self.best),
+            "last": str(self.last),
+            "model": self.model,
+            "class_names": self.class_names,
+            "multi_label": self.multi_label,
+            "epochs_run": self.epochs_run,
+            "best_epoch": self.best_epoch,
+            "monitor": self.monitor,
+            "best_value": self.best_value,
+            "stopped_early": self.stopped_early,
+            "metrics": self.metrics,
+            "calibration": {
+                "temperature": self.temperature,
+                "ece_before": self.ece_before,
+                "ece_after": self.ece_after,
+            },
+            "train_images": self.train_images,
+            "val_images": self.val_images,
+            "split": self.split,
+            "elapsed_s": round(self.elapsed_s, 2),
+            "files": self.files,
+            "notices": self.notices,
+        }
+
+
+# --------------------------------------------------------------------------------------------------
+# the model the Trainer optimises
+
+
+class ClassifierTrainingModule(nn.Module):
+    """The classifier plus what only training needs (the feature projector for distillation).
+
+    ``forward`` returns (logits, pooled features) so distributed wrappers see one forward pass.
+    """
+
+    def __init__(self, classifier: TimmClassifier, projector: nn.Module | None = None) -> None:
+        super().__init__()
+        self.classifier = classifier
+        self.projector = projector
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.classifier.forward_with_features(images)
+
+
+class Teacher:
+    """A frozen classifier whose inputs are re-sized and re-normalised from the student's batch."""
+
+    def __init__(self, loaded: LoadedClassifier, student_mean: Sequence[float], student_std: Sequence[float]) -> None:
+        self.loaded = loaded
+        self.model = loaded.model.eval()
+        for parameter in self.model.parameters():
+            parameter.requires_grad_(False)
+        self._student = (torch.tensor(student_mean).view(1, -1, 1, 1), torch.tensor(student_std).view(1, -1, 1, 1))
+        self._own = (torch.tensor(loaded.mean).view(1, -1, 1, 1), torch.tensor(loaded.std).view(1, -1, 1, 1))
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        device = images.device
+        self.model.to(device)
+        s_mean, s_std = (t.to(device) for t in self._student)
+        t_mean, t_std = (t.to(device) for t in self._own)
+        pixels = images.float() * s_std + s_mean
+        if tuple(pixels.shape[-2:]) != self.loaded.input_hw:
+            pixels = F.interpolate(pixels, size=self.loaded.input_hw, mode="bilinear", align_corners=False)
+        return self.model.forward_with_features((pixels - t_mean) / t_std)
+
+
+@dataclass
+class LossComputer:
+    """``compute_loss(model, batch)`` for the Trainer: hard loss, mixing, distillation terms."""
+
+    criterion: nn.Module
+    mixer: BatchMixer
+    multi_label: bool
+    teacher: Teacher | None = None
+    kd_temperature: float = 4.0
+    kd_alpha: float = 0.5
+    feature_weight: float = 0.0
+
+    def __call__(self, model: nn.Module, batch: Any) -> dict[str, torch.Tensor]:
+        images, targets = batch
+        if not self.multi_label:
+            images, targets = self.mixer(images, targets)
+        logits, features = model(images)
+        hard = self.criterion(logits, targets)
+        terms: dict[str, torch.Tensor] = {"hard": hard.detach()}
+        kd = feature = None
+        if self.teacher is not None:
+            teacher_logits, teacher_features = self.teacher(images)
+            kd = kd_logit_loss(logits, teacher_logits, self.kd_temperature, self.multi_label)
+            terms["kd"] = kd.detach()
+            if self.feature_weight > 0:
+                projector = _unwrap(model).projector
+                assert projector is not None
+                feature = feature_loss(features, teacher_features, projector)
+                terms["feature"] = feature.detach()
+        terms["loss"] = distillation_total(hard, kd, feature, self.kd_alpha, self.feature_weight)
+        return terms
+
+
+def _unwrap(model: nn.Module) -> ClassifierTrainingModule:
+    inner = getattr(model, "module", model)
+    assert isinstance(inner, ClassifierTrainingModule)
+    return inner
+
+
+# --------------------------------------------------------------------------------------------------
+# evaluation during training
+
+
+@torch.no_grad()
+def collect_logits(model: nn.Module, loader: DataLoader[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """(logits, targets) of a whole loader with ``model`` (a classifier or the training module)."""
+    device = next(model.parameters()).device
+    logits, targets = [], []
+    for images, target in loader:
+        output = model(images.to(device))
+        logits.append((output[0] if isinstance(output, tuple) else output).float().cpu())
+        targets.append(target)
+    return torch.cat(logits).numpy(), torch.cat(targets).numpy()
+
+
+def _probabilities(logits: np.ndarray, multi_label: bool, temperature: float = 1.0) -> np.ndarray:
+    scaled = torch.from_numpy(logits).double() / temperature
+    return (torch.sigmoid(scaled) if multi_label else torch.softmax(scaled, dim=1)).numpy()
+
+
+def _val_loss(logits: np.ndarray, targets: np.ndarray, multi_label: bool) -> float:
+    z, y = torch.from_numpy(logits).float(), torch.from_numpy(targets).float()
+    if multi_label:
+        return float(F.binary_cross_entropy_with_logits(z, y))
+    return float(F.cross_entropy(z, y))
+
+
+@dataclass
+class ValidationEvaluator:
+    """``evaluate(model)`` for the Trainer: accuracy, macro F1, ECE, top-k and loss on the val set."""
+
+    loader: DataLoader[Any]
+    class_names: list[str]
+    multi_label: bool
+    topk: list[int]
+    threshold: float
+
+    def __call__(self, model: nn.Module) -> dict[str, float]:
+        logits, targets = collect_logits(model, self.loader)
+        metrics = classification_metrics(
+            _probabilities(logits, self.multi_label),
+            targets,
+            self.class_names,
+            self.multi_label,
+            topk=self.topk,
+            thresholds=self.threshold,
+        )
+        row = {
+            "val/loss": _val_loss(logits, targets, self.multi_label),
+            "val/accuracy": metrics.accuracy,
+            "val/macro_f1": metrics.macro_f1,
+            "val/micro_f1": metrics.micro_f1,
+            "val/ece": metrics.ece,
+        }
+        for k, value in metrics.top_k.items():
+            if k != 1:
+                row[f"val/top{k}"] = value
+        if self.multi_label and metrics.hamming_loss is not None:
+            row["val/hamming_loss"] = metrics.hamming_loss
+        return row
+
+
+class CheckpointWriter:
+    """Trainer callback: after every epoch, ``EXP/last.pt`` (and ``EXP/best.pt`` on improvement).
+
+    The weights written are the ones just evaluated: the EMA average when EMA is on.
+    """
+
+    def __init__(self, output_dir: Path, meta: ClassifierMeta) -> None:
+        self.output_dir = output_dir
+        self.meta = meta
+
+    def on_epoch_end(self, trainer: Any, epoch: int, row: dict[str, Any]) -> None:
+        if not trainer.world.is_main:
+            return
+        classifier = _unwrap(trainer.model).classifier
+        metrics = {key: value for key, value in row.items() if key.startswith("val/")}
+        meta = replace(self.meta, metrics=metrics, epoch=epoch)
+        swap = trainer.ema.swapped_in() if trainer.ema is not None else _nothing()
+        with swap:
+            save_classifier(self.output_dir / "last.pt", classifier, meta)
+            if trainer.monitor.best_epoch == epoch:
+                save_classifier(self.output_dir / "best.pt", classifier, meta)
+
+
+class _nothing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+# --------------------------------------------------------------------------------------------------
+# setup helpers
+
+
+def dataset_info_for(data: ClassificationData) -> DatasetInfo:
+    """The config's data layer for image-level labels: classes and counts, no boxes, no masks."""
+    counts = data.class_counts()
+    categories = tuple(
+        CategoryInfo(id=index, name=name, annotations=int(counts[index]), images=int(counts[index]))
+        for index, name in enumerate(data.class_names)
+    )
+    empty = int((data.targets.sum(axis=1) == 0).sum())
+    return DatasetInfo(
+        num_images=len(data),
+        num_annotations=int(data.targets.sum()),
+        categories=categories,
+        num_empty_images=empty,
+    )
+
+
+def _multi_label_setting(
+    config: ExperimentConfig, data: ClassificationData, overrides: Sequence[str]
+) -> tuple[bool, list[str]]:
+    """Resolve ``multi_label: auto`` and make the loss fit it; returns (multi_label, notices)."""
+    setting = config.classifier.multi_label
+    notices: list[str] = []
+    if setting is False and data.multi_label:
+        raise DataError(
+            f"classifier.multi_label is false but {data.source} has images with no label or several",
+            "drop the override (auto detects it) or fix the labels",
+        )
+    multi_label = data.multi_label if setting == "auto" else bool(setting)
+    loss_given = any(text.split("=", 1)[0].strip() == "classifier.loss" for text in overrides)
+    if multi_label and config.classifier.loss == "cross_entropy":
+        if loss_given:
+            raise UsageError(
+                "the data is multi-label but classifier.loss=cross_entropy treats classes as exclusive",
+                "use classifier.loss=bce or focal",
+            )
+        config.classifier.loss = "bce"
+        notices.append("multi-label data (images with no label or several): using the bce loss")
+    return multi_label, notices
+
+
+def _input_size(config: ExperimentConfig, train: ClassificationData, val: ClassificationData) -> tuple[int, int]:
+    if config.classifier.keep_full_resolution:
+        return common_image_size(list(train.paths) + list(val.paths))
+    size = config.classifier.imgsz
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+def _augment_factory(config: ExperimentConfig) -> Any:
+    """A per-worker pipeline factory, or None when augmentation is off or plans nothing."""
+    if config.augmentation.intensity == "none":
+        return None
+    from distillkit.augmentation.pipeline import pipeline_from_config
+
+    probe = pipeline_from_config(config.augmentation, seed=config.augmentation.seed)
+    if not probe.plan.steps:
+        return None
+    base = config.augmentation.seed
+
+    def factory(worker_seed: int) -> Any:
+        return pipeline_from_config(config.augmentation, seed=(base + worker_seed) % (2**31))
+
+    return factory
+
+
+def _build_model(config: ExperimentConfig, num_classes: int) -> tuple[TimmClassifier, list[str]]:
+    """The student: a timm name, or a classifier checkpoint to fine-tune (its matching weights)."""
+    settings = config.classifier
+    source = Path(settings.model).expanduser()
+    if source.suffix in (".pt", ".pth") and source.is_file():
+        if not is_classifier_checkpoint(source):
+            raise UsageError(f"{source} is not a train-classifier checkpoint", "pass a timm model name or a best.pt")
+        start = load_classifier(source)
+        spec = ClassifierSpec(
+            name=research_model_name(start.meta.spec.name, settings),
+            num_classes=num_classes,
+            cbam_stages=start.meta.spec.cbam_stages,
+            drop_rate=settings.drop_rate,
+            drop_path_rate=settings.drop_path_rate,
+        )
+        model = build_classifier(spec).model
+        own = model.state_dict()
+        usable = {k: v for k, v in start.model.state_dict().items() if k in own and own[k].shape == v.shape}
+        model.load_state_dict(usable, strict=False)
+        return model, [f"started from {source} ({len(usable)}/{len(own)} tensors loaded)"]
+    spec = ClassifierSpec(
+        name=research_model_name(settings.model, settings),
+        num_classes=num_classes,
+        cbam_stages=tuple(settings.cbam_stages),
+        drop_rate=settings.drop_rate,
+        drop_path_rate=settings.drop_path_rate,
+    )
+    built = build_classifier(spec, pretrained=settings.pretrained, weights=settings.weights)
+    return built.model, built.notices
+
+
+def _load_teacher(path: str, class_names: list[str], multi_label: bool) -> LoadedClassifier:
+    teacher = load_classifier(path)
+    if teacher.class_names != class_names:
+        raise DataError(
+            f"teacher {path} has classes {teacher.class_names}, the data has {class_names}",
+            "distil from a teacher trained on the same classes",
+        )
+    if teacher.multi_label != multi_label:
+        raise DataError(f"teacher {path} and the data differ in multi-label mode", "use a teacher of the same task")
+    return teacher
+
+
+def _write_split(path: Path, train: ClassificationData, val: ClassificationData, how: str) -> None:
+    atomic_write_json(path, {"split": how, "train": [str(p) for p in train.paths], "val": [str(p) for p in val.paths]})
+
+
+# --------------------------------------------------------------------------------------------------
+# the entry point
+
+
+def train_classifier(
+    data: PathLike,
+    output: PathLike,
+    val: PathLike | None = None,
+    overrides: Sequence[str] = (),
+    images_dir: PathLike | None = None,
+    val_images_dir: PathLike | None = None,
+    val_fraction: float = DEFAULT_VAL_FRACTION,
+    teacher: PathLike | None = None,
+    resume: bool | PathLike = False,
+    progress: Progress = NULL_PROGRESS,
+) -> ClassifierTrainingResult:
+    """Train an image classifier; see the module docstring. Raises DataError / UsageError / ConfigError."""
+    started = time.perf_counter()
+    from distillkit.training import Trainer
+
+    exp = Path(output)
+    settings = list(overrides)
+    if teacher is not None:
+        settings.append(f"classifier.kd_teacher={Path(teacher).as_posix()}")
+    full = load_classification_data(data, images_dir)
+    probe = build_config(["training_dynamics"], overrides=[s for s in settings if s.startswith("training_dynamics.")])
+    if val is not None:
+        train_data = full
+        val_data = load_classification_data(val, val_images_dir or images_dir).aligned_to(full.class_names)
+        how = "given"
+    else:
+        train_data, val_data = split_classification_data(full, val_fraction, seed=probe.training_dynamics.seed)
+        how = "auto"
+    config = build_config(
+        list(SECTIONS), dataset_info=dataset_info_for(train_data), dataset_path=data, overrides=settings
+    )
+    if config.classifier.num_classes != train_data.num_classes:
+        raise UsageError(
+            f"classifier.num_classes is {config.classifier.num_classes} but the data has "
+            f"{train_data.num_classes} classes",
+            "leave classifier.num_classes at null",
+        )
+    multi_label, notices = _multi_label_setting(config, full, settings)
+    size = _input_size(config, train_data, val_data)
+    pre = config.preprocessing
+    model, model_notices = _build_model(config, train_data.num_classes)
+    notices.extend(model_notices)
+
+    settings_c = config.classifier
+    kd_source = settings_c.kd_teacher
+    teacher_runtime = None
+    projector = None
+    if kd_source:
+        loaded_teacher = _load_teacher(kd_source, train_data.class_names, multi_label)
+        teacher_runtime = Teacher(loaded_teacher, pre.mean, pre.std)
+        if settings_c.feature_weight > 0:
+            projector = nn.Linear(model.num_features, loaded_teacher.model.num_features)
+    elif settings_c.feature_weight > 0:
+        notices.append("classifier.feature_weight is set but there is no teacher: feature distillation is off")
+
+    exp.mkdir(parents=True, exist_ok=True)
+    write_experiment_config(
+        exp, config, filename=CONFIG_FILE, extra_metadata={"task": "classify", "val": str(val) if val else None}
+    )
+    _write_split(exp / SPLIT_FILE, train_data, val_data, how)
+
+    dynamics = config.training_dynamics
+    train_set = ClassificationDataset(
+        train_data.paths, train_data.targets, size, pre.mean, pre.std, pre.interpolation, _augment_factory(config)
+    )
+    val_set = ClassificationDataset(val_data.paths, val_data.targets, size, pre.mean, pre.std, pre.interpolation)
+    _preload([train_set, val_set], progress)
+    val_workers = min(dynamics.num_workers, 2)
+    val_loader = DataLoader(
+        val_set,
+        batch_size=dynamics.batch_size * 2,
+        shuffle=False,
+        num_workers=val_workers,
+        persistent_workers=val_workers > 0,  # evaluated every epoch: keep the workers instead of re-forking
+    )
+    monitor = "val/macro_f1" if multi_label else "val/accuracy"
+    meta = ClassifierMeta(
+        spec=model.spec,
+        class_names=list(train_data.class_names),
+        multi_label=multi_label,
+        imgsz=size if size[0] != size[1] else size[0],
+        mean=list(pre.mean),
+        std=list(pre.std),
+        interpolation=pre.interpolation,
+        threshold=settings_c.threshold,
+    )
+    criterion = build_loss(settings_c, multi_label, train_data.class_counts(), len(train_data))
+    compute_loss = LossComputer(
+        criterion=criterion,
+        mixer=BatchMixer(settings_c.mixup_alpha, settings_c.cutmix_alpha),
+        multi_label=multi_label,
+        teacher=teacher_runtime,
+        kd_temperature=settings_c.kd_temperature,
+        kd_alpha=settings_c.kd_alpha,
+        feature_weight=settings_c.feature_weight if projector is not None else 0.0,
+    )
+    if multi_label and (settings_c.mixup_alpha > 0 or settings_c.cutmix_alpha > 0):
+        notices.append("mixup/cutmix are for single-label data: off for this multi-label set")
+    module = ClassifierTrainingModule(model, projector)
+    # Research techniques (classify/research): loss, callbacks and optimiser wrapper; the plain path when all are off.
+    research = build_research_training(
+        settings_c, module, criterion, compute_loss, multi_label, exp, teacher_runtime, compute_loss.feature_weight
+    )
+    notices.extend(research.notices)
+    trainer = Trainer(
+        module,
+        research.compute_loss,
+        train_set,
+        evaluate=ValidationEvaluator(
+            val_loader, train_data.class_names, multi_label, settings_c.topk, settings_c.threshold
+        ),
+        dynamics=dynamics,
+        checkpointing=config.checkpointing,
+        output_dir=exp,
+        monitor=monitor,
+        progress=progress,
+        extra_state={"task": "classify", "classifier": meta.to_dict()},
+        callbacks=[CheckpointWriter(exp, meta), *research.callbacks],
+        drop_last=len(train_set) > dynamics.batch_size,
+        optimizer_wrapper=research.optimizer_wrapper,
+    )
+    fit = trainer.fit(resume=resume)
+    if fit.diverged:
+        raise DataError("training diverged (non-finite loss)", "lower training_dynamics.lr or enable grad clipping")
+
+    # The model now holds the best epoch's evaluated weights: calibrate and score them.
+    classifier = module.classifier.eval()
+    logits, targets = collect_logits(classifier, val_loader)
+    ece_before = classification_metrics(
+        _probabilities(logits, multi_label),
+        targets,
+        train_data.class_names,
+        multi_label,
+        settings_c.topk,
+        settings_c.threshold,
+    ).ece
+    temperature = fit_temperature(logits, targets, multi_label) if settings_c.calibrate else 1.0
+    final = classification_metrics(
+        _probabilities(logits, multi_label, temperature),
+        targets,
+        train_data.class_names,
+        multi_label,
+        settings_c.topk,
+        settings_c.threshold,
+    )
+    meta.temperature = temperature
+    meta.metrics = {**final.to_dict(), "ece_uncalibrated": ece_before}
+    meta.metrics.pop("reliability", None)
+    meta.epoch = fit.best_epoch
+    best_path = save_classifier(exp / "best.pt", classifier, meta)
+    last_path = exp / "last.pt"
+    if not last_path.is_file():  # e.g. checkpointing.save_last=false: the final weights still go somewhere
+        save_classifier(last_path, classifier, meta)
+
+    files = {"best": str(best_path), "last": str(last_path), "config": str(exp / CONFIG_FILE)}
+    if fit.history:
+        from distillkit.classify.plots import plot_training_curves
+
+        files["curves"] = str(plot_training_curves(fit.history, exp / CURVES_FILE, fit.monitor))
+    if fit.metrics_csv is not None:
+        files["metrics_csv"] = str(fit.metrics_csv)
+    files["tensorboard"] = str(exp / "tensorboard")
+    result = ClassifierTrainingResult(
+        output_dir=exp,
+        best=best_path,
+        last=last_path,
+        class_names=list(train_data.class_names),
+        multi_label=multi_label,
+        model=model.spec.name,
+        epochs_run=fit.epochs_run,
+        best_epoch=fit.best_epoch,
+        monitor=fit.monitor,
+        best_value=fit.best_value,
+        stopped_early=fit.stopped_early,
+        metrics=meta.metrics,
+        temperature=temperature,
+        ece_before=ece_before,
+        ece_after=final.ece,
+        train_images=len(train_data),
+        val_images=len(val_data),
+        split=how,
+        elapsed_s=time.perf_counter() - started,
+        history=fit.history,
+        notices=notices,
+        files=files,
+    )
+    files["results"] = str(exp / RESULTS_FILE)
+    atomic_write_json(
+        exp / RESULTS_FILE,
+        {
+            "task": "classify",
+            **result.to_dict(),
+            "config": config.to_dict(),
+            "history": fit.history,
+            "reliability": final.to_dict()["reliability"],
+        },
+    )
+    return result
+
+
+def _preload(datasets: Sequence[ClassificationDataset], progress: Progress) -> None:
+    """Decode cached datasets once in this process, so data-loader workers inherit the pixels."""
+    total = sum(len(d) for d in datasets if d.cached)
+    if not total:
+        return
+    with progress.task("reading images", total=total) as task:
+        for dataset in datasets:
+            if dataset.cached:
+                for index in range(len(dataset)):
+                    dataset.load(index)
+                    task.advance()

@@ -1,0 +1,57 @@
+"""Accuracy of a model and its artefacts on validation data, with `evaluate`'s own evaluator.
+
+Detection/segmentation: COCO mAP50-95 through ``distillkit.evaluation.models.evaluate_models``
+(the code behind ``distillkit evaluate --model``); the guarded figure is mask AP for segmentation
+models and box AP otherwise. Classifiers: accuracy from ``distillkit.classify.evaluate`` (the code
+behind ``distillkit evaluate`` for classifiers), on any classification source it reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from distillkit.progress import NULL_PROGRESS, Progress
+
+
+@dataclass
+class Accuracy:
+    metric: str  # "mAP50-95 (bbox)", "mAP50-95 (segm)", "accuracy"
+    value: float  # a fraction
+    details: dict[str, float] = field(default_factory=dict)
+
+
+def detection_accuracy(
+    val_data: Path,
+    models: Sequence[Path],
+    task: str,
+    imgsz: int,
+    images_dir: Path | None = None,
+    progress: Progress = NULL_PROGRESS,
+) -> list[Accuracy]:
+    from distillkit.evaluation.models import evaluate_models
+
+    evaluations = evaluate_models(val_data, models, images_dir=images_dir, imgsz=imgsz, progress=progress)
+    results = []
+    for evaluation in evaluations:
+        metrics = evaluation.result.metrics
+        details = {f"{kind}_{key}": float(value) for kind, m in metrics.items() for key, value in m.stats.items()}
+        primary = "segm" if task == "segment" and "segm" in metrics else "bbox"
+        if primary not in metrics:
+            primary = next(iter(metrics))
+        results.append(Accuracy(f"mAP50-95 ({primary})", float(metrics[primary].stats["AP"]), details))
+    return results
+
+
+def classifier_accuracy(
+    val_data: Path, models: Sequence[Path], images_dir: Path | None = None, progress: Progress = NULL_PROGRESS
+) -> list[Accuracy]:
+    """Accuracy of each classifier file (.pt or .onnx) alone, by `evaluate`'s classifier evaluator."""
+    from distillkit.classify.evaluate import evaluate_classifiers
+
+    results = []
+    for model in models:
+        summary = evaluate_classifiers([model], val_data, images_dir=images_dir, progress=progress).models[0]
+        results.append(Accuracy("accuracy", float(summary.accuracy), {"macro_f1": float(summary.macro_f1)}))
+    return results

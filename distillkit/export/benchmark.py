@@ -1,0 +1,165 @@
+"""Latency and output parity of a model's artefacts on real preprocessed images, this machine.
+
+Latency is the network alone (no image decoding, letterbox or NMS: those are the same for every
+artefact), batch 1, a stated number of threads, after warm-up. The artefacts are timed
+*interleaved* — a few runs of each in turn, for several rounds — so that load from other processes
+on a shared machine lands on all of them alike and the ratios stay meaningful.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from copy import deepcopy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from distillkit.export.onnx_export import SourceModel
+from distillkit.progress import NULL_PROGRESS, Progress
+
+Runner = Callable[[np.ndarray], list[np.ndarray]]
+
+
+@dataclass
+class LatencyStats:
+    median_ms: float
+    p90_ms: float
+    samples: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"median_ms": round(self.median_ms, 3), "p90_ms": round(self.p90_ms, 3), "samples": self.samples}
+
+
+def torch_runner(source: SourceModel, threads: int) -> Runner:
+    """The PyTorch model as `infer` runs it on a CPU: float32, Conv+BN fused, channels-last (ultralytics' choice)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    if source.task == "classify":
+        module = source.handle.model.float().eval()
+    else:
+        module = deepcopy(source.handle.model).float().eval().fuse()
+        module = module.to(memory_format=torch.channels_last)
+
+    def run(batch: np.ndarray) -> list[np.ndarray]:
+        with torch.inference_mode():
+            return _tensors(module(torch.from_numpy(batch)))
+
+    return run
+
+
+def _tensors(output: Any) -> list[np.ndarray]:
+    """Flatten a YOLO eval output to the arrays an ONNX export returns, in its order.
+
+    YOLO in eval mode returns ``(y, raw)``: ``y`` is the detection tensor, or ``(detections,
+    protos)`` for segmentation; ``raw`` (per-level feature maps) is not exported.
+    """
+    import torch
+
+    if isinstance(output, torch.Tensor):
+        return [output.detach().float().numpy()]
+    first = output[0] if isinstance(output, (tuple, list)) else output
+    if isinstance(first, torch.Tensor):
+        rest = output[1] if isinstance(output, (tuple, list)) and len(output) > 1 else None
+        extra = [rest] if isinstance(rest, torch.Tensor) and rest.dim() == 4 and first.dim() == 3 else []
+        return [t.detach().float().numpy() for t in [first, *extra]]
+    return [t.detach().float().numpy() for t in first if isinstance(t, torch.Tensor)]
+
+
+def onnx_session(path: Path, threads: int) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # onnxruntime warns about unused initializers of quantized graphs
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def onnx_runner(path: Path, threads: int) -> Runner:
+    session = onnx_session(path, threads)
+    name = session.get_inputs()[0].name
+
+    def run(batch: np.ndarray) -> list[np.ndarray]:
+        return [np.asarray(output) for output in session.run(None, {name: batch})]
+
+    return run
+
+
+def engine_runner(path: Path) -> Runner:
+    """A TensorRT engine through ultralytics' AutoBackend on the first CUDA device."""
+    import torch
+
+    from distillkit.students.ultralytics_env import import_ultralytics
+
+    import_ultralytics()
+    from ultralytics.nn.autobackend import AutoBackend
+
+    backend = AutoBackend(str(path), device=torch.device("cuda:0"), verbose=False)
+
+    def run(batch: np.ndarray) -> list[np.ndarray]:
+        output = backend(torch.from_numpy(batch).to("cuda:0"))
+        outputs = output if isinstance(output, (list, tuple)) else [output]
+        torch.cuda.synchronize()
+        return [o.float().cpu().numpy() for o in outputs if isinstance(o, torch.Tensor)]
+
+    return run
+
+
+def measure_latency(
+    runners: dict[str, Runner],
+    inputs: Sequence[np.ndarray],
+    warmup: int = 3,
+    rounds: int = 5,
+    per_round: int = 6,
+    progress: Progress = NULL_PROGRESS,
+) -> dict[str, LatencyStats]:
+    """Median and p90 milliseconds per image for each runner, timed interleaved over ``rounds``."""
+    samples: dict[str, list[float]] = {name: [] for name in runners}
+    with progress.task("timing artefacts", total=rounds * len(runners)) as bar:
+        for run in runners.values():
+            for index in range(warmup):
+                run(inputs[index % len(inputs)])
+        for round_index in range(rounds):
+            for name, run in runners.items():
+                for step in range(per_round):
+                    batch = inputs[(round_index * per_round + step) % len(inputs)]
+                    start = time.perf_counter()
+                    run(batch)
+                    samples[name].append((time.perf_counter() - start) * 1000.0)
+                bar.advance()
+    return {
+        name: LatencyStats(float(np.median(values)), float(np.percentile(values, 90)), len(values))
+        for name, values in samples.items()
+    }
+
+
+def output_parity(
+    reference: Runner, candidate: Runner, inputs: Sequence[np.ndarray], score_rows: slice | None = None
+) -> dict[str, float]:
+    """Largest absolute difference per output (``output0``, ``output1``...) over the images.
+
+    ``score_rows`` (YOLO: rows 4..4+nc of ``output0``) adds a ``scores`` entry: box rows are in
+    pixels, so their difference is not comparable with the 0–1 class scores.
+    """
+    worst: dict[str, float] = {}
+
+    def keep(key: str, value: float) -> None:
+        worst[key] = max(worst.get(key, 0.0), value)
+
+    for batch in inputs:
+        expected, actual = reference(batch), candidate(batch)
+        for index, (a, b) in enumerate(zip(expected, actual, strict=False)):
+            if a.shape != b.shape:
+                keep(f"output{index}", float("inf"))
+                continue
+            difference = np.abs(a.astype(np.float64) - b)
+            keep(f"output{index}", float(difference.max()))
+            if index == 0 and score_rows is not None:
+                keep("scores", float(difference[:, score_rows].max()))
+    return worst

@@ -1,0 +1,136 @@
+"""What an exported model carries so that `infer` and `evaluate` need nothing else.
+
+Every ONNX file distillkit writes holds, in ``metadata_props``, a ``distillkit`` entry (JSON): task,
+class names in index order, the COCO category id of each class, input size and the exact
+preprocessing. Ultralytics' own entries (``names``, ``task``, ``imgsz``, ``stride``...) are kept
+beside it so ultralytics' runtime reads the file too. The same facts go into a sidecar
+``class_mapping.yaml`` (the format ``train-student`` writes), which also serves TensorRT engines.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from distillkit.errors import DataError
+from distillkit.io import atomic_write_yaml
+
+METADATA_KEY = "distillkit"
+METADATA_VERSION = 1
+INPUT_NAME = "images"
+SIDECAR_NAME = "class_mapping.yaml"
+
+# Ultralytics' inference preprocessing, which YOLO students were trained with and are run with.
+YOLO_PREPROCESSING: dict[str, Any] = {
+    "resize": "letterbox",
+    "pad_value": 114,
+    "scale": 1 / 255,
+    "channel_order": "RGB",
+    "layout": "NCHW",
+    "mean": None,
+    "std": None,
+}
+
+
+@dataclass
+class ModelMetadata:
+    task: str  # detect | segment | classify
+    names: list[str]  # class names in index order
+    category_ids: list[int]  # COCO category id of each class index
+    imgsz: list[int]  # [height, width] of the network input
+    preprocessing: dict[str, Any] = field(default_factory=lambda: dict(YOLO_PREPROCESSING))
+    dynamic_batch: bool = False
+    precision: str = "fp32"  # fp32 | fp16 | int8
+    multi_label: bool = False  # classifiers: sigmoid per class instead of softmax
+    parameters: int | None = None  # of the source model (an engine file cannot say)
+    outputs: list[str] = field(default_factory=list)
+    source: str | None = None  # the model file this one was exported from
+    extra: dict[str, Any] = field(default_factory=dict)  # e.g. the quantization recipe
+    version: int = METADATA_VERSION
+
+    @property
+    def class_mapping(self) -> dict[int, int]:
+        """COCO category id -> class index, as ``train-student`` stores it."""
+        return {category: index for index, category in enumerate(self.category_ids)}
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelMetadata:
+        known = {name for name in cls.__dataclass_fields__}
+        return cls(**{key: value for key, value in data.items() if key in known})
+
+    def sidecar(self) -> dict[str, Any]:
+        return {
+            "names": list(self.names),
+            "category_ids": sorted(self.category_ids),
+            "class_mapping": self.class_mapping,
+            "task": self.task,
+            "imgsz": list(self.imgsz),
+            "multi_label": self.multi_label,
+            "preprocessing": dict(self.preprocessing),
+        }
+
+
+def write_onnx_metadata(model: Any, metadata: ModelMetadata, ultralytics_keys: dict[str, str] | None = None) -> None:
+    """Set the ``distillkit`` entry (and the given ultralytics entries) on an ``onnx.ModelProto``."""
+    entries = dict(ultralytics_keys or {})
+    entries[METADATA_KEY] = metadata.to_json()
+    kept = [prop for prop in model.metadata_props if prop.key not in entries]
+    del model.metadata_props[:]
+    for prop in kept:
+        model.metadata_props.add(key=prop.key, value=prop.value)
+    for key, value in entries.items():
+        model.metadata_props.add(key=key, value=value)
+
+
+def onnx_metadata_props(model: Any) -> dict[str, str]:
+    return {prop.key: prop.value for prop in model.metadata_props}
+
+
+def read_onnx_metadata(path: str | Path) -> ModelMetadata | None:
+    """The ``distillkit`` entry of an ONNX file, without loading its weights; None when absent."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    raw = onnx_metadata_props(model).get(METADATA_KEY)
+    if raw is None:
+        return None
+    try:
+        return ModelMetadata.from_dict(json.loads(raw))
+    except (ValueError, TypeError) as exc:
+        raise DataError(
+            f"{path}: unreadable distillkit metadata ({exc})", "re-export it with distillkit optimize"
+        ) from exc
+
+
+def write_sidecar(folder: Path, metadata: ModelMetadata) -> Path:
+    target = folder / SIDECAR_NAME
+    atomic_write_yaml(target, metadata.sidecar())
+    return target
+
+
+def read_sidecar(folder: Path) -> dict[str, Any] | None:
+    path = folder / SIDECAR_NAME
+    if not path.exists():
+        return None
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def check_single_input(model: Any, path: str | Path) -> None:
+    """Raise unless the graph has exactly one input, named ``images`` (the prompt-free guarantee).
+
+    Initializers listed as graph inputs (old exporters do that) are not inputs a caller feeds.
+    """
+    initializers = {init.name for init in model.graph.initializer}
+    inputs = [value.name for value in model.graph.input if value.name not in initializers]
+    if inputs != [INPUT_NAME]:
+        raise DataError(
+            f"{path} has inputs {inputs}, expected exactly one named {INPUT_NAME!r}",
+            "a prompt-free model takes only the image tensor; export the model without text or prompt inputs",
+        )

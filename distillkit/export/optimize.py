@@ -1,0 +1,419 @@
+"""`distillkit optimize` as a library call: export, quantize, prune, measure, guard accuracy, report.
+
+Every artefact (the source ``.pt`` included, as the reference) gets a row: file, size, median and
+p90 latency per image on this machine (batch 1, stated threads, warm-up, timed interleaved), output
+parity with the PyTorch model on real images, mAP50-95 / accuracy on ``val_data``, ratios to the
+source. With ``val_data``, an artefact losing more than ``max_drop`` points fails the guard.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from distillkit.errors import UsageError
+from distillkit.export.accuracy import Accuracy, classifier_accuracy, detection_accuracy
+from distillkit.export.benchmark import (
+    LatencyStats,
+    Runner,
+    engine_runner,
+    measure_latency,
+    onnx_runner,
+    output_parity,
+    torch_runner,
+)
+from distillkit.export.calibration import calibration_images, preprocess_many
+from distillkit.export.classifier_export import export_classifier_onnx
+from distillkit.export.metadata import ModelMetadata, write_sidecar
+from distillkit.export.onnx_export import SourceModel, export_yolo_onnx, load_source_model, verify_onnx_file
+from distillkit.export.quantize import (
+    DEFAULT_RECIPE,
+    RECIPES,
+    convert_fp16,
+    quantize_dynamic_int8,
+    quantize_static_int8,
+)
+from distillkit.io import atomic_write_json
+from distillkit.progress import NULL_PROGRESS, Progress
+
+FORMATS = ("onnx", "engine")
+QUANTIZE = ("int8", "int8-dynamic", "fp16", "none")
+REPORT_NAME = "report.json"
+
+
+@dataclass
+class OptimizeOptions:
+    formats: Sequence[str] = ("onnx",)
+    quantize: Sequence[str] = ("int8",)
+    int8_recipes: Sequence[str] = (DEFAULT_RECIPE,)  # the first is model_int8.onnx, others model_int8_<name>.onnx
+    calib_data: Path | None = None
+    calib_dir: Path | None = None
+    calib_images: int = 100
+    val_data: Path | None = None
+    images_dir: Path | None = None  # where the images of --calib-data / --val-data are
+    max_drop: float = 2.0  # points of mAP50-95 / accuracy
+    force: bool = False
+    imgsz: int | None = None
+    dynamic: bool = False
+    prune: float | None = None
+    prune_finetune_epochs: int = 0
+    prune_data: Path | None = None  # train COCO for fine-tuning the pruned model
+    output: Path | None = None
+    threads: int | None = None
+    opset: int = 18
+    latency_rounds: int = 5
+    parity_images: int = 8
+
+
+@dataclass
+class Artefact:
+    name: str
+    path: Path
+    format: str  # pt | onnx | engine
+    precision: str  # fp32 | fp16 | int8
+    size_mb: float
+    latency: LatencyStats | None = None
+    parity: dict[str, float] = field(default_factory=dict)
+    accuracy: Accuracy | None = None
+    status: str = "ok"  # reference | ok | failed | unchecked
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self, reference: Artefact | None) -> dict[str, Any]:
+        row: dict[str, Any] = {
+            "name": self.name,
+            "file": str(self.path),
+            "format": self.format,
+            "precision": self.precision,
+            "size_mb": round(self.size_mb, 3),
+            "latency": self.latency.to_dict() if self.latency else None,
+            "parity_max_abs_diff": {key: _round(value) for key, value in self.parity.items()},
+            "metric": self.accuracy.metric if self.accuracy else None,
+            "accuracy": round(self.accuracy.value, 5) if self.accuracy else None,
+            "accuracy_details": self.accuracy.details if self.accuracy else {},
+            "status": self.status,
+            "notes": self.notes,
+        }
+        if reference is not None and reference is not self:
+            row["size_ratio"] = _ratio(self.size_mb, reference.size_mb)
+            if self.latency and reference.latency:
+                row["latency_ratio"] = _ratio(self.latency.median_ms, reference.latency.median_ms)
+            if self.accuracy and reference.accuracy:
+                row["accuracy_drop_points"] = round((reference.accuracy.value - self.accuracy.value) * 100, 3)
+        return row
+
+
+@dataclass
+class OptimizeResult:
+    source: Path
+    output_dir: Path
+    task: str
+    imgsz: int
+    threads: int
+    artefacts: list[Artefact]
+    max_drop: float
+    forced: bool
+    report_path: Path
+    sidecar: Path
+    notices: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[Artefact]:
+        return [artefact for artefact in self.artefacts if artefact.status == "failed"]
+
+    @property
+    def passed(self) -> bool:
+        return not self.failed or self.forced
+
+    def to_dict(self) -> dict[str, Any]:
+        reference = self.artefacts[0]
+        return {
+            "source": str(self.source),
+            "output_dir": str(self.output_dir),
+            "task": self.task,
+            "imgsz": self.imgsz,
+            "latency_setup": {
+                "batch": 1,
+                "threads": self.threads,
+                "what": "network forward only, real preprocessed images, after warm-up, artefacts interleaved",
+                "machine": _machine(),
+            },
+            "max_drop_points": self.max_drop,
+            "forced": self.forced,
+            "passed": self.passed,
+            "failed": [artefact.name for artefact in self.failed],
+            "artefacts": [artefact.to_dict(reference) for artefact in self.artefacts],
+            "int8_recipes": {name: recipe.to_dict() for name, recipe in RECIPES.items()},
+            "sidecar": str(self.sidecar),
+            "notices": self.notices,
+        }
+
+
+def optimize_model(model: str | Path, options: OptimizeOptions, progress: Progress = NULL_PROGRESS) -> OptimizeResult:
+    _check_options(options)
+    source_path = Path(model)
+    source = original = load_source_model(source_path, options.imgsz)
+    output = options.output if options.output is not None else source_path.resolve().parent / "optimized"
+    output.mkdir(parents=True, exist_ok=True)
+    threads = options.threads or _default_threads()
+    notices: list[str] = []
+    if "engine" in options.formats:  # fail before any work when TensorRT cannot run here
+        from distillkit.export.tensorrt_export import require_tensorrt
+
+        require_tensorrt()
+
+    needs_calibration = "int8" in options.quantize
+    calibration_paths = (
+        calibration_images(options.calib_data, options.calib_dir, options.calib_images, images_dir=options.images_dir)
+        if needs_calibration
+        else []
+    )
+    if options.prune:
+        from distillkit.export.prune import prune_model
+
+        pruned = prune_model(source, options.prune, output, options.prune_finetune_epochs, options.prune_data, progress)
+        notices.extend(pruned.notes)
+        source = load_source_model(pruned.path, source.imgsz)
+
+    artefacts: list[Artefact] = [Artefact("pytorch", source_path, "pt", "fp32", _mb(source_path), status="reference")]
+    if options.prune:
+        artefacts.append(Artefact(f"pruned {options.prune:.0%}", source.path, "pt", "fp32", _mb(source.path)))
+
+    fp32 = output / "model.onnx"
+    with progress.task(f"exporting {fp32.name}", total=None):
+        if source.task == "classify":
+            metadata = export_classifier_onnx(source, fp32, dynamic=options.dynamic, opset=options.opset)
+        else:
+            metadata = export_yolo_onnx(source, fp32, dynamic=options.dynamic, opset=options.opset)
+        verify_onnx_file(fp32)
+    sidecar = write_sidecar(output, metadata)
+    artefacts.append(Artefact("onnx fp32", fp32, "onnx", "fp32", _mb(fp32)))
+
+    calibration_inputs = preprocess_many(calibration_paths, metadata)
+    for mode in options.quantize:
+        artefacts.extend(_quantized(mode, fp32, metadata, calibration_inputs, options, progress))
+    if "engine" in options.formats:
+        artefacts.extend(_engines(fp32, metadata, calibration_inputs, options, progress))
+    if "onnx" not in options.formats:  # engines only were asked for: model.onnx was their intermediate
+        artefacts = [a for a in artefacts if a.format != "onnx" or a.path == fp32]
+        notices.append(f"{fp32.name} is kept: the engines were built from it")
+
+    parity_inputs = _parity_inputs(calibration_inputs, options, metadata)
+    sources = {original.path: original, source.path: source}
+    _measure(sources, artefacts, parity_inputs, metadata, threads, options, progress)
+    if options.val_data is not None:
+        _guard_accuracy(source, artefacts, metadata, options, progress)
+    else:
+        notices.append("no --val-data: accuracy not measured and not guarded")
+    result = OptimizeResult(
+        source=source_path,
+        output_dir=output,
+        task=source.task,
+        imgsz=source.imgsz,
+        threads=threads,
+        artefacts=artefacts,
+        max_drop=options.max_drop,
+        forced=options.force,
+        report_path=output / REPORT_NAME,
+        sidecar=sidecar,
+        notices=notices,
+    )
+    atomic_write_json(result.report_path, result.to_dict())
+    return result
+
+
+def _check_options(options: OptimizeOptions) -> None:
+    for value in options.formats:
+        if value not in FORMATS:
+            raise UsageError(f"unknown --format {value!r}", f"use {' or '.join(FORMATS)}")
+    for value in options.quantize:
+        if value not in QUANTIZE:
+            raise UsageError(f"unknown --quantize {value!r}", f"use one of {', '.join(QUANTIZE)}")
+    for value in options.int8_recipes:
+        if value not in RECIPES:
+            raise UsageError(f"unknown --int8-recipe {value!r}", f"use one of {', '.join(RECIPES)}")
+    if options.prune is not None and not 0.0 < options.prune < 1.0:
+        raise UsageError(f"--prune {options.prune} is not a ratio", "give a fraction of channels to remove, e.g. 0.2")
+    if options.prune_finetune_epochs and options.prune_data is None:
+        raise UsageError("--prune-finetune-epochs needs training data", "pass --prune-data train.json")
+    if options.max_drop < 0:
+        raise UsageError("--max-drop must be >= 0")
+
+
+def _quantized(
+    mode: str,
+    fp32: Path,
+    metadata: ModelMetadata,
+    calibration_inputs: list[np.ndarray],
+    options: OptimizeOptions,
+    progress: Progress,
+) -> list[Artefact]:
+    output = fp32.parent
+    if mode == "none":
+        return []
+    if mode == "fp16":
+        target = output / "model_fp16.onnx"
+        with progress.task(f"converting {target.name}", total=None):
+            convert_fp16(fp32, target, metadata)
+        note = "for GPU targets: CPUs run fp16 ONNX slowly"
+        return [Artefact("onnx fp16", target, "onnx", "fp16", _mb(target), notes=[note])]
+    if mode == "int8-dynamic":
+        target = output / "model_int8_dynamic.onnx"
+        with progress.task(f"quantizing {target.name}", total=None):
+            quantize_dynamic_int8(fp32, target, metadata)
+        return [Artefact("onnx int8 dynamic", target, "onnx", "int8", _mb(target))]
+    artefacts = []
+    for position, recipe in enumerate(options.int8_recipes):
+        target = output / ("model_int8.onnx" if position == 0 else f"model_int8_{recipe}.onnx")
+        quantize_static_int8(fp32, target, metadata, calibration_inputs, recipe, progress)
+        name = "onnx int8" if position == 0 else f"onnx int8 ({recipe})"
+        notes = [f"static QDQ, recipe {recipe}: {RECIPES[recipe].description}; {len(calibration_inputs)} images"]
+        artefacts.append(Artefact(name, target, "onnx", "int8", _mb(target), notes=notes))
+    return artefacts
+
+
+def _engines(
+    fp32: Path,
+    metadata: ModelMetadata,
+    calibration_inputs: list[np.ndarray],
+    options: OptimizeOptions,
+    progress: Progress,
+) -> list[Artefact]:
+    from distillkit.export.tensorrt_export import build_engine
+
+    artefacts = []
+    for mode in options.quantize:
+        precision = {"int8": "int8", "fp16": "fp16"}.get(mode)
+        if precision is None:
+            continue  # dynamic int8 and "none" have no engine counterpart; fp16 is TensorRT's floor anyway
+        target = fp32.parent / f"model_{precision}.engine"
+        with progress.task(f"building {target.name}", total=None):
+            build_engine(fp32, target, metadata, precision, calibration_inputs)
+        artefacts.append(Artefact(f"tensorrt {precision}", target, "engine", precision, _mb(target)))
+    if not artefacts:
+        target = fp32.parent / "model_fp16.engine"
+        with progress.task(f"building {target.name}", total=None):
+            build_engine(fp32, target, metadata, "fp16")
+        artefacts.append(Artefact("tensorrt fp16", target, "engine", "fp16", _mb(target)))
+    return artefacts
+
+
+def _parity_inputs(
+    calibration_inputs: list[np.ndarray], options: OptimizeOptions, metadata: ModelMetadata
+) -> list[np.ndarray]:
+    """Real images for parity and timing: calibration images, else validation images."""
+    if calibration_inputs:
+        return calibration_inputs[: options.parity_images]
+    folder = options.calib_dir
+    if options.calib_data is not None or folder is not None:
+        paths = calibration_images(options.calib_data, folder, options.parity_images, images_dir=options.images_dir)
+    elif options.val_data is not None:
+        paths = calibration_images(options.val_data, None, options.parity_images, images_dir=options.images_dir)
+    else:
+        raise UsageError(
+            "parity and latency are measured on real images", "pass --calib-data, --calib-dir or --val-data"
+        )
+    return preprocess_many(paths, metadata)
+
+
+def _measure(
+    sources: dict[Path, SourceModel],
+    artefacts: list[Artefact],
+    inputs: list[np.ndarray],
+    metadata: ModelMetadata,
+    threads: int,
+    options: OptimizeOptions,
+    progress: Progress,
+) -> None:
+    import torch
+
+    previous_threads = torch.get_num_threads()  # torch_runner sets the stated count; give the caller theirs back
+    try:
+        _measure_with(sources, artefacts, inputs, metadata, threads, options, progress)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _measure_with(
+    sources: dict[Path, SourceModel],
+    artefacts: list[Artefact],
+    inputs: list[np.ndarray],
+    metadata: ModelMetadata,
+    threads: int,
+    options: OptimizeOptions,
+    progress: Progress,
+) -> None:
+    runners: dict[str, Runner] = {}
+    for artefact in artefacts:
+        if artefact.format == "pt":
+            runners[artefact.name] = torch_runner(sources[artefact.path], threads)
+        elif artefact.format == "onnx":
+            runners[artefact.name] = onnx_runner(artefact.path, threads)
+        else:
+            runners[artefact.name] = engine_runner(artefact.path)
+    reference = runners[artefacts[0].name]
+    score_rows = slice(4, 4 + len(metadata.names)) if metadata.task in ("detect", "segment") else None
+    with progress.task("checking parity with PyTorch", total=len(artefacts)) as bar:
+        for artefact in artefacts:
+            if artefact.format != "pt":
+                artefact.parity = output_parity(reference, runners[artefact.name], inputs, score_rows)
+            bar.advance()
+    latencies = measure_latency(runners, inputs, rounds=options.latency_rounds, progress=progress)
+    for artefact in artefacts:
+        artefact.latency = latencies[artefact.name]
+
+
+def _guard_accuracy(
+    source: SourceModel,
+    artefacts: list[Artefact],
+    metadata: ModelMetadata,
+    options: OptimizeOptions,
+    progress: Progress,
+) -> None:
+    assert options.val_data is not None
+    paths = [artefact.path for artefact in artefacts]
+    if source.task == "classify":
+        results = classifier_accuracy(options.val_data, paths, options.images_dir, progress)
+    else:
+        results = detection_accuracy(options.val_data, paths, source.task, source.imgsz, options.images_dir, progress)
+    for artefact, accuracy in zip(artefacts, results, strict=True):
+        artefact.accuracy = accuracy
+    reference = artefacts[0].accuracy
+    assert reference is not None
+    for artefact in artefacts[1:]:
+        assert artefact.accuracy is not None
+        drop = (reference.value - artefact.accuracy.value) * 100
+        if drop > options.max_drop:
+            artefact.status = "failed"
+            artefact.notes.append(
+                f"{artefact.accuracy.metric} drops {drop:.2f} points (> --max-drop {options.max_drop})"
+            )
+
+
+def _default_threads() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def _machine() -> str:
+    import platform
+
+    return f"{platform.processor() or platform.machine()}, {_default_threads()} CPUs available"
+
+
+def _mb(path: Path) -> float:
+    return path.stat().st_size / 1e6
+
+
+def _ratio(value: float, reference: float) -> float | None:
+    return round(value / reference, 4) if reference else None
+
+
+def _round(value: float) -> float | str:
+    return round(value, 6) if np.isfinite(value) else "shape mismatch"

@@ -1,0 +1,87 @@
+"""Loading exported models (``.onnx``, TensorRT ``.engine``) for `infer` and `evaluate`.
+
+Detection and segmentation files run through ultralytics' own runtime (``AutoBackend``, reached
+with ``YOLO(path)``): the letterbox, decoding, NMS and mask assembly are then the very code that
+runs the ``.pt``, so a ``.onnx`` and its ``.pt`` give the same detections by construction, and
+TensorRT engines come for free. Ultralytics is imported through ``import_ultralytics()``
+(``YOLO_AUTOINSTALL=0``): its ``check_requirements`` then only checks that onnxruntime is
+installed and never pip-installs. Class names and COCO category ids come from the distillkit
+metadata inside the file (or the sidecar ``class_mapping.yaml`` for engines). Classifier exports
+are run by ``distillkit.classify.runtime`` from the same metadata.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from distillkit.errors import UsageError
+from distillkit.export.metadata import read_onnx_metadata, read_sidecar
+from distillkit.inference.predictor import LoadedModel
+from distillkit.students.ultralytics_env import import_ultralytics
+
+EXPORTED_SUFFIXES = (".onnx", ".engine")
+
+
+def load_exported_model(path: Path) -> LoadedModel:
+    metadata = read_onnx_metadata(path) if path.suffix == ".onnx" else None
+    sidecar = read_sidecar(path.parent) or {}
+    if metadata is not None and metadata.task == "classify":
+        raise UsageError(
+            f"{path.name} is a classifier export", "classifiers run through distillkit.classify (infer/evaluate do it)"
+        )
+    if path.suffix == ".engine":
+        _check_tensorrt_runtime(path)
+    import_ultralytics()
+    from ultralytics import YOLO
+
+    task = metadata.task if metadata is not None else sidecar.get("task")
+    try:
+        model = YOLO(str(path), task=task) if task else YOLO(str(path))
+    except Exception as exc:  # a corrupt or foreign file: say so in one line
+        raise UsageError(f"{path} cannot be loaded ({exc})", "pass a model written by distillkit optimize") from exc
+    if metadata is not None:
+        names = dict(enumerate(metadata.names))
+        category_ids = _ids(metadata.category_ids)
+        parameters = metadata.parameters
+    else:
+        names = {int(k): str(v) for k, v in model.names.items()} if model.names else {}
+        stored = sidecar.get("class_mapping")
+        category_ids = {int(i): int(c) for c, i in stored.items()} if stored else {i: i for i in names}
+        parameters = sidecar.get("parameters")
+    if path.suffix == ".onnx" and parameters is None:
+        parameters = count_onnx_parameters(path)
+    return LoadedModel(path, model, task or model.task, names, category_ids, parameters)
+
+
+def _ids(category_ids: Sequence[int]) -> dict[int, int]:
+    return {index: int(category) for index, category in enumerate(category_ids)}
+
+
+def count_onnx_parameters(path: Path) -> int:
+    """Learned values in the file: weight initializers, not quantization scales or shape constants."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    total = 0
+    for initializer in model.graph.initializer:
+        name = initializer.name
+        if name.endswith(("_scale", "_zero_point")) or len(initializer.dims) == 0:
+            continue
+        if initializer.data_type in (onnx.TensorProto.INT64, onnx.TensorProto.INT32):
+            continue  # shapes and indices
+        total += int(np.prod(numpy_helper.to_array(initializer).shape))
+    return total
+
+
+def _check_tensorrt_runtime(path: Path) -> None:
+    from distillkit.export.tensorrt_export import tensorrt_available
+
+    available, reason = tensorrt_available()
+    if not available:
+        raise UsageError(
+            f"{path.name} is a TensorRT engine, which needs {reason}", "use the .onnx file on this machine"
+        )

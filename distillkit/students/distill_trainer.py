@@ -1,0 +1,137 @@
+"""``DistillationTrainer``: ultralytics' detection/segmentation trainer with a frozen YOLO teacher in the loss.
+
+How it plugs into ultralytics' loop (see STACK-NOTES):
+
+* ``build_optimizer`` loads the teacher (frozen, eval mode, on the training device), checks that its
+  strides match the student's (so anchors align), builds the 1x1 feature projectors and gives
+  them their own optimizer parameter group, so they train with the student and their optimizer
+  state is saved and resumed with it;
+* ``on_train_start`` (after the EMA copy, so the teacher never enters the EMA or any checkpoint)
+  installs a ``v8DetectionLoss`` / ``v8SegmentationLoss`` subclass carrying the KD terms;
+* ``on_model_save`` writes the projectors next to ``last.pt`` (``kd_projectors.pt``); ``--resume``
+  reloads them. The teacher itself is rebuilt from its checkpoint path.
+
+Validation uses the EMA model's own plain criterion, so validation losses are ultralytics' own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from distillkit.errors import UsageError
+from distillkit.io import atomic_open
+from distillkit.students.kd_loss import KDWeights, build_projectors, head_outputs, kd_criterion
+from distillkit.students.ultralytics_env import import_ultralytics
+
+PROJECTORS_FILE = "kd_projectors.pt"
+
+
+@dataclass(frozen=True)
+class KDSettings:
+    """What the KD loss needs: the teacher checkpoint, student class -> teacher class, the weights."""
+
+    teacher: Path
+    class_index: list[int]
+    weights: KDWeights
+
+
+def load_frozen_teacher(path: Path, device: torch.device) -> nn.Module:
+    import_ultralytics()
+    from ultralytics.nn.tasks import load_checkpoint
+
+    teacher = load_checkpoint(str(path))[0].float().to(device).eval()
+    for parameter in teacher.parameters():
+        parameter.requires_grad_(False)
+    return teacher
+
+
+def neck_channels(model: nn.Module, device: torch.device) -> list[int]:
+    """Channels of the feature maps feeding the detection head (one small eval-mode forward)."""
+    was_training = model.training
+    model.eval()  # no BatchNorm statistics updated by this probe
+    with torch.no_grad():
+        output = head_outputs(model(torch.zeros(1, 3, 64, 64, device=device)))
+    model.train(was_training)
+    return [int(f.shape[1]) for f in output["feats"]]
+
+
+def distillation_trainer(task: str, settings: KDSettings) -> type:
+    """The trainer class to pass to ``YOLO.train(trainer=...)`` for ``task`` (detect / segment)."""
+    import_ultralytics()
+    from ultralytics.models.yolo.detect import DetectionTrainer
+    from ultralytics.models.yolo.segment import SegmentationTrainer
+    from ultralytics.utils.loss import v8DetectionLoss, v8SegmentationLoss
+    from ultralytics.utils.torch_utils import unwrap_model
+
+    base = SegmentationTrainer if task == "segment" else DetectionTrainer
+
+    class DistillationTrainer(base):  # type: ignore[misc, valid-type]
+        kd_settings = settings
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.kd_teacher: nn.Module | None = None
+            self.kd_projectors: nn.ModuleList | None = None
+            self.add_callback("on_train_start", _install_criterion)
+            self.add_callback("on_model_save", _save_projectors)
+
+        def build_optimizer(self, model: nn.Module, *args: Any, **kwargs: Any) -> torch.optim.Optimizer:
+            optimizer = super().build_optimizer(model, *args, **kwargs)
+            self._build_teacher(unwrap_model(model))
+            if self.kd_projectors is not None:
+                optimizer.add_param_group(  # same learning rate (and schedule) as the student's weights
+                    {
+                        "params": list(self.kd_projectors.parameters()),
+                        "lr": optimizer.param_groups[0]["lr"],
+                        "weight_decay": 0.0,
+                        "param_group": "kd",
+                    }
+                )
+            return optimizer
+
+        def _build_teacher(self, student: nn.Module) -> None:
+            if self.kd_teacher is not None:  # the optimizer is rebuilt after an out-of-memory retry
+                return
+            teacher = load_frozen_teacher(self.kd_settings.teacher, self.device)
+            teacher_strides = [int(s) for s in teacher.stride]
+            student_strides = [int(s) for s in student.stride]
+            if teacher_strides != student_strides:
+                raise UsageError(
+                    f"teacher strides {teacher_strides} differ from the student's {student_strides}, so their "
+                    "predictions cannot be compared anchor by anchor",
+                    "use a teacher of the same YOLO family, or set distillation.logit_weight=0, dfl_weight=0 "
+                    "and feature_weight=0 to keep only its pseudo-labels",
+                )
+            self.kd_teacher = teacher
+            if self.kd_settings.weights.feature > 0:
+                projectors = build_projectors(
+                    neck_channels(student, self.device), neck_channels(teacher, self.device)
+                ).to(self.device)
+                saved = Path(self.wdir) / PROJECTORS_FILE
+                if self.args.resume and saved.is_file():
+                    projectors.load_state_dict(torch.load(saved, map_location=self.device))
+                self.kd_projectors = projectors
+
+    def _install_criterion(trainer: Any) -> None:
+        model = unwrap_model(trainer.model)
+        plain = type(model.init_criterion())
+        if plain not in (v8DetectionLoss, v8SegmentationLoss):
+            raise UsageError(
+                f"KD terms need a YOLOv8/YOLO11-style head; {plain.__name__} is not supported",
+                "use a yolov8/yolo11 student, or set distillation.logit_weight, dfl_weight and feature_weight to 0",
+            )
+        model.criterion = kd_criterion(
+            plain, model, trainer.kd_teacher, trainer.kd_settings.class_index, trainer.kd_projectors, settings.weights
+        )
+
+    def _save_projectors(trainer: Any) -> None:
+        if trainer.kd_projectors is not None:
+            with atomic_open(Path(trainer.wdir) / PROJECTORS_FILE, "wb") as handle:
+                torch.save(trainer.kd_projectors.state_dict(), handle)
+
+    return DistillationTrainer

@@ -1,0 +1,152 @@
+"""A closed-set ultralytics checkpoint used as a teacher: pseudo-labels through the ``Teacher`` protocol.
+
+The checkpoint's class names must cover the dataset's categories (matched by name, ignoring case,
+spaces, ``_`` and ``-``); extra teacher classes (say the other 77 COCO classes) are ignored. The
+same name matching decides which teacher score channel the logit-KD loss compares with each
+student class.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from distillkit.errors import UsageError
+from distillkit.io import sha256_file
+from distillkit.labelling.types import TeacherPrediction
+from distillkit.students.ultralytics_env import import_ultralytics
+
+
+def _normalise(name: str) -> str:
+    return " ".join(name.lower().replace("_", " ").replace("-", " ").split())
+
+
+def teacher_class_index(teacher_names: Sequence[str], dataset_names: Sequence[str], source: str) -> list[int]:
+    """For each dataset class, the index of the teacher class with the same name.
+
+    Raises UsageError (one line, both lists named) when some dataset class has no teacher class.
+    """
+    lookup: dict[str, int] = {}
+    for index, name in enumerate(teacher_names):
+        lookup.setdefault(_normalise(name), index)
+    missing = [name for name in dataset_names if _normalise(name) not in lookup]
+    if missing:
+        raise UsageError(
+            f"teacher {source} does not know the dataset classes {missing}: its classes are "
+            f"{list(teacher_names)}, the dataset's are {list(dataset_names)}",
+            "use a teacher trained on these categories (class names must match)",
+        )
+    return [lookup[_normalise(name)] for name in dataset_names]
+
+
+def checkpoint_class_names(names: Mapping[int, str] | Sequence[str]) -> list[str]:
+    """Ultralytics stores names as {index: name}; return them as a list in index order."""
+    if isinstance(names, Mapping):
+        return [str(names[key]) for key in sorted(names)]
+    return [str(name) for name in names]
+
+
+class YoloTeacher:
+    """An ultralytics detection/segmentation checkpoint labelling images for the dataset's classes.
+
+    ``identity`` hashes the checkpoint file and every setting that changes the predictions, so the
+    teacher-output cache never serves labels from other weights or thresholds.
+    """
+
+    def __init__(
+        self,
+        checkpoint: str | Path,
+        dataset_class_names: Sequence[str],
+        *,
+        conf: float = 0.1,
+        iou: float = 0.7,
+        imgsz: int = 640,
+        device: str = "cpu",
+        max_det: int = 300,
+    ) -> None:
+        path = Path(checkpoint).expanduser()
+        if not path.is_file() or path.suffix != ".pt":
+            raise UsageError(f"teacher checkpoint {checkpoint} not found", "pass the path of a local ultralytics .pt")
+        import_ultralytics()
+        from ultralytics import YOLO
+
+        try:
+            self.model = YOLO(str(path))
+        except Exception as exc:  # ultralytics raises many types for a file that is not a checkpoint
+            raise UsageError(f"{path} is not an ultralytics checkpoint ({exc})", "pass a .pt written by YOLO") from exc
+        if self.model.task not in ("detect", "segment"):
+            raise UsageError(f"teacher {path} is a {self.model.task} model", "use a detection or segmentation teacher")
+        self.path = path.resolve()
+        self.teacher_names = checkpoint_class_names(self.model.names)
+        self.dataset_names = list(dataset_class_names)
+        self.class_index = teacher_class_index(self.teacher_names, self.dataset_names, str(path))
+        self.conf, self.iou, self.imgsz, self.device, self.max_det = conf, iou, imgsz, device, max_det
+        settings = {
+            "kind": "ultralytics",
+            "weights": sha256_file(self.path),
+            "conf": conf,
+            "iou": iou,
+            "imgsz": imgsz,
+            "max_det": max_det,
+            "classes": self.class_index,
+        }
+        self._identity = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+
+    @property
+    def identity(self) -> str:
+        return self._identity
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.dataset_names)
+
+    @property
+    def task(self) -> str:
+        return str(self.model.task)
+
+    def predict(self, images: Sequence[Path]) -> list[TeacherPrediction]:
+        to_dataset = {teacher: dataset for dataset, teacher in enumerate(self.class_index)}
+        results = self.model.predict(
+            [str(p) for p in images],
+            conf=self.conf,
+            iou=self.iou,
+            imgsz=self.imgsz,
+            device=self.device,
+            max_det=self.max_det,
+            classes=sorted(to_dataset),  # only the classes the dataset has survive NMS
+            verbose=False,
+        )
+        return [self._prediction(result, to_dataset) for result in results]
+
+    def _prediction(self, result: Any, to_dataset: dict[int, int]) -> TeacherPrediction:
+        height, width = (int(v) for v in result.orig_shape)
+        boxes = result.boxes
+        teacher_classes = boxes.cls.cpu().numpy().astype(np.int64)
+        masks = None
+        if result.masks is not None:
+            masks = [_polygon_rle(polygon, height, width) for polygon in result.masks.xy]
+        return TeacherPrediction(
+            width=width,
+            height=height,
+            boxes=boxes.xyxy.cpu().numpy(),
+            scores=boxes.conf.cpu().numpy(),
+            class_ids=np.array([to_dataset[int(c)] for c in teacher_classes], dtype=np.int64),
+            masks=masks,
+        )
+
+
+def _polygon_rle(polygon: np.ndarray, height: int, width: int) -> dict[str, Any]:
+    """An ultralytics mask contour (pixel xy) as a compressed COCO RLE at the image's size."""
+    from pycocotools import mask as mask_utils
+
+    points = np.asarray(polygon, dtype=np.float64).reshape(-1)
+    if len(points) < 6:  # a degenerate contour: an empty mask keeps one entry per detection
+        rle = mask_utils.encode(np.zeros((height, width), dtype=np.uint8, order="F"))
+    else:
+        rle = mask_utils.merge(mask_utils.frPyObjects([points.tolist()], height, width))
+    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}

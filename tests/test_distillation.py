@@ -1,0 +1,300 @@
+"""Distillation in `train-student`: pseudo-labels, KD loss terms, the teacher cache, teacher wiring."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import sys
+import types
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from distillkit.errors import UsageError
+from distillkit.labelling.types import TeacherPrediction
+from distillkit.students.kd_loss import anchor_weights, build_projectors, dfl_kd, feature_kd, logit_kd
+from distillkit.students.pseudo_labels import merge_with_ground_truth, prediction_annotations
+from distillkit.students.trainer import train_student
+from distillkit.students.yolo_teacher import YoloTeacher, teacher_class_index
+from tests.test_cli import run
+from tests.test_train_student import FAST, make_shapes
+
+TINY = [*FAST, "student.epochs=2", "student.imgsz=64"]
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """Training and validation sets, and a folder of 16 unlabelled images of the same kind."""
+    root = tmp_path_factory.mktemp("shapes")
+    unlabeled = make_shapes(root / "unlabeled", 16, 2).parent / "images"
+    return make_shapes(root / "train", 48, 0), make_shapes(root / "val", 16, 1), unlabeled
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DISTILLKIT_CACHE", str(tmp_path_factory.getbasetemp() / "distillkit-cache"))
+
+
+@pytest.fixture(scope="module")
+def yolo_teacher(shapes: tuple[Path, Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A yolov8s checkpoint with the dataset's classes (one epoch: the KD plumbing, not its quality, is tested)."""
+    train, val, _ = shapes
+    out = tmp_path_factory.mktemp("teacher") / "run"
+    train_student(train, val, out, overrides=[*FAST, "student.model=yolov8s", "student.epochs=1", "student.imgsz=64"])
+    return out / "best.pt"
+
+
+def _rows(results_csv: Path) -> list[dict[str, float]]:
+    with open(results_csv, newline="") as handle:
+        return [{k.strip(): float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+
+
+# ------------------------------------------------------------------------------------------------
+# KD with a YOLO teacher
+
+
+def test_kd_terms_are_trained_logged_and_kept_out_of_the_checkpoint(
+    shapes: tuple[Path, Path, Path], yolo_teacher: Path, tmp_path: Path
+) -> None:
+    train, val, unlabeled = shapes
+    out = tmp_path / "student"
+    result = train_student(
+        train,
+        val,
+        out,
+        overrides=[
+            *TINY,
+            f"distillation.ultralytics_teacher={yolo_teacher}",
+            f"distillation.unlabeled_images={unlabeled}",
+            "distillation.teacher_conf=0.01",
+        ],
+    )
+    components = result.distillation
+    assert all(components[name]["active"] for name in ("pseudo_labels", "logit_kd", "dfl_kd", "feature_kd"))
+    assert not components["ultralytics_distill"]["active"]
+    rows = _rows(out / "results.csv")
+    assert len(rows) == 2
+    for row in rows:
+        for column in ("train/kd_logit", "train/kd_dfl", "train/kd_feat"):
+            assert math.isfinite(row[column]) and row[column] > 0, column
+    # the yolov8s teacher's 128/256/512 neck channels are reached through trained 1x1 projectors
+    projectors = torch.load(out / "train" / "weights" / "kd_projectors.pt", map_location="cpu")
+    assert [tuple(projectors[f"{i}.weight"].shape[:2]) for i in range(3)] == [(128, 64), (256, 128), (512, 256)]
+    checkpoint = torch.load(out / "best.pt", map_location="cpu", weights_only=False)
+    parameters = sum(p.numel() for p in checkpoint["model"].parameters())
+    assert parameters < 3_500_000  # the yolov8n student alone: no teacher, no projectors inside
+    # every unlabelled image went through the teacher once, and sits in the cache
+    assert result.pseudo_labels["unlabeled_images"] == 16 and result.pseudo_labels["computed"] == 16
+    assert len(list((out / "cache" / "teacher_outputs").rglob("*.json"))) == 16
+    assert yaml.safe_load((out / "yolo_data" / "dataset.yaml").read_text())["train"] == [
+        "images/train",
+        "images/pseudo",
+    ]
+
+
+def test_ultralytics_distill_model_option(shapes: tuple[Path, Path, Path], yolo_teacher: Path, tmp_path: Path) -> None:
+    train, val, _ = shapes
+    result = train_student(
+        train,
+        val,
+        tmp_path / "s",
+        overrides=[
+            *TINY,
+            "student.epochs=1",
+            f"distillation.ultralytics_teacher={yolo_teacher}",
+            "distillation.use_ultralytics_distill_model=true",
+        ],
+    )
+    assert result.distillation["ultralytics_distill"]["active"]
+    assert not result.distillation["logit_kd"]["active"] and "replaced" in result.distillation["logit_kd"]["reason"]
+    assert "train/dis_loss" in _rows(tmp_path / "s" / "results.csv")[0]
+    config = yaml.safe_load((tmp_path / "s" / "distillation_config.yaml").read_text())["distillation"]
+    assert config["logit_weight"] == 0.0 and config["feature_weight"] == 0.0 and config["dfl_weight"] == 0.0
+
+
+def test_teacher_with_other_class_names_is_refused(
+    shapes: tuple[Path, Path, Path], yolo_teacher: Path, tmp_path: Path
+) -> None:
+    train, _, _ = shapes
+    other = json.loads(train.read_text())
+    other["categories"][1]["name"] = "triangle"
+    renamed = train.parent / "renamed.json"
+    renamed.write_text(json.dumps(other))
+    code, _, err = run(
+        "train-student",
+        "-d",
+        str(renamed),
+        "-v",
+        str(renamed),
+        "-o",
+        str(tmp_path / "s"),
+        "--teacher",
+        str(yolo_teacher),
+    )
+    assert code == 2 and err.count("\n") == 1
+    assert "['triangle']" in err and "['square', 'disc']" in err and "['square', 'triangle']" in err
+
+
+def test_yolo_teacher_identity_follows_weights_and_settings(yolo_teacher: Path) -> None:
+    first = YoloTeacher(yolo_teacher, ["disc", "square"], conf=0.1, imgsz=64)
+    assert first.class_names == ["disc", "square"] and first.class_index == [1, 0]  # mapped by name
+    assert first.identity == YoloTeacher(yolo_teacher, ["disc", "square"], conf=0.1, imgsz=64).identity
+    assert first.identity != YoloTeacher(yolo_teacher, ["disc", "square"], conf=0.2, imgsz=64).identity
+    with pytest.raises(UsageError, match="not found"):
+        YoloTeacher(yolo_teacher.parent / "missing.pt", ["disc"])
+
+
+# ------------------------------------------------------------------------------------------------
+# --teacher-dir wiring, pseudo-labels and the cache, with a fake teacher
+
+
+class FakeTeacher:
+    """Two detections per image: a confident square top-left, a doubtful disc bottom-right."""
+
+    identity = "fake-teacher-1"
+
+    def __init__(self, class_names: Sequence[str]) -> None:
+        self._names = list(class_names)
+        self.images_seen = 0
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self._names)
+
+    def predict(self, images: Sequence[Path]) -> list[TeacherPrediction]:
+        self.images_seen += len(images)
+        predictions = []
+        for path in images:
+            width, height = Image.open(path).size
+            predictions.append(
+                TeacherPrediction(
+                    width=width,
+                    height=height,
+                    boxes=[[2, 2, 22, 22], [90, 90, 120, 120]],
+                    scores=[0.9, 0.3],
+                    class_ids=[0, 1],
+                    class_scores=[[0.9, 0.05], [0.1, 0.3]],
+                )
+            )
+        return predictions
+
+
+def test_teacher_dir_pseudo_labels_and_cache_hit_on_resume(
+    shapes: tuple[Path, Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    train, val, unlabeled = shapes
+    fake = FakeTeacher(["square", "disc"])
+    loads: list[tuple[Path, str, int]] = []
+
+    def load_teacher(exp_dir: Path, device: str = "cpu", batch_size: int = 8) -> FakeTeacher:
+        loads.append((Path(exp_dir), device, batch_size))
+        return fake
+
+    monkeypatch.setitem(sys.modules, "distillkit.teachers", types.SimpleNamespace(load_teacher=load_teacher))
+    teachers = tmp_path / "exp"
+    teachers.mkdir()
+    out = tmp_path / "student"
+
+    def interrupt(trainer: object) -> None:
+        if trainer.epoch == 1:  # type: ignore[attr-defined]
+            raise KeyboardInterrupt
+
+    settings = [
+        *TINY,
+        f"distillation.teacher_dir={teachers}",
+        f"distillation.unlabeled_images={unlabeled}",
+        "distillation.label_train_images=true",
+    ]
+    with pytest.raises(KeyboardInterrupt):
+        train_student(train, val, out, overrides=settings, callbacks={"on_train_epoch_start": interrupt})
+    assert loads == [(teachers, "cpu", 8)] and fake.images_seen == 48 + 16
+
+    pseudo = sorted((out / "yolo_data" / "labels" / "pseudo").glob("*.txt"))
+    assert len(pseudo) == 16
+    assert all(p.read_text().split()[0] == "0" and len(p.read_text().splitlines()) == 1 for p in pseudo)  # 0.3 < 0.5
+    gt = json.loads(train.read_text())
+    train_lines = sum(len(p.read_text().splitlines()) for p in (out / "yolo_data" / "labels" / "train").glob("*.txt"))
+    assert len(gt["annotations"]) < train_lines <= len(gt["annotations"]) + 48  # teacher boxes added, some deduplicated
+
+    config = yaml.safe_load((out / "distillation_config.yaml").read_text())["distillation"]
+    assert config["teacher_dir"] == str(teachers) and config["logit_weight"] == 0.0 and config["feature_weight"] == 0.0
+    components = json.loads((out / "metadata.json").read_text())["extra"]["distillation"]["components"]
+    assert components["pseudo_labels"]["active"] and not components["logit_kd"]["active"]
+    assert "YOLO teacher" in components["logit_kd"]["reason"]
+
+    # the resumed run rebuilds the teacher from the saved config and reads every prediction from the cache
+    resumed = train_student(train, val, out, overrides=TINY, resume=True)
+    assert len(loads) == 2 and fake.images_seen == 64
+    assert resumed.pseudo_labels["cache_hits"] == 64 and resumed.pseudo_labels["computed"] == 0
+    assert resumed.dataset.reused and resumed.epochs_run == 2
+
+
+def test_teacher_dir_that_is_not_a_folder_is_a_usage_error(shapes: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    train, val, _ = shapes
+    code, _, err = run(
+        "train-student",
+        "-d",
+        str(train),
+        "-v",
+        str(val),
+        "-o",
+        str(tmp_path / "s"),
+        "--teacher-dir",
+        str(tmp_path / "x"),
+    )
+    assert code == 2 and "--teacher-dir" in err and "not a folder" in err
+
+
+# ------------------------------------------------------------------------------------------------
+# units
+
+
+def test_merge_drops_teacher_duplicates_of_ground_truth_and_low_scores() -> None:
+    prediction = TeacherPrediction(
+        width=100,
+        height=100,
+        boxes=[[10, 10, 30, 30], [11, 11, 31, 31], [60, 60, 90, 90], [0, 0, 5, 5]],
+        scores=[0.9, 0.8, 0.7, 0.2],
+        class_ids=[0, 1, 1, 0],
+    )
+    gt = np.array([[10, 10, 30, 30]])
+    kept, dropped = merge_with_ground_truth(prediction, gt, min_score=0.5, merge_iou=0.6)
+    assert dropped == 2  # the exact copy, and the shifted box (IoU 0.82) even with another class: GT wins
+    assert kept.boxes.tolist() == [[60, 60, 90, 90]] and kept.class_ids.tolist() == [1]
+    kept, dropped = merge_with_ground_truth(prediction, gt, min_score=0.5, merge_iou=0.9)
+    assert dropped == 1 and len(kept) == 2  # IoU 0.82 is below this threshold: kept
+    kept, dropped = merge_with_ground_truth(prediction, np.zeros((0, 4)), min_score=0.1, merge_iou=0.6)
+    assert dropped == 0 and len(kept) == 4
+    annotations = prediction_annotations(kept, image_id=7, category_ids=[5, 9], first_id=100, with_masks=False)
+    assert [a["category_id"] for a in annotations] == [5, 9, 9, 5] and annotations[0]["bbox"] == [10, 10, 20, 20]
+    assert [a["id"] for a in annotations] == [100, 101, 102, 103] and {a["image_id"] for a in annotations} == {7}
+
+
+def test_class_index_maps_by_name_and_refuses_unknown_classes() -> None:
+    assert teacher_class_index(["person", "Blood_cell", "dog"], ["dog", "blood cell"], "t.pt") == [2, 1]
+    with pytest.raises(UsageError, match=r"does not know the dataset classes \['cat'\]"):
+        teacher_class_index(["person", "dog"], ["dog", "cat"], "t.pt")
+
+
+def test_kd_terms_vanish_when_the_student_matches_the_teacher() -> None:
+    generator = torch.Generator().manual_seed(0)
+    teacher_scores = torch.randn(2, 3, 50, generator=generator)
+    weights = anchor_weights(teacher_scores)
+    assert logit_kd(teacher_scores, teacher_scores, weights, 2.0).abs() < 1e-5
+    assert logit_kd(torch.zeros_like(teacher_scores), teacher_scores, weights, 2.0) > 0.01
+    boxes = torch.randn(2, 4 * 16, 50, generator=generator)
+    assert dfl_kd(boxes, boxes, weights, 16, 2.0).abs() < 1e-5
+    assert dfl_kd(torch.zeros_like(boxes), boxes, weights, 16, 2.0) > 0.01
+    projectors = build_projectors([4, 8], [6, 10])
+    student = [torch.randn(2, 4, 5, 5), torch.randn(2, 8, 5, 5)]
+    teacher = [torch.randn(2, 6, 5, 5), torch.randn(2, 10, 5, 5)]
+    loss = feature_kd(student, teacher, projectors, weights)
+    assert torch.isfinite(loss) and loss > 0
+    loss.backward()
+    assert all(p.grad is not None for p in projectors.parameters())  # the projectors learn

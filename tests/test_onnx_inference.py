@@ -1,0 +1,98 @@
+"""`infer` and `evaluate` take the .onnx files `optimize` writes exactly as they take the .pt."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from distillkit.errors import UsageError
+from distillkit.export.onnx_export import export_yolo_onnx, load_source_model
+from distillkit.inference import load_model
+from tests.optimize_helpers import ground_truth_from, make_checkpoint, make_images
+from tests.test_cli import run
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DISTILLKIT_CACHE", str(tmp_path_factory.getbasetemp() / "distillkit-cache"))
+
+
+@pytest.fixture(scope="module", params=["detect", "segment"])
+def exported(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[Path]]:
+    root = tmp_path_factory.mktemp(f"onnx_{request.param}")
+    checkpoint = make_checkpoint(root / "best.pt", task=request.param, imgsz=96, score_logit=0.0)
+    onnx_path = root / "optimized" / "model.onnx"
+    onnx_path.parent.mkdir()
+    export_yolo_onnx(load_source_model(checkpoint), onnx_path)
+    images = make_images(root / "images", count=3, size=(96, 96))
+    return checkpoint, onnx_path, images
+
+
+def _infer(model: Path, images: list[Path], output: Path) -> list[dict]:
+    code, stdout, stderr = run("infer", str(images[0].parent), "--model", str(model), "--output", str(output), "--json")
+    assert code == 0, stderr
+    summary = json.loads(stdout)
+    assert summary["images"] == len(images)
+    return json.loads((output / "predictions.json").read_text())
+
+
+def test_onnx_and_pt_predictions_agree(exported: tuple[Path, Path, list[Path]], tmp_path: Path) -> None:
+    checkpoint, onnx_path, images = exported
+    from_pt = _infer(checkpoint, images, tmp_path / "pt")
+    from_onnx = _infer(onnx_path, images, tmp_path / "onnx")
+    assert from_pt, "the test model must produce detections"
+    assert {d["category_id"] for d in from_onnx} <= {5, 9}  # the training data's ids, not class indices
+    key = lambda d: (d["file_name"], -d["score"], d["bbox"])  # noqa: E731
+    top_pt = sorted(from_pt, key=key)[:20]
+    matched = 0
+    for entry in top_pt:
+        same_image = [d for d in from_onnx if d["file_name"] == entry["file_name"]]
+        best = min(same_image, key=lambda d: sum(abs(a - b) for a, b in zip(d["bbox"], entry["bbox"], strict=True)))
+        if (
+            best["category_id"] == entry["category_id"]
+            and abs(best["score"] - entry["score"]) < 1e-3
+            and max(abs(a - b) for a, b in zip(best["bbox"], entry["bbox"], strict=True)) < 0.5
+        ):
+            matched += 1
+    assert matched >= 0.9 * len(top_pt)
+    if "segment" in str(onnx_path.parent.parent):
+        assert all("segmentation" in d and d["segmentation"]["size"] == [96, 96] for d in from_onnx)
+
+
+def test_evaluate_scores_onnx_like_pt(exported: tuple[Path, Path, list[Path]], tmp_path: Path) -> None:
+    checkpoint, onnx_path, images = exported
+    truth_entries = [d for d in _infer(checkpoint, images, tmp_path / "truth") if d["score"] >= 0.3][:30]
+    truth = ground_truth_from(truth_entries, images, (5, 9), images[0].parent / "truth.json")
+    code, stdout, stderr = run("evaluate", "--data", str(truth), "-m", str(checkpoint), "-m", str(onnx_path), "--json")
+    assert code == 0, stderr
+    rows = json.loads(stdout)["models"]
+    assert rows[1]["model"] == str(onnx_path) and rows[1]["parameters"] == rows[0]["parameters"]
+    assert rows[0]["AP"] > 0.1 and abs(rows[1]["AP"] - rows[0]["AP"]) < 0.02
+
+
+def test_onnx_without_metadata_uses_the_sidecar_or_indices(tmp_path: Path) -> None:
+    import onnx
+
+    checkpoint = make_checkpoint(tmp_path / "best.pt", imgsz=64)
+    target = tmp_path / "out" / "model.onnx"
+    target.parent.mkdir()
+    export_yolo_onnx(load_source_model(checkpoint), target)
+    model = onnx.load(str(target))
+    kept = [p for p in model.metadata_props if p.key != "distillkit"]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    foreign = tmp_path / "foreign" / "model.onnx"
+    foreign.parent.mkdir()
+    onnx.save(model, str(foreign))
+    assert load_model(foreign).category_ids == {0: 0, 1: 1}  # a plain ultralytics export: indices
+    (foreign.parent / "class_mapping.yaml").write_text("class_mapping: {5: 0, 9: 1}\n")
+    assert load_model(foreign).category_ids == {0: 5, 1: 9}
+
+
+def test_unsupported_format_is_a_usage_error(tmp_path: Path) -> None:
+    path = tmp_path / "model.tflite"
+    path.write_bytes(b"x")
+    with pytest.raises(UsageError, match=r"\.pt, \.onnx or \.engine"):
+        load_model(path)
