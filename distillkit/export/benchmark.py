@@ -78,6 +78,10 @@ def onnx_session(path: Path, threads: int) -> Any:
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # onnxruntime warns about unused initializers of quantized graphs
+    # onnxruntime's idle workers spin-wait for more work by default. Timed interleaved with PyTorch,
+    # those spinning threads took the cores PyTorch needed and inflated its latency 20-30x; without
+    # spinning every runtime gets the machine to itself while it runs.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
