@@ -284,6 +284,7 @@ def main() -> int:
             f"{plain_ms:.1f} -> {merged_ms:.1f} ms/img, speed-up x{plain_ms / merged_ms:.2f}"
         )
         results["tome_vit_224"] = {"ms": plain_ms, "ms_tome": merged_ms, "speedup": plain_ms / merged_ms}
+    work.mkdir(parents=True, exist_ok=True)
     (work / "results.json").write_text(json.dumps(results, indent=2, default=str))
     print(f"\nresults: {work / 'results.json'}")
     return 0
