@@ -72,8 +72,17 @@ def make_images(folder: Path, count: int = 4, size: tuple[int, int] = (128, 128)
     return paths
 
 
-def ground_truth_from(predictions: list[dict], images: list[Path], category_ids: tuple[int, ...], target: Path) -> Path:
-    """A COCO file whose annotations are the given predictions (boxes and, when present, masks)."""
+def ground_truth_from(
+    predictions: list[dict],
+    images: list[Path],
+    category_ids: tuple[int, ...],
+    target: Path,
+    names: tuple[str, ...] = ("square", "disc"),
+) -> Path:
+    """A COCO file whose annotations are the given predictions (boxes and, when present, masks).
+
+    ``names`` are the categories' names, in ``category_ids`` order: those of ``make_checkpoint``'s model.
+    """
     ids = {str(path): index + 1 for index, path in enumerate(images)}
     coco_images = []
     for path in images:
@@ -94,6 +103,6 @@ def ground_truth_from(predictions: list[dict], images: list[Path], category_ids:
         if "segmentation" in entry:
             annotation["segmentation"] = entry["segmentation"]
         annotations.append(annotation)
-    categories = [{"id": category, "name": f"c{category}"} for category in category_ids]
+    categories = [{"id": category, "name": name} for category, name in zip(category_ids, names, strict=True)]
     target.write_text(json.dumps({"images": coco_images, "annotations": annotations, "categories": categories}))
     return target

@@ -164,6 +164,12 @@ def test_infer_json_and_gradcam(trained: tuple[Path, Path, Path], tmp_path: Path
     loaded = load_classifier(exp / "best.pt")
     maps = gradcam_maps(loaded, torch.randn(2, 3, 32, 32), [0, 1])
     assert maps.shape == (2, 32, 32) and maps.min() >= 0 and maps.max() <= 1
+    # overlays written among the input images would be classified by the next run over that folder
+    before = sorted(p.name for p in (test / "dots").iterdir())
+    args = ["-o", str(tmp_path / "o2"), "--gradcam", str(test / "dots")]
+    code, _, stderr = run("infer", "-m", str(exp / "best.pt"), str(test / "dots"), *args)
+    assert code == 2 and "--gradcam" in stderr and stderr.count("\n") == 1
+    assert sorted(p.name for p in (test / "dots").iterdir()) == before
 
 
 def test_resume_continues_the_run(tmp_path: Path) -> None:
@@ -174,6 +180,13 @@ def test_resume_continues_the_run(tmp_path: Path) -> None:
     assert resumed.epochs_run == 2
     assert [row["epoch"] for row in resumed.history] == [1, 2]
     assert is_classifier_checkpoint(tmp_path / "exp" / "last.pt")
+    # forgetting --resume must not overwrite the run; --resume with nothing to resume writes nothing
+    best = (tmp_path / "exp" / "best.pt").read_bytes()
+    code, _, stderr = run("train-classifier", "-d", str(data), "-o", str(tmp_path / "exp"), "--set", *FAST[:1])
+    assert code == 2 and "already holds a training run" in stderr and "--resume" in stderr
+    assert (tmp_path / "exp" / "best.pt").read_bytes() == best
+    code, _, stderr = run("train-classifier", "-d", str(data), "-o", str(tmp_path / "new"), "--resume")
+    assert code == 2 and "nothing to resume" in stderr and not (tmp_path / "new").exists()
 
 
 def test_distillation_and_multi_label_csv(trained: tuple[Path, Path, Path], tmp_path: Path) -> None:
@@ -214,6 +227,21 @@ def test_cli_train_classifier_errors_and_list(tmp_path: Path) -> None:
     assert code == 2 and "does not exist" in stderr and "Traceback" not in stderr
     code, _, stderr = run("train-classifier", "-d", str(tmp_path), "-o", str(tmp_path / "x"), "--imgsz", "big")
     assert code == 2 and "--imgsz" in stderr
+    # inputs that used to train without a word: output inside the data tree, one class, an empty class
+    data = make_tree(tmp_path / "tree", 2)
+    sets = [arg for setting in FAST for arg in ("--set", setting)]
+    code, _, stderr = run("train-classifier", "-d", str(data), "-o", str(data / "exp"), *sets)
+    assert code == 2 and "inside the input" in stderr and stderr.count("\n") == 1
+    assert sorted(p.name for p in data.iterdir()) == sorted(CLASSES)
+    one = tmp_path / "one"
+    (one / "dots").mkdir(parents=True)
+    for path in (data / "dots").iterdir():
+        (one / "dots" / path.name).write_bytes(path.read_bytes())
+    code, _, stderr = run("train-classifier", "-d", str(one), "-o", str(tmp_path / "x1"), *sets)
+    assert code == 1 and "single class" in stderr
+    (one / "empty").mkdir()
+    code, _, stderr = run("train-classifier", "-d", str(one), "-o", str(tmp_path / "x2"), *sets)
+    assert code == 1 and "empty" in stderr and "hold no images" in stderr
 
 
 def test_onnx_export_is_evaluated_like_its_checkpoint(trained: tuple[Path, Path, Path], tmp_path: Path) -> None:

@@ -148,6 +148,9 @@ def test_split_refuses_invalid_data_with_one_line(dataset_file: Path, tmp_path: 
         (["split", "{data}", "--ratios", "1"], 2, "give 2"),
         (["validate", "{data}", "--output", "{data}"], 2, "inputs are never modified"),
         (["validate", "{notjson}"], 1, "not valid JSON"),
+        # a file where a folder goes and the reverse: the OS error becomes one line, not "internal error"
+        (["split", "{data}", "--ratios", "0.5,0.5", "--output-dir", "{notjson}"], 2, "exists and is not a folder"),
+        (["validate", "{data}", "--output", "{folder}", "--json"], 2, "is a folder where a file goes"),
         (["frobnicate"], 2, "No such command"),
     ],
 )
@@ -156,13 +159,24 @@ def test_errors_are_one_line_with_exit_code(
 ) -> None:
     notjson = tmp_path / "broken.json"
     notjson.write_text("{not json")
-    filled = [a.format(data=dataset_file, notjson=notjson) for a in args]
+    filled = [a.format(data=dataset_file, notjson=notjson, folder=tmp_path) for a in args]
     got, out, err = run(*filled)
     assert got == code, err
     assert out == ""
     assert err.startswith("error: ") and err.count("\n") == 1, err
     assert fragment in err
     assert "Traceback" not in err
+
+
+def test_ctrl_c_is_one_line_with_exit_130(dataset_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # typer swallows KeyboardInterrupt into a silent exit 130; the user must still be told.
+    def interrupted(*args: Any, **kwargs: Any) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("distillkit.cli.validate_cmd.validate_dataset", interrupted)
+    code, out, err = run("validate", str(dataset_file))
+    assert code == 130 and out == ""
+    assert err == "error: interrupted\n"
 
 
 def test_input_file_is_never_modified(dataset_file: Path, tmp_path: Path) -> None:

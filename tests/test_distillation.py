@@ -235,6 +235,23 @@ def test_teacher_dir_pseudo_labels_and_cache_hit_on_resume(
     assert resumed.dataset.reused and resumed.epochs_run == 2
 
 
+def test_teacher_with_nothing_to_label_says_so() -> None:
+    # `--teacher-dir EXP` alone used to load the teachers and then change nothing, without a word
+    from distillkit.config import build_config
+    from distillkit.students.distillation import plan_distillation
+    from distillkit.students.trainer import STUDENT_SECTIONS
+
+    config = build_config(STUDENT_SECTIONS)
+    plan = plan_distillation(config, ["square", "disc"], "detect", 16, "cpu", teacher=FakeTeacher(["square", "disc"]))
+    assert not plan.active
+    assert any("nothing to label" in n and "--unlabeled" in n for n in plan.notices), plan.notices
+    config.distillation.label_train_images = True
+    labelling = plan_distillation(
+        config, ["square", "disc"], "detect", 16, "cpu", teacher=FakeTeacher(["square", "disc"])
+    )
+    assert labelling.active and not labelling.notices
+
+
 def test_teacher_dir_that_is_not_a_folder_is_a_usage_error(shapes: tuple[Path, Path, Path], tmp_path: Path) -> None:
     train, val, _ = shapes
     code, _, err = run(
@@ -249,6 +266,30 @@ def test_teacher_dir_that_is_not_a_folder_is_a_usage_error(shapes: tuple[Path, P
         str(tmp_path / "x"),
     )
     assert code == 2 and "--teacher-dir" in err and "not a folder" in err
+
+
+def test_unlabeled_without_a_teacher_is_a_usage_error(shapes: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    # it used to be ignored silently: the run trained on the ground truth alone
+    train, val, unlabeled = shapes
+    out = tmp_path / "s"
+    code, _, err = run("train-student", "-d", str(train), "-v", str(val), "-o", str(out), "--unlabeled", str(unlabeled))
+    assert code == 2 and err.count("\n") == 1 and "needs a teacher" in err and "--teacher" in err
+    assert not out.exists()
+
+
+def test_bad_teacher_and_unlabeled_inputs_fail_before_anything_is_written(
+    shapes: tuple[Path, Path, Path], yolo_teacher: Path, tmp_path: Path
+) -> None:
+    train, val, _ = shapes
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "notes.txt").write_text("hello")
+    out = tmp_path / "s"
+    common = ["train-student", "-d", str(train), "-v", str(val), "-o", str(out)]
+    code, _, err = run(*common, "--teacher", str(yolo_teacher), "--unlabeled", str(tmp_path / "empty"))
+    assert code == 2 and err.count("\n") == 1 and "no images in --unlabeled" in err
+    assert not out.exists()  # the folder check comes before the config is written
+    code, _, err = run(*common, "--teacher", str(tmp_path / "notes.txt"))
+    assert code == 2 and "is not a .pt checkpoint" in err and "not found" not in err
 
 
 # ------------------------------------------------------------------------------------------------

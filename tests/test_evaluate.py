@@ -228,6 +228,12 @@ def test_cli_errors(tmp_path: Path) -> None:
     assert code == 2 and "not one of bbox, segm" in err
     code, _, err = run("evaluate", "--data", str(gt))
     assert code == 2 and "--predictions" in err
+    # a detector with classification data (a class-per-folder tree) used to be told the folder is no JSON file
+    detector = tmp_path / "detector.pt"
+    detector.write_bytes(b"not a classifier")
+    (tmp_path / "tree" / "cat").mkdir(parents=True)
+    code, _, err = run("evaluate", "--data", str(tmp_path / "tree"), "--model", str(detector))
+    assert code == 2 and err.count("\n") == 1 and "not a classifier" in err and "COCO JSON" in err
 
 
 def test_pr_curve_values_come_from_cocoeval(tmp_path: Path) -> None:

@@ -155,6 +155,14 @@ def test_folder_without_weights_and_missing_path_are_usage_errors(tmp_path: Path
         resolve_weights(tmp_path / "empty", flag="--sam-weights")
     with pytest.raises(UsageError, match=r"folder not found.*--dino-weights"):
         resolve_weights(str(tmp_path / "nope"), flag="--dino-weights")
+    # swapped flags used to end in an internal tokenizer error from transformers
+    sam = tmp_path / "sam"
+    sam.mkdir()
+    (sam / "config.json").write_text('{"model_type": "sam"}')
+    (sam / "model.safetensors").write_bytes(b"")
+    with pytest.raises(UsageError, match=r"holds 'sam' weights, not Grounding DINO.*--dino-weights"):
+        resolve_weights(sam, flag="--dino-weights")
+    assert resolve_weights(sam, flag="--sam-weights") == str(sam)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -96,3 +96,63 @@ def test_unsupported_format_is_a_usage_error(tmp_path: Path) -> None:
     path.write_bytes(b"x")
     with pytest.raises(UsageError, match=r"\.pt, \.onnx or \.engine"):
         load_model(path)
+
+
+def _tiny_graph(path: Path, inputs: dict[str, list[int]]) -> Path:
+    """An ONNX file that is no YOLO export: Identity on its first input, with the given inputs."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    values = [helper.make_tensor_value_info(name, TensorProto.FLOAT, shape) for name, shape in inputs.items()]
+    first = next(iter(inputs))
+    output = helper.make_tensor_value_info("y", TensorProto.FLOAT, inputs[first])
+    graph = helper.make_graph([helper.make_node("Identity", [first], ["y"])], "g", values, [output])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9  # readable by this onnxruntime
+    onnx.save(model, str(path))
+    return path
+
+
+def test_onnx_that_is_no_image_model_is_one_line(tmp_path: Path) -> None:
+    # each of these used to end in "internal error" (protobuf, onnxruntime) instead of naming the file's problem
+    images = make_images(tmp_path / "images", count=1, size=(64, 64))
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_text("not a model")
+    cases = [
+        (garbage, "is not a readable ONNX file"),
+        (_tiny_graph(tmp_path / "x.onnx", {"x": [1, 3, 64, 64]}), "not one 'images' tensor"),
+        (_tiny_graph(tmp_path / "prompt.onnx", {"images": [1, 3, 64, 64], "text": [1, 8]}), "'text': [1, 8]"),
+        (_tiny_graph(tmp_path / "flat.onnx", {"images": [1, 64]}), "not one 'images' tensor"),
+        (_tiny_graph(tmp_path / "identity.onnx", {"images": [1, 3, 64, 64]}), "onnxruntime cannot run"),
+    ]
+    for model, fragment in cases:
+        code, _, err = run("infer", str(images[0]), "-m", str(model), "-o", str(tmp_path / "out"))
+        assert code == 2 and err.count("\n") == 1 and fragment in err, (model.name, err)
+        assert "internal error" not in err
+
+
+def test_evaluate_refuses_a_model_trained_on_other_classes(
+    exported: tuple[Path, Path, list[Path]], tmp_path: Path
+) -> None:
+    # same category ids (5, 9), other names: it used to be scored silently (AP 0) as if it were the same data
+    checkpoint, onnx_path, images = exported
+    truth = ground_truth_from([], images, (5, 9), tmp_path / "truth.json", names=("apple", "pear"))
+    for model in (checkpoint, onnx_path):
+        code, out, err = run(
+            "evaluate", "--data", str(truth), "-m", str(model), "--images-dir", str(images[0].parent), "--json"
+        )
+        assert code == 1 and out == "" and err.count("\n") == 1, err
+        assert "trained on other classes" in err and "'square'" in err and "'apple'" in err
+
+
+def test_infer_names_unreadable_images_and_non_image_files(tmp_path: Path) -> None:
+    checkpoint = make_checkpoint(tmp_path / "best.pt", imgsz=64)
+    images = make_images(tmp_path / "images", count=1, size=(64, 64))
+    (images[0].parent / "broken.jpg").write_text("not a picture")
+    code, _, err = run("infer", str(images[0].parent), "-m", str(checkpoint), "-o", str(tmp_path / "out"))
+    assert code == 1 and err.count("\n") == 1 and "could not be read" in err and "broken.jpg" in err, err
+    assert not (tmp_path / "out" / "predictions.json").exists()
+    notes = tmp_path / "notes.txt"
+    notes.write_text("hello")
+    code, _, err = run("infer", str(notes), "-m", str(checkpoint), "-o", str(tmp_path / "out"))
+    assert code == 2 and "notes.txt is not an image file" in err, err

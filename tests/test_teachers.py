@@ -24,6 +24,7 @@ import yaml
 from distillkit.cli import main
 from distillkit.data.validate import load_valid_dataset
 from distillkit.errors import DataError, UsageError
+from distillkit.progress import NULL_PROGRESS
 from tests.tiny_teachers import write_shapes_dataset, write_tiny_grounding_dino
 
 TINY_SETS = [
@@ -145,6 +146,14 @@ def test_only_narrows_the_decision_and_refuses_what_the_data_lacks() -> None:
         choose_teachers(["sam"], "yolo")
     with pytest.raises(DataError):
         choose_teachers([], None)
+
+
+def test_a_folder_as_data_is_named_as_such(tmp_path: Path) -> None:
+    # used to read "training file not found" for a folder that exists (e.g. a classifier's class tree)
+    from distillkit.teachers.pipeline import _load
+
+    with pytest.raises(UsageError, match="is a folder, not a COCO JSON file"):
+        _load(tmp_path, "training", NULL_PROGRESS)
 
 
 def test_cli_trains_dino_and_records_the_decision(experiment: Path) -> None:

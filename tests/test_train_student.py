@@ -240,6 +240,22 @@ def test_student_resolution_never_downloads(tmp_path: Path, monkeypatch: pytest.
         resolve_student("missing/yolo11x.pt")
 
 
+@pytest.mark.parametrize("student", ["notes.txt", "yolov99", "fake.pt"])
+def test_student_that_ultralytics_cannot_load_is_a_usage_error(
+    shapes: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, student: str
+) -> None:
+    # a text file, an unknown architecture name, a .pt that is no checkpoint: one line, exit 2, no "internal error"
+    train, val = shapes
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("hello")
+    (tmp_path / "fake.pt").write_text("hello")
+    code, _, err = run(
+        "train-student", "-d", str(train), "-v", str(val), "-o", str(tmp_path / "s"), "--student", student
+    )
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith(f"error: --student {student} cannot be loaded") and "internal error" not in err
+
+
 def test_segmentation_student_on_mask_data(tmp_path: Path) -> None:
     from distillkit.data.synthetic import generate_inspection_dataset
 

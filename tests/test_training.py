@@ -723,3 +723,14 @@ def test_ddp_two_processes_on_cpu(tmp_path: Path) -> None:
     assert len(list((tmp_path / "run" / "tensorboard").glob("events.*"))) == 1  # rank 0 only
     state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
     assert len(state["rng"]) == 2 and not math.isnan(state["history"][-1]["train/loss"])
+
+
+def test_data_loader_workers_are_capped_at_the_usable_cpus() -> None:
+    import os
+
+    from distillkit.training.trainer import usable_workers
+
+    cpus = len(os.sched_getaffinity(0))
+    assert usable_workers(0) == 0
+    assert usable_workers(1) == 1
+    assert usable_workers(cpus + 7) == cpus

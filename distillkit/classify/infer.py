@@ -64,6 +64,15 @@ def classify_images(
     """Classify ``images``; with ``output`` write ``OUTPUT/predictions.json`` (a list of per-image records)."""
     runtimes = [open_classifier(path, device) for path in models]
     check_compatible(runtimes)
+    if gradcam_dir is not None:  # checked before any work is done
+        if runtimes[0].loaded is None:
+            raise UsageError("Grad-CAM needs a torch checkpoint (.pt), not an ONNX file", "pass the best.pt as --model")
+        cam_dir = Path(gradcam_dir).resolve()
+        if any(Path(image).resolve().parent == cam_dir for image in images):
+            raise UsageError(
+                f"--gradcam {gradcam_dir} holds input images; the overlays would mix with them",
+                "choose another --gradcam folder",
+            )
     outputs = [predict_paths(r, images, batch_size=batch_size, tta=tta, progress=progress) for r in runtimes]
     probabilities = np.mean([o.probabilities for o in outputs], axis=0)
     reference = runtimes[0]
@@ -80,9 +89,7 @@ def classify_images(
     if output is not None:
         result.predictions = Path(output) / "predictions.json"
         atomic_write_json(result.predictions, records)
-    if gradcam_dir is not None:
-        if reference.loaded is None:
-            raise UsageError("Grad-CAM needs a torch checkpoint (.pt), not an ONNX file", "pass the best.pt as --model")
+    if gradcam_dir is not None and reference.loaded is not None:
         from distillkit.classify.gradcam import write_gradcam_overlays
 
         chosen = [int(np.argmax(row)) for row in probabilities]

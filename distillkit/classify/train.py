@@ -307,6 +307,20 @@ def dataset_info_for(data: ClassificationData) -> DatasetInfo:
     )
 
 
+def _refuse_output_in_inputs(exp: Path, *sources: PathLike | None) -> None:
+    """An experiment folder in a class-per-folder tree would become part of the data (or overwrite a label file)."""
+    target = exp.resolve()
+    for source in sources:
+        if source is None:
+            continue
+        path = Path(source).resolve()
+        if target == path or (path.is_dir() and target.is_relative_to(path)):
+            raise UsageError(
+                f"--output {exp} is inside the input {source}; its files would mix with the data",
+                "choose an --output outside the data",
+            )
+
+
 def _multi_label_setting(
     config: ExperimentConfig, data: ClassificationData, overrides: Sequence[str]
 ) -> tuple[bool, list[str]]:
@@ -423,10 +437,22 @@ def train_classifier(
     from distillkit.training import Trainer
 
     exp = Path(output)
+    # Checked before anything is written: a new run would overwrite the old run's best.pt and last.pt.
+    state = exp / "checkpoints" / "last.pt"  # where Trainer keeps the loop's state
+    if not resume and state.exists():
+        raise UsageError(
+            f"{exp} already holds a training run", "pass --resume to continue it, or choose another --output"
+        )
+    if resume is True and not state.exists():
+        raise UsageError(f"nothing to resume in {exp} (no {state})", "start a new run without --resume")
+    _refuse_output_in_inputs(exp, data, val)
     settings = list(overrides)
     if teacher is not None:
         settings.append(f"classifier.kd_teacher={Path(teacher).as_posix()}")
     full = load_classification_data(data, images_dir)
+    empty = [name for name, count in zip(full.class_names, full.class_counts(), strict=True) if count == 0]
+    if full.kind == "folder" and empty:  # the model would get an output no image ever trains
+        raise DataError(f"class folder(s) {', '.join(empty)} of {data} hold no images", "add images or remove them")
     probe = build_config(["training_dynamics"], overrides=[s for s in settings if s.startswith("training_dynamics.")])
     if val is not None:
         train_data = full
@@ -445,6 +471,11 @@ def train_classifier(
             "leave classifier.num_classes at null",
         )
     multi_label, notices = _multi_label_setting(config, full, settings)
+    if not multi_label and train_data.num_classes < 2:
+        raise DataError(
+            f"{data} has a single class ({', '.join(train_data.class_names)}): nothing to tell apart",
+            "give each class its own sub-folder (or label); at least two classes are needed",
+        )
     size = _input_size(config, train_data, val_data)
     pre = config.preprocessing
     model, model_notices = _build_model(config, train_data.num_classes)

@@ -27,6 +27,26 @@ def _usage_hint(exc: typer.TyperException) -> str:
     return " (see 'distillkit --help')"
 
 
+def _path_problem(exc: Exception) -> str | None:
+    """One line for an OS error caused by a path the user chose (a file where a folder goes...), else None.
+
+    Every command writes under paths from its options; checking each option for each of these cases
+    would repeat itself everywhere and still miss one, so the operating system's answer is translated here.
+    """
+    if not isinstance(exc, (FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError)):
+        return None
+    path = exc.filename2 or exc.filename  # os.replace(temporary, target) names the target second
+    if path is None:
+        return None
+    if isinstance(exc, FileExistsError):
+        return f"{path} exists and is not a folder; choose another output path, or remove that file"
+    if isinstance(exc, IsADirectoryError):
+        return f"{path} is a folder where a file goes; give a file path"
+    if isinstance(exc, NotADirectoryError):
+        return f"{path}: part of this path is a file, not a folder; choose another path"
+    return f"permission denied: {path}; choose a path you can read and write"
+
+
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get("DISTILLKIT_DEBUG", "") not in ("", "0")
@@ -36,6 +56,8 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         exit_code = app(args=args, prog_name="distillkit", standalone_mode=False)
+        if exit_code == 130:  # typer turns Ctrl-C into a silent Exit(130); say what happened
+            raise KeyboardInterrupt
     except typer.TyperException as exc:  # typer's (vendored click) usage and parameter errors
         if type(exc).__name__ == "NoArgsIsHelpError":
             # `distillkit` or `distillkit validate` alone: the help text, on stdout, like --help.
@@ -56,11 +78,16 @@ def main(argv: list[str] | None = None) -> None:
         _error_line(exc.one_line())
         exit_code = exc.exit_code
     except KeyboardInterrupt:
-        _error_line("interrupted")
+        resumable = bool(args) and args[0].startswith("train-")
+        _error_line("interrupted" + ("; continue it with the same command plus --resume" if resumable else ""))
         exit_code = 130
     except Exception as exc:
         if debug:
             raise
+        problem = _path_problem(exc)
+        if problem is not None:
+            _error_line(problem)
+            sys.exit(2)
         _error_line(
             f"internal error: {type(exc).__name__}: {exc} "
             "(this is a distillkit bug; re-run with --debug and report the traceback)"

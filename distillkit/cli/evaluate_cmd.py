@@ -76,6 +76,11 @@ def evaluate(
         return
     if (predictions is None) == (not models):
         raise UsageError("give either --predictions or --model (not both, not neither)")
+    if models and (data.is_dir() or data.suffix.lower() == ".csv"):  # classifier data, detector model
+        raise UsageError(
+            f"{models[0]} is not a classifier checkpoint, and --data {data} is classification data",
+            "give a detector its COCO JSON as --data, or a train-classifier best.pt as --model",
+        )
     if models:
         _evaluate_models(out, data, models, iou_type, images_dir, imgsz, device, output, json_mode)
         return

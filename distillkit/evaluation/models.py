@@ -78,6 +78,7 @@ def evaluate_models(
     evaluations = []
     for model_path in models:
         loaded = load_model(model_path)
+        check_model_classes(loaded.names, loaded.category_ids, gt.dataset["categories"], model_path, ground_truth)
         run = PredictionRun()
         stream = predict_images(
             loaded,
@@ -101,3 +102,35 @@ def evaluate_models(
             ModelEvaluation(Path(model_path), loaded.size_mb, loaded.parameters, run.median_latency_ms, result)
         )
     return evaluations
+
+
+def check_model_classes(
+    names: dict[int, str],
+    category_ids: dict[int, int],
+    categories: Sequence[dict[str, Any]],
+    model: str | Path,
+    ground_truth: str | Path,
+) -> None:
+    """Refuse a model whose category ids name other classes than the ground truth's.
+
+    Ids alone prove nothing: every dataset numbers its categories 1, 2, 3..., so a model trained on
+    fruit would otherwise be scored against blood cells without a word (AP 0, silently).
+    """
+    truth = {int(category["id"]): str(category["name"]) for category in categories}
+    differing = [
+        (category, names.get(index, str(index)), truth[category])
+        for index, category in sorted(category_ids.items())
+        if category in truth and _same_name(names.get(index, str(index))) != _same_name(truth[category])
+    ]
+    if differing:
+        category, ours, theirs = differing[0]
+        raise DataError(
+            f"{model} was trained on other classes than {ground_truth}: category {category} is {ours!r} for the "
+            f"model and {theirs!r} in the ground truth ({len(differing)} of {len(category_ids)} classes differ)",
+            "evaluate the model on data with the categories it was trained on",
+        )
+
+
+def _same_name(name: str) -> str:
+    # "Hard_Hat", "hard-hat" and "hard hat" are one class, as the YOLO teacher matches names
+    return " ".join(name.casefold().replace("_", " ").replace("-", " ").split())

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from distillkit.errors import DataError
+from distillkit.errors import DataError, UsageError
 from distillkit.io import atomic_write_yaml
 
 METADATA_KEY = "distillkit"
@@ -93,11 +93,22 @@ def onnx_metadata_props(model: Any) -> dict[str, str]:
     return {prop.key: prop.value for prop in model.metadata_props}
 
 
-def read_onnx_metadata(path: str | Path) -> ModelMetadata | None:
-    """The ``distillkit`` entry of an ONNX file, without loading its weights; None when absent."""
+def load_onnx_graph(path: str | Path) -> Any:
+    """The ONNX model without its external weights; a one-line UsageError for a file that is not ONNX."""
     import onnx
 
-    model = onnx.load(str(path), load_external_data=False)
+    try:
+        return onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf's DecodeError and friends: the bytes are not an ONNX model
+        raise UsageError(
+            f"{path} is not a readable ONNX file ({type(exc).__name__}: {exc})",
+            "pass a model.onnx written by distillkit optimize",
+        ) from exc
+
+
+def read_onnx_metadata(path: str | Path) -> ModelMetadata | None:
+    """The ``distillkit`` entry of an ONNX file, without loading its weights; None when absent."""
+    model = load_onnx_graph(path)
     raw = onnx_metadata_props(model).get(METADATA_KEY)
     if raw is None:
         return None

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from distillkit.errors import UsageError
-from distillkit.export.metadata import read_onnx_metadata, read_sidecar
+from distillkit.export.metadata import INPUT_NAME, load_onnx_graph, read_onnx_metadata, read_sidecar
 from distillkit.inference.predictor import LoadedModel
 from distillkit.students.ultralytics_env import import_ultralytics
 
@@ -34,26 +34,47 @@ def load_exported_model(path: Path) -> LoadedModel:
         )
     if path.suffix == ".engine":
         _check_tensorrt_runtime(path)
+    else:
+        _check_image_input(path)
     import_ultralytics()
     from ultralytics import YOLO
 
     task = metadata.task if metadata is not None else sidecar.get("task")
     try:
         model = YOLO(str(path), task=task) if task else YOLO(str(path))
+        model_names = model.names  # the runtime session is opened here, lazily: an unloadable file fails now
     except Exception as exc:  # a corrupt or foreign file: say so in one line
-        raise UsageError(f"{path} cannot be loaded ({exc})", "pass a model written by distillkit optimize") from exc
+        reason = " ".join(str(exc).split())
+        raise UsageError(f"{path} cannot be loaded ({reason})", "pass a model written by distillkit optimize") from exc
     if metadata is not None:
         names = dict(enumerate(metadata.names))
         category_ids = _ids(metadata.category_ids)
         parameters = metadata.parameters
     else:
-        names = {int(k): str(v) for k, v in model.names.items()} if model.names else {}
+        names = {int(k): str(v) for k, v in model_names.items()} if model_names else {}
         stored = sidecar.get("class_mapping")
         category_ids = {int(i): int(c) for c, i in stored.items()} if stored else {i: i for i in names}
         parameters = sidecar.get("parameters")
     if path.suffix == ".onnx" and parameters is None:
         parameters = count_onnx_parameters(path)
     return LoadedModel(path, model, task or model.task, names, category_ids, parameters)
+
+
+def _check_image_input(path: Path) -> None:
+    """One input, ``images``, a batch of 3-channel pictures (N, 3, H, W): what ultralytics' runtime feeds.
+
+    Anything else (a text or prompt input, a graph for other data) would fail deep inside onnxruntime.
+    """
+    graph = load_onnx_graph(path).graph
+    initializers = {init.name for init in graph.initializer}
+    inputs = [value for value in graph.input if value.name not in initializers]
+    shapes = {value.name: [d.dim_value or d.dim_param for d in value.type.tensor_type.shape.dim] for value in inputs}
+    dims = shapes.get(INPUT_NAME, [])
+    if list(shapes) != [INPUT_NAME] or len(dims) != 4 or dims[1] not in (3, ""):
+        raise UsageError(
+            f"{path} takes inputs {shapes} (name: shape), not one {INPUT_NAME!r} tensor of shape (N, 3, H, W)",
+            "pass a detection or segmentation model exported by distillkit optimize (prompt-free, image input only)",
+        )
 
 
 def _ids(category_ids: Sequence[int]) -> dict[int, int]:

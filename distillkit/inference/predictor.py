@@ -9,7 +9,7 @@ without either uses the class index as the category id.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -18,7 +18,7 @@ import numpy as np
 import yaml
 from pycocotools import mask as mask_utils
 
-from distillkit.errors import UsageError
+from distillkit.errors import DataError, UsageError
 from distillkit.io import atomic_open, dumps_json
 from distillkit.progress import NULL_PROGRESS, Progress
 from distillkit.students.ultralytics_env import import_ultralytics
@@ -60,7 +60,9 @@ class PredictionRun:
 def load_model(path: str | Path) -> LoadedModel:
     model_path = Path(path)
     if not model_path.is_file():
-        raise UsageError(f"model {model_path} not found", "pass a .pt written by train-student")
+        raise UsageError(
+            f"model {model_path} not found", "pass a .pt written by train-student, or an .onnx/.engine from optimize"
+        )
     if model_path.suffix not in SUPPORTED_SUFFIXES:
         raise UsageError(f"{model_path.name}: unsupported model format", "pass a .pt, .onnx or .engine file")
     if model_path.suffix != ".pt":
@@ -135,7 +137,7 @@ def predict_images(
     with progress.task(f"predicting with {loaded.path.name}", total=len(images)) as bar:
         for start in range(0, len(images), chunk_size):
             chunk = [str(p) for p in images[start : start + chunk_size]]
-            for result in loaded.model.predict(source=chunk, **arguments):
+            for result in _naming_unreadable_images(loaded.model.predict(source=chunk, **arguments)):
                 path = Path(result.path)
                 run.images += 1
                 run.latencies_ms.append(float(sum(result.speed.values())))
@@ -145,6 +147,32 @@ def predict_images(
                 if save_vis is not None:
                     _save_overlay(result, save_vis / f"{path.stem}.jpg")
                 bar.advance()
+
+
+def _naming_unreadable_images(results: Iterable[Any]) -> Iterator[Any]:
+    """ultralytics' results, with the OSError it raises for a file that is no readable image as one line.
+
+    A folder of 100k images may hold one truncated or mislabelled file; the user needs its name, not a
+    traceback. Only the reading of the next result is guarded: errors while writing outputs stay as they are.
+    """
+    iterator = iter(results)
+    while True:
+        try:
+            result = next(iterator)
+        except StopIteration:
+            return
+        except OSError as exc:
+            raise DataError(f"an image could not be read ({exc})", "remove or re-save that file and run again") from exc
+        except Exception as exc:
+            # onnxruntime refusing the graph's inputs/outputs: the .onnx is not a YOLO export, not a distillkit bug
+            if not type(exc).__module__.startswith("onnxruntime"):
+                raise
+            reason = " ".join(str(exc).split())
+            raise UsageError(
+                f"onnxruntime cannot run the model on these images ({reason})",
+                "pass a detection or segmentation model exported by distillkit optimize",
+            ) from exc
+        yield result
 
 
 def _entries(result: Any, loaded: LoadedModel, path: Path, image_id: int | None) -> Iterator[dict[str, Any]]:

@@ -21,6 +21,10 @@ def collect_images(sources: Sequence[str | Path], recursive: bool = False) -> li
         text = str(source)
         path = Path(text).expanduser()
         if path.is_file():
+            if path.suffix.lower() not in IMAGE_SUFFIXES:
+                raise UsageError(
+                    f"{text} is not an image file", f"give images ending in {', '.join(sorted(IMAGE_SUFFIXES))}"
+                )
             found.append(path)
         elif path.is_dir():
             pattern = "**/*" if recursive else "*"

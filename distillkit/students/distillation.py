@@ -132,6 +132,13 @@ def plan_distillation(
             f"the teacher only keeps detections scoring {settings.teacher_conf} or more"
         )
 
+    if settings.unlabeled_images:
+        if plan.labeller is None:  # asked for, yet it would change nothing: say so instead of ignoring it
+            raise UsageError(
+                f"--unlabeled {settings.unlabeled_images} needs a teacher to label its images",
+                "add --teacher MODEL.pt or --teacher-dir EXP, or leave --unlabeled out",
+            )
+        list_images(Path(settings.unlabeled_images), 1)  # a missing or image-less folder fails now, not after setup
     has_images = bool(settings.unlabeled_images) or settings.label_train_images
     if plan.labeller is None:
         plan.components["pseudo_labels"] = Component(0.0, False, "no teacher (--teacher or --teacher-dir)")
@@ -139,6 +146,11 @@ def plan_distillation(
         plan.components["pseudo_labels"] = Component(
             0.0, False, "nothing to label: no --unlabeled images and distillation.label_train_images is false"
         )
+        if yolo is None:  # the teacher was asked for, yet it changes nothing: say so instead of ignoring it
+            plan.notices.append(
+                f"the {plan.labeller_source} has nothing to label, so it does not take part in training; "
+                "add --unlabeled DIR or --set distillation.label_train_images=true"
+            )
     else:
         plan.components["pseudo_labels"] = Component(1.0, True, f"labels from the {plan.labeller_source}")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from distillkit.errors import UsageError
 
@@ -54,6 +55,29 @@ def resolve_student(name: str, pretrained: bool = True) -> StudentSpec:
             else None
         ),
     )
+
+
+def load_student_model(source: str, name: str) -> Any:
+    """``ultralytics.YOLO(source)``, or a one-line UsageError naming ``name`` (``--student yolov8n``).
+
+    Ultralytics raises FileNotFoundError for an unknown architecture name and TypeError for a file
+    that is not a YOLO checkpoint (a classifier, a truncated file); neither is a distillkit bug.
+    """
+    from distillkit.students.ultralytics_env import import_ultralytics
+
+    import_ultralytics()
+    from ultralytics import YOLO
+
+    try:
+        return YOLO(source)
+    except (FileNotFoundError, TypeError, ValueError, RuntimeError, KeyError, AttributeError) as exc:
+        # ultralytics' first sentence says what is wrong; its advice (an official hub model) does not apply
+        reason = " ".join(str(exc).replace("ERROR ❌️", "").split()).split(". ")[0]
+        raise UsageError(
+            f"{name} cannot be loaded as an ultralytics model ({reason})",
+            "pass an ultralytics model name such as yolov8n or yolov8s-seg, a model .yaml, or a detection/"
+            "segmentation .pt written by YOLO (train-student's best.pt)",
+        ) from exc
 
 
 def _find_local_weights(file_name: str) -> Path | None:

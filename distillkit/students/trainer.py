@@ -37,8 +37,7 @@ from distillkit.students.distillation import (
     saved_section_overrides,
     train_on_extra_splits,
 )
-from distillkit.students.selection import StudentSpec, resolve_student
-from distillkit.students.ultralytics_env import import_ultralytics
+from distillkit.students.selection import StudentSpec, load_student_model, resolve_student
 
 RUN_NAME = "train"  # ultralytics' run folder inside the experiment folder
 CHECKPOINT_KEY = "distillkit"  # extra entry stored in the .pt files distillkit writes
@@ -123,11 +122,10 @@ def train_student(
     if student_cfg.model is None:
         raise DataError(f"{train} has neither boxes nor masks: there is nothing to train a student on")
     spec = resolve_student(student_cfg.model, pretrained=student_cfg.pretrained)
-    import_ultralytics()
-    from ultralytics import YOLO
-
     # Loaded once: the model itself says its task (a .pt from its checkpoint, a .yaml from its name).
-    model = YOLO(str(last_checkpoint) if resume else spec.source)
+    model = load_student_model(
+        str(last_checkpoint) if resume else spec.source, str(last_checkpoint) if resume else f"--student {spec.name}"
+    )
     task = model.task
     if task not in ("detect", "segment"):
         raise UsageError(f"{student_cfg.model} is a {task} model", "choose a detection or segmentation student")

@@ -70,8 +70,13 @@ class YoloTeacher:
         max_det: int = 300,
     ) -> None:
         path = Path(checkpoint).expanduser()
-        if not path.is_file() or path.suffix != ".pt":
+        if not path.is_file():
             raise UsageError(f"teacher checkpoint {checkpoint} not found", "pass the path of a local ultralytics .pt")
+        if path.suffix != ".pt":
+            raise UsageError(
+                f"teacher {checkpoint} is not a .pt checkpoint",
+                "pass an ultralytics .pt (e.g. a train-student best.pt)",
+            )
         import_ultralytics()
         from ultralytics import YOLO
 

@@ -65,6 +65,8 @@ def _load(source: ValidationResult | str | os.PathLike[str], what: str, progress
     if isinstance(source, ValidationResult):
         return source
     path = Path(source)
+    if path.is_dir():
+        raise UsageError(f"{what} data {path} is a folder, not a COCO JSON file", "pass the annotation file itself")
     if not path.is_file():
         raise UsageError(f"{what} file not found: {path}", "check the path")
     return load_valid_dataset(path, progress=progress)

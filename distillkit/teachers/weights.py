@@ -14,8 +14,10 @@ one-line ``UsageError`` naming the flag that fixes it.
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import textwrap
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,6 +26,8 @@ from distillkit.errors import UsageError
 
 #: Which model a weights flag selects, for the error messages.
 FLAG_MODELS = {"--dino-weights": "Grounding DINO", "--sam-weights": "SAM"}
+#: The ``model_type`` in config.json that each flag expects (swapped folders fail deep inside transformers).
+FLAG_MODEL_TYPES = {"--dino-weights": "grounding-dino", "--sam-weights": "sam"}
 
 # Hugging Face repository ids: "name" or "owner/name" of word characters, dots and dashes.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
@@ -88,6 +92,16 @@ def _check_local_folder(folder: Path, flag: str) -> str:
             f"{folder} does not hold {label} weights (config.json and model.safetensors are expected)",
             f"pass {flag} DIR (a folder written by save_pretrained)",
         )
+    expected = FLAG_MODEL_TYPES.get(flag)
+    try:
+        found = json.loads((folder / "config.json").read_text()).get("model_type")
+    except (ValueError, AttributeError, OSError):
+        found = None  # an unreadable config is transformers' to report
+    if expected is not None and isinstance(found, str) and found != expected:
+        raise UsageError(
+            f"{folder} holds '{found}' weights, not {label} ('{expected}')",
+            f"pass {flag} DIR (a {label} folder written by save_pretrained)",
+        )
     return str(folder)
 
 
@@ -136,7 +150,8 @@ def _download(repo_id: str, label: str, fix: str) -> str:
     try:
         folder = Path(snapshot_download(repo_id, cache_dir=hub_cache_dir(), allow_patterns=_DOWNLOAD_PATTERNS))
     except Exception as exc:  # network, authentication, unknown repository: all end the same way for the user
-        reason = " ".join(str(exc).split())[:160]
+        # huggingface_hub's messages run to several lines; keep the one-line error readable.
+        reason = textwrap.shorten(str(exc), width=160, placeholder=" …")
         raise UsageError(
             f"{label} weights '{repo_id}' are not in the local Hugging Face cache and the download failed ({reason})",
             fix,

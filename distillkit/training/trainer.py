@@ -334,7 +334,7 @@ class Trainer:
         common: dict[str, Any] = {
             "batch_size": dynamics.batch_size,
             "collate_fn": self.collate_fn,
-            "num_workers": dynamics.num_workers,
+            "num_workers": usable_workers(dynamics.num_workers),
             "pin_memory": self.device is not None and self.device.type == "cuda",
             "drop_last": self.drop_last,
             # The generator seeds the shuffling (one process) and the workers' RNGs; it is reseeded
@@ -732,3 +732,16 @@ class Trainer:
 def _epoch_number(path: Path) -> int:
     digits = path.stem.rsplit("_", 1)[-1]
     return int(digits) if digits.isdigit() else -1
+
+
+def usable_workers(requested: int) -> int:
+    """``requested`` data-loader workers, capped at the CPUs this process may use.
+
+    More worker processes than CPUs only adds contention (and torch warns about it once per
+    loader); the cap keeps the shipped default of 4 sensible on small machines.
+    """
+    try:
+        available = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        available = os.cpu_count() or 1
+    return max(0, min(requested, available))
