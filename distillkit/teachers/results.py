@@ -36,6 +36,19 @@ class TeacherTrainResult:
     weights: str | None = None  # the resolved base weights (local folder)
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @staticmethod
+    def fit_fields(fit: Any) -> dict[str, Any]:
+        """The fields every teacher copies from the shared loop's ``FitResult``."""
+        return {
+            "epochs_run": fit.epochs_run,
+            "monitor": fit.monitor,
+            "best_value": fit.best_value,
+            "best_epoch": fit.best_epoch,
+            "stopped_early": fit.stopped_early,
+            "history": fit.history,
+            "metrics_csv": fit.metrics_csv,
+        }
+
     @property
     def trainable_share(self) -> float:
         return self.trainable_params / self.total_params if self.total_params else 0.0
