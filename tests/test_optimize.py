@@ -208,3 +208,31 @@ def test_classifier_export_has_logits_metadata_and_matches_torch(tmp_path: Path)
     int8 = open_classifier(tmp_path / "model_int8.onnx")
     assert int8.logits(batch).shape == (2, 3)
     assert np.isfinite(int8.logits(batch).numpy()).all()
+
+
+@pytest.mark.slow  # pruning + one epoch of ultralytics training
+def test_pruned_model_fine_tunes_on_data_whose_images_live_elsewhere(
+    detector: tuple[Path, list[Path], Path], tmp_path: Path
+) -> None:
+    """--prune-finetune-epochs trains the pruned graph itself, finding the images through --images-dir."""
+    import shutil
+
+    from distillkit.export import OptimizeOptions, optimize_model
+
+    checkpoint, images, truth = detector
+    train = shutil.copy(truth, tmp_path / "train.json")  # away from its images: only images_dir finds them
+    options = OptimizeOptions(
+        quantize=("none",),
+        prune=0.3,
+        prune_finetune_epochs=1,
+        prune_data=Path(train),
+        images_dir=images[0].parent,
+        calib_dir=images[0].parent,
+        output=tmp_path / "out",
+        latency_rounds=1,
+        parity_images=2,
+    )
+    result = optimize_model(checkpoint, options)
+    assert any(notice.startswith("fine-tuned 1 epochs") for notice in result.notices)
+    pruned = load_model(tmp_path / "out" / "model_pruned.pt")
+    assert pruned.parameters < 0.8 * load_model(checkpoint).parameters  # training kept the pruned graph

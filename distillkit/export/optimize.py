@@ -175,7 +175,15 @@ def optimize_model(model: str | Path, options: OptimizeOptions, progress: Progre
     if options.prune:
         from distillkit.export.prune import prune_model
 
-        pruned = prune_model(source, options.prune, output, options.prune_finetune_epochs, options.prune_data, progress)
+        pruned = prune_model(
+            source,
+            options.prune,
+            output,
+            options.prune_finetune_epochs,
+            options.prune_data,
+            progress,
+            images_dir=options.images_dir,
+        )
         notices.extend(pruned.notes)
         source = load_source_model(pruned.path, source.imgsz)
 

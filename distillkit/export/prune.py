@@ -86,6 +86,7 @@ def prune_model(
     finetune_epochs: int = 0,
     train_data: Path | None = None,
     progress: Progress = NULL_PROGRESS,
+    images_dir: Path | None = None,
 ) -> PruneResult:
     """Remove ``ratio`` of the prunable channels; write ``output/model_pruned.pt``."""
     import torch_pruning as tp
@@ -122,7 +123,7 @@ def prune_model(
     with atomic_open(target, "wb") as handle:
         torch.save(saved, handle)
     if finetune_epochs:
-        notes.append(_finetune(target, finetune_epochs, train_data, source, progress))
+        notes.append(_finetune(target, finetune_epochs, train_data, source, progress, images_dir))
     else:
         notes.append("pruned without fine-tuning: pass --prune-finetune-epochs N --prune-data train.json to recover")
     return PruneResult(target, ratio, before, after, notes)
@@ -137,7 +138,14 @@ def _checkpoint(original: dict[str, Any], model: nn.Module) -> dict[str, Any]:
     return saved
 
 
-def _finetune(target: Path, epochs: int, train_data: Path | None, source: SourceModel, progress: Progress) -> str:
+def _finetune(
+    target: Path,
+    epochs: int,
+    train_data: Path | None,
+    source: SourceModel,
+    progress: Progress,
+    images_dir: Path | None = None,
+) -> str:
     """Retrain the pruned model with ultralytics on the COCO file converted to YOLO format."""
     from distillkit.data.images import default_image_roots
     from distillkit.data.validate import load_valid_dataset
@@ -148,7 +156,7 @@ def _finetune(target: Path, epochs: int, train_data: Path | None, source: Source
         raise UsageError("--prune-finetune-epochs needs --prune-data train.json")
     loaded = load_valid_dataset(train_data)
     assert loaded.dataset is not None
-    roots = default_image_roots(Path(train_data), None)
+    roots = default_image_roots(Path(train_data), images_dir)
     work = target.parent / "prune_finetune"
     dataset = prepare_yolo_dataset(
         {"train": SplitSource(loaded.dataset, roots), "val": SplitSource(loaded.dataset, roots)},
