@@ -212,12 +212,7 @@ def classification_metrics(
             top_k=top_k,
             ece=ece,
             nll=_nll(probs, truth, True),
-            macro_precision=float(macro[0]),
-            macro_recall=float(macro[1]),
-            macro_f1=float(macro[2]),
-            micro_precision=float(micro[0]),
-            micro_recall=float(micro[1]),
-            micro_f1=float(micro[2]),
+            **_averages(macro, micro),
             per_class=[
                 ClassMetrics(
                     class_names[i],
@@ -251,12 +246,7 @@ def classification_metrics(
         top_k=top_k,
         ece=expected_calibration_error(confidence, correct, n_bins),
         nll=_nll(probs, truth, False),
-        macro_precision=float(macro[0]),
-        macro_recall=float(macro[1]),
-        macro_f1=float(macro[2]),
-        micro_precision=float(micro[0]),
-        micro_recall=float(micro[1]),
-        micro_f1=float(micro[2]),
+        **_averages(macro, micro),
         per_class=[
             ClassMetrics(
                 class_names[i],
@@ -325,3 +315,15 @@ def fit_temperature(logits: np.ndarray | torch.Tensor, targets: np.ndarray | tor
     if not np.isfinite(value) or not TEMPERATURE_RANGE[0] < value < TEMPERATURE_RANGE[1]:
         return 1.0
     return value
+
+
+def _averages(macro: Any, micro: Any) -> dict[str, float]:
+    """Macro and micro precision / recall / F1 from sklearn's ``precision_recall_fscore_support`` tuples."""
+    return {
+        "macro_precision": float(macro[0]),
+        "macro_recall": float(macro[1]),
+        "macro_f1": float(macro[2]),
+        "micro_precision": float(micro[0]),
+        "micro_recall": float(micro[1]),
+        "micro_f1": float(micro[2]),
+    }
