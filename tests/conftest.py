@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -29,3 +30,18 @@ BASE_COCO: dict[str, Any] = {
 @pytest.fixture
 def coco() -> dict[str, Any]:
     return copy.deepcopy(BASE_COCO)
+
+
+@pytest.fixture(scope="module")
+def torch_one_thread() -> Iterator[None]:
+    """One torch thread for a module of tiny-model tests.
+
+    Tiny models gain nothing from intra-op threads, and on a shared, loaded 2-core machine two
+    threads spin against each other and make each step many times slower than one.
+    """
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -35,15 +34,7 @@ from distillkit.classify.sources import load_classification_data, split_classifi
 from distillkit.config import build_config
 from distillkit.errors import ConfigError, DataError, UsageError
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    # Tiny models gain nothing from intra-op threads, and on a shared, loaded CPU two spinning
-    # threads make each step ~20x slower than one.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def _image(path: Path, value: int = 100) -> Path:

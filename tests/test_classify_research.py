@@ -40,14 +40,7 @@ from distillkit.classify.research.token_merging import (
 )
 from distillkit.classify.research.views import random_views
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Any:
-    """Tiny models run fastest on one thread; on a loaded 2-core machine, two threads spin and wait."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def tiny_vit(**kwargs: Any) -> nn.Module:

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +13,7 @@ from PIL import Image
 from distillkit.classify import is_classifier_checkpoint, load_classifier
 from distillkit.classify.gradcam import gradcam_maps
 from distillkit.classify.train import train_classifier
-from distillkit.cli import main
+from tests.test_cli import run
 
 # Fast settings: a tiny timm test model at 32 px, no worker processes, a learning rate for scratch training.
 FAST = [
@@ -32,14 +29,7 @@ FAST = [
 CLASSES = ("dots", "horizontal", "vertical")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    # Tiny models gain nothing from intra-op threads, and on a shared, loaded CPU two spinning
-    # threads make each step ~20x slower than one.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def _bars(kind: int, rng: np.random.Generator) -> np.ndarray:
@@ -61,17 +51,6 @@ def make_tree(root: Path, per_class: int, seed: int = 0) -> Path:
         for i in range(per_class):
             Image.fromarray(_bars(kind, rng)).save(root / name / f"{name}_{i}.png")
     return root
-
-
-def run(*args: str) -> tuple[int, str, str]:
-    stdout, stderr = io.StringIO(), io.StringIO()
-    code = 0
-    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-        try:
-            main(list(args))
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-    return code, stdout.getvalue(), stderr.getvalue()
 
 
 @pytest.fixture(scope="module")

@@ -41,13 +41,7 @@ def tiny_overrides(weights: Path, **extra: Any) -> list[str]:
     return [f"{key}={value}" for key, value in values.items()]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Any:
-    # Tiny models: one thread is faster than two fighting over a shared 2-core machine.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")

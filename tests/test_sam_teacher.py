@@ -52,13 +52,7 @@ def sam_config(*extra: str) -> ExperimentConfig:
     return build_config(SECTIONS, overrides=[*FAST, *extra])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # These models are tiny: on a shared 2-core machine, torch's threads only spin against each other.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")

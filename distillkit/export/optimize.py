@@ -341,38 +341,26 @@ def _measure(
 
     previous_threads = torch.get_num_threads()  # torch_runner sets the stated count; give the caller theirs back
     try:
-        _measure_with(sources, artefacts, inputs, metadata, threads, options, progress)
+        runners: dict[str, Runner] = {}
+        for artefact in artefacts:
+            if artefact.format == "pt":
+                runners[artefact.name] = torch_runner(sources[artefact.path], threads)
+            elif artefact.format == "onnx":
+                runners[artefact.name] = onnx_runner(artefact.path, threads)
+            else:
+                runners[artefact.name] = engine_runner(artefact.path)
+        reference = runners[artefacts[0].name]
+        score_rows = slice(4, 4 + len(metadata.names)) if metadata.task in ("detect", "segment") else None
+        with progress.task("checking parity with PyTorch", total=len(artefacts)) as bar:
+            for artefact in artefacts:
+                if artefact.format != "pt":
+                    artefact.parity = output_parity(reference, runners[artefact.name], inputs, score_rows)
+                bar.advance()
+        latencies = measure_latency(runners, inputs, rounds=options.latency_rounds, progress=progress)
+        for artefact in artefacts:
+            artefact.latency = latencies[artefact.name]
     finally:
         torch.set_num_threads(previous_threads)
-
-
-def _measure_with(
-    sources: dict[Path, SourceModel],
-    artefacts: list[Artefact],
-    inputs: list[np.ndarray],
-    metadata: ModelMetadata,
-    threads: int,
-    options: OptimizeOptions,
-    progress: Progress,
-) -> None:
-    runners: dict[str, Runner] = {}
-    for artefact in artefacts:
-        if artefact.format == "pt":
-            runners[artefact.name] = torch_runner(sources[artefact.path], threads)
-        elif artefact.format == "onnx":
-            runners[artefact.name] = onnx_runner(artefact.path, threads)
-        else:
-            runners[artefact.name] = engine_runner(artefact.path)
-    reference = runners[artefacts[0].name]
-    score_rows = slice(4, 4 + len(metadata.names)) if metadata.task in ("detect", "segment") else None
-    with progress.task("checking parity with PyTorch", total=len(artefacts)) as bar:
-        for artefact in artefacts:
-            if artefact.format != "pt":
-                artefact.parity = output_parity(reference, runners[artefact.name], inputs, score_rows)
-            bar.advance()
-    latencies = measure_latency(runners, inputs, rounds=options.latency_rounds, progress=progress)
-    for artefact in artefacts:
-        artefact.latency = latencies[artefact.name]
 
 
 def _guard_accuracy(

@@ -45,7 +45,11 @@ class TeacherPrediction:
 
     def filtered(self, min_score: float) -> TeacherPrediction:
         """The detections scoring at least ``min_score`` (e.g. the pseudo-label threshold)."""
-        keep = np.flatnonzero(self.scores >= min_score)
+        return self.subset(np.flatnonzero(self.scores >= min_score))
+
+    def subset(self, keep: np.ndarray) -> TeacherPrediction:
+        """The detections at the indices (or boolean mask) ``keep``, every per-detection field alike."""
+        keep = np.flatnonzero(keep) if np.asarray(keep).dtype == bool else np.asarray(keep, dtype=np.int64)
         return TeacherPrediction(
             width=self.width,
             height=self.height,

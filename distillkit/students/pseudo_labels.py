@@ -78,17 +78,7 @@ def merge_with_ground_truth(
         return confident, 0
     overlap = box_iou(confident.boxes, gt).max(axis=1)
     keep = overlap <= merge_iou
-    kept = TeacherPrediction(
-        width=confident.width,
-        height=confident.height,
-        boxes=confident.boxes[keep],
-        scores=confident.scores[keep],
-        class_ids=confident.class_ids[keep],
-        class_scores=None if confident.class_scores is None else confident.class_scores[keep],
-        masks=None if confident.masks is None else [m for m, k in zip(confident.masks, keep, strict=True) if k],
-        extra=dict(confident.extra),
-    )
-    return kept, int((~keep).sum())
+    return confident.subset(keep), int((~keep).sum())
 
 
 def prediction_annotations(

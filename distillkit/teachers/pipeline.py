@@ -162,32 +162,19 @@ def train_teachers(
     for name in chosen:
         resume_this = resume and (teachers_dir / TEACHER_FOLDERS[name] / "checkpoints" / "last.pt").is_file()
         if name == "grounding_dino":
-            from distillkit.teachers.grounding_dino.train import train_grounding_dino
-
-            trained = train_grounding_dino(
-                train_result,
-                val_result,
-                config,
-                teachers_dir,
-                resume=resume_this,
-                merge=merge,
-                images_dir=images_dir,
-                val_images_dir=val_images_dir,
-                **common,
-            )
+            from distillkit.teachers.grounding_dino.train import train_grounding_dino as train_teacher
         else:
-            from distillkit.teachers.sam.train import train_sam
-
-            trained = train_sam(
-                train_result,
-                val_result,
-                config,
-                teachers_dir,
-                resume=resume_this,
-                merge=merge,
-                images_dir=images_dir,
-                val_images_dir=val_images_dir,
-                **common,
-            )
+            from distillkit.teachers.sam.train import train_sam as train_teacher
+        trained = train_teacher(
+            train_result,
+            val_result,
+            config,
+            teachers_dir,
+            resume=resume_this,
+            merge=merge,
+            images_dir=images_dir,
+            val_images_dir=val_images_dir,
+            **common,
+        )
         result.trained.append(trained)
     return result
