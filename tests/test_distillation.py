@@ -76,8 +76,16 @@ def test_kd_terms_are_trained_logged_and_kept_out_of_the_checkpoint(
         ],
     )
     components = result.distillation
-    assert all(components[name]["active"] for name in ("pseudo_labels", "logit_kd", "dfl_kd", "feature_kd"))
+    assert all(
+        components[name]["active"] for name in ("pseudo_labels", "logit_kd", "dfl_kd", "feature_kd", "weight_selection")
+    )
     assert not components["ultralytics_distill"]["active"]
+    # the scratch yolov8n started from weights selected out of the yolov8s teacher (every other channel)
+    start = torch.load(out / "student_init.pt", map_location="cpu", weights_only=False)["model"].state_dict()
+    teacher_checkpoint = torch.load(yolo_teacher, map_location="cpu", weights_only=False)
+    teacher_state = (teacher_checkpoint["ema"] or teacher_checkpoint["model"]).float().state_dict()
+    assert torch.equal(start["model.0.conv.weight"], teacher_state["model.0.conv.weight"][::2])
+    assert torch.equal(start["model.2.cv1.conv.weight"], teacher_state["model.2.cv1.conv.weight"][::2, ::2])
     rows = _rows(out / "results.csv")
     assert len(rows) == 2
     for row in rows:
@@ -339,3 +347,77 @@ def test_kd_terms_vanish_when_the_student_matches_the_teacher() -> None:
     assert torch.isfinite(loss) and loss > 0
     loss.backward()
     assert all(p.grad is not None for p in projectors.parameters())  # the projectors learn
+
+
+# ------------------------------------------------------------------------------------------------
+# weight selection (the student starts from weights selected out of the teacher's)
+
+
+def _yolo_architecture(name: str, nc: int) -> torch.nn.Module:
+    from distillkit.students.ultralytics_env import import_ultralytics
+
+    import_ultralytics()
+    from ultralytics.nn.tasks import DetectionModel
+
+    torch.manual_seed(0)
+    return DetectionModel(f"{name}.yaml", nc=nc, verbose=False)
+
+
+def test_select_tensor_keeps_every_kth_channel_and_refuses_what_does_not_divide() -> None:
+    from distillkit.students.weight_selection import select_tensor
+
+    teacher = torch.arange(8 * 6, dtype=torch.float32).reshape(8, 6)
+    assert torch.equal(select_tensor(teacher, (4, 6)), teacher[::2])
+    assert torch.equal(select_tensor(teacher, (2, 3)), teacher[::4, ::2])
+    assert torch.equal(select_tensor(teacher, (2, 6), rows=[5, 1]), teacher[[5, 1]])
+    assert select_tensor(teacher, (3, 6)) is None  # 8 is not a multiple of 3
+    assert select_tensor(teacher, (16, 6)) is None  # the student is wider
+    assert select_tensor(teacher, (4,)) is None  # other number of dimensions
+    assert select_tensor(teacher, (2, 6), rows=[9, 1]) is None  # no such teacher row
+
+
+def test_yolov8n_selected_from_yolov8s_computes_the_teachers_features() -> None:
+    from distillkit.students.weight_selection import select_weights
+
+    teacher, student = _yolo_architecture("yolov8s", 5), _yolo_architecture("yolov8n", 3)
+    for module in teacher.modules():  # trained-looking BatchNorm statistics, so the check means something
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    report = select_weights(teacher, student, class_index=[4, 0, 2])
+    assert report.fraction == 1.0 and not report.kept_random
+    state, teacher_state = student.state_dict(), teacher.state_dict()
+    head = f"model.{len(student.model) - 1}.cv3.0.2"
+    assert torch.equal(state[f"{head}.bias"], teacher_state[f"{head}.bias"][[4, 0, 2]])
+    assert torch.equal(state[f"{head}.weight"], teacher_state[f"{head}.weight"][[4, 0, 2], ::2])
+    teacher.eval(), student.eval()
+    image = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        first_student, first_teacher = student.model[0](image), teacher.model[0](image)
+        assert torch.allclose(first_student, first_teacher[:, ::2])  # 3 input channels: exactly the teacher's
+        deep_student, deep_teacher = first_student, first_teacher
+        for layer in range(1, 10):  # through C2f chunks and SPPF's concatenation: still the same channels
+            deep_student, deep_teacher = student.model[layer](deep_student), teacher.model[layer](deep_teacher)
+    correlation = torch.corrcoef(torch.stack([deep_student.flatten(), deep_teacher[:, ::2].flatten()]))[0, 1]
+    assert correlation > 0.9
+
+
+def test_weight_selection_needs_a_teacher_of_the_students_family(yolo_teacher: Path) -> None:
+    from types import SimpleNamespace
+
+    from distillkit.students.distillation import DistillationPlan, _plan_weight_selection
+    from distillkit.students.ultralytics_env import import_ultralytics
+
+    import_ultralytics()
+    from ultralytics import YOLO
+
+    teacher = YoloTeacher(yolo_teacher, ["square", "disc"])
+    on, off = SimpleNamespace(inherit_weights=True), SimpleNamespace(inherit_weights=False)
+    plan = DistillationPlan()
+    same_family = _plan_weight_selection(plan, on, teacher, YOLO("yolov8n.yaml"), ["square", "disc"])
+    assert same_family.active and plan.student_init is not None
+    assert plan.student_init.names == {0: "square", 1: "disc"}
+    other_family = _plan_weight_selection(DistillationPlan(), on, teacher, YOLO("yolov5n.yaml"), ["square", "disc"])
+    assert not other_family.active and "family" in other_family.reason
+    assert not _plan_weight_selection(DistillationPlan(), off, teacher, YOLO("yolov8n.yaml"), []).active
+    assert "trained weights" in _plan_weight_selection(DistillationPlan(), on, teacher, None, []).reason

@@ -360,6 +360,7 @@ class DistillationConfig(SectionModel):
     feature_weight: NonNegativeFloat = Field(description="feature-imitation loss weight")
     logit_weight: NonNegativeFloat = Field(description="logit KD loss weight")
     dfl_weight: NonNegativeFloat = Field(description="box-distribution (DFL) KD loss weight")
+    inherit_weights: bool = Field(description="initialise a from-scratch student from the YOLO teacher's weights")
     temperature: PositiveFloat = Field(description="KD temperature (logit and DFL terms)")
     use_ultralytics_distill_model: bool = Field(description="use ultralytics' built-in distill_model")
     ultralytics_teacher: str | None = Field(description="closed-set YOLO teacher checkpoint (--teacher)")

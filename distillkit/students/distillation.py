@@ -8,7 +8,9 @@ with its configured weight, every other one is weighted zero (in the written
   ``--unlabeled`` images or ``label_train_images``;
 * ``logit_kd``, ``feature_kd``: a YOLO teacher (``--teacher``);
 * ``dfl_kd``: a YOLO teacher with the student's ``reg_max``;
-* ``ultralytics_distill``: ``use_ultralytics_distill_model`` (it replaces the three KD terms).
+* ``ultralytics_distill``: ``use_ultralytics_distill_model`` (it replaces the three KD terms);
+* ``weight_selection``: a YOLO teacher of the student's family and a student starting from scratch
+  (its weights are then selected out of the teacher's, see ``weight_selection.py``).
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ class DistillationPlan:
     labeller_source: str | None = None
     kd: KDSettings | None = None  # distillkit's KD loss terms (YOLO teacher)
     ultralytics_distill: Path | None = None  # ultralytics' own distill_model
+    student_init: Any = None  # the student model with weights selected from the teacher (weight_selection)
     components: dict[str, Component] = field(default_factory=dict)
     notices: list[str] = field(default_factory=list)
 
@@ -96,9 +99,12 @@ def plan_distillation(
     student_reg_max: int,
     device: str,
     teacher: Teacher | None = None,
+    scratch_student: Any = None,
 ) -> DistillationPlan:
     """Build the teachers named by ``config.distillation`` (plus ``teacher``) and decide every component.
 
+    ``scratch_student`` is the ``ultralytics.YOLO`` student when it starts from random weights (None
+    for a pretrained .pt or a resumed run): weight selection may then initialise it from the teacher.
     Zeroes, in ``config``, the weights of components that cannot run, so the written config says so.
     """
     settings = config.distillation
@@ -184,6 +190,9 @@ def plan_distillation(
             setattr(settings, key, 0.0)
     if not plan.components["pseudo_labels"].active:
         settings.label_train_images = False
+    plan.components["weight_selection"] = _plan_weight_selection(plan, settings, yolo, scratch_student, class_names)
+    if not plan.components["weight_selection"].active:
+        settings.inherit_weights = False
     if yolo is not None and any(plan.components[n].active for n in ("logit_kd", "dfl_kd", "feature_kd")):
         plan.kd = KDSettings(
             teacher=yolo.path,
@@ -284,3 +293,30 @@ def saved_section_overrides(config_file: Path, section: str) -> list[str]:
         f"{section}.{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"
         for key, value in values.items()
     ]
+
+
+MIN_INHERITED_FRACTION = 0.5  # below this the teacher is not of the student's family: selection would mislead
+
+
+def _plan_weight_selection(
+    plan: DistillationPlan, settings: Any, yolo: YoloTeacher | None, student: Any, class_names: Sequence[str]
+) -> Component:
+    """Select the scratch student's weights out of the YOLO teacher's when the architectures allow it."""
+    if yolo is None:
+        return Component(0.0, False, "needs a YOLO teacher (--teacher)")
+    if not settings.inherit_weights:
+        return Component(0.0, False, "distillation.inherit_weights is false")
+    if student is None:
+        return Component(0.0, False, "the student starts from trained weights (a .pt, or a resumed run)")
+    from distillkit.students.weight_selection import inherited_student
+
+    model, report = inherited_student(student, yolo.model.model, class_names, yolo.class_index)
+    if report.fraction < MIN_INHERITED_FRACTION:
+        return Component(
+            0.0,
+            False,
+            f"only {report.fraction:.0%} of the student's parameters have a counterpart in the teacher: "
+            "use a teacher of the student's family (yolov8s for yolov8n)",
+        )
+    plan.student_init = model
+    return Component(1.0, True, f"{report.fraction:.0%} of the student's parameters selected from the YOLO teacher's")

@@ -41,6 +41,7 @@ from distillkit.students.selection import StudentSpec, load_student_model, resol
 
 RUN_NAME = "train"  # ultralytics' run folder inside the experiment folder
 CHECKPOINT_KEY = "distillkit"  # extra entry stored in the .pt files distillkit writes
+STUDENT_INIT = "student_init.pt"  # the student's starting weights when selected from the teacher
 STUDENT_SECTIONS = ("student", "distillation", "augmentation", "training_dynamics")
 
 
@@ -142,6 +143,7 @@ def train_student(
         int(model.model.model[-1].reg_max),
         "cpu" if device == "cpu" else f"cuda:{device.split(',')[0]}",
         teacher,
+        scratch_student=None if resume or spec.pretrained else model,
     )
     notices += plan.notices
 
@@ -184,6 +186,8 @@ def train_student(
     )
     if PSEUDO_SPLIT in splits:
         train_on_extra_splits(dataset, [PSEUDO_SPLIT])
+    if plan.student_init is not None:  # weight selection: train from the teacher-derived start
+        model = load_student_model(str(save_student_init(plan.student_init, folder / STUDENT_INIT)), "--student")
     # distillkit's KD terms live in a trainer subclass; ultralytics' own distill_model is a train argument
     trainer_class = {"trainer": distillation_trainer(task, plan.kd)} if plan.kd is not None else {}
 
@@ -269,6 +273,15 @@ def ultralytics_train_arguments(config: Any, dataset: YoloDataset, folder: Path)
         arguments["lr0"] = student.lr0
     arguments.update(ultralytics_augmentation_arguments(augmentation))  # the characteristic-based pipeline
     return arguments
+
+
+def save_student_init(model: Any, target: Path) -> Path:
+    """An ultralytics-loadable checkpoint of ``model`` (what ``YOLO(path)`` and the trainer expect)."""
+    import torch
+
+    with atomic_open(target, "wb") as handle:
+        torch.save({"model": model, "train_args": {}, "epoch": -1, "date": None}, handle)
+    return target
 
 
 def _device(requested: str) -> str:

@@ -9,9 +9,11 @@ gives the mean over seeds and the delta of each variant against the student alon
     .venv/bin/python tests/bench/bench_distillation.py                                   # full protocol
     .venv/bin/python tests/bench/bench_distillation.py --epochs 2 --teacher-epochs 2 --seeds 0 --variants alone,full
 
-Variants (``--variants``, comma-separated): alone; pseudo (teacher labels on the training images,
+Variants (``--variants``, comma-separated): alone; inherit (weight selection only: the student
+starts from weights selected out of the teacher's); pseudo (teacher labels on the training images,
 merged with the ground truth); logit, dfl, feature (one KD term each); kd (the three KD terms);
-full (pseudo + kd); ultralytics (ultralytics' own ``distill_model``). Results are also written to
+pseudo_kd (pseudo + kd); inherit_kd (inherit + kd); full (inherit + pseudo + kd); ultralytics
+(ultralytics' own ``distill_model``). Results are also written to
 ``WORKDIR/results.json``; trained runs are kept there and reused (``--fresh`` retrains).
 """
 
@@ -32,15 +34,19 @@ sys.path.insert(0, str(REPO))
 
 BCCD = REPO.parent / "shared" / "data" / "bccd"
 KD_OFF = ["distillation.logit_weight=0", "distillation.dfl_weight=0", "distillation.feature_weight=0"]
+NO_INHERIT = "distillation.inherit_weights=false"
 VARIANTS: dict[str, list[str]] = {
     "alone": [],
-    "pseudo": ["distillation.label_train_images=true", *KD_OFF],
-    "logit": ["distillation.dfl_weight=0", "distillation.feature_weight=0"],
-    "dfl": ["distillation.logit_weight=0", "distillation.feature_weight=0"],
-    "feature": ["distillation.logit_weight=0", "distillation.dfl_weight=0"],
-    "kd": [],
+    "inherit": [*KD_OFF],
+    "pseudo": ["distillation.label_train_images=true", *KD_OFF, NO_INHERIT],
+    "logit": ["distillation.dfl_weight=0", "distillation.feature_weight=0", NO_INHERIT],
+    "dfl": ["distillation.logit_weight=0", "distillation.feature_weight=0", NO_INHERIT],
+    "feature": ["distillation.logit_weight=0", "distillation.dfl_weight=0", NO_INHERIT],
+    "kd": [NO_INHERIT],
+    "pseudo_kd": ["distillation.label_train_images=true", NO_INHERIT],
+    "inherit_kd": [],
     "full": ["distillation.label_train_images=true"],
-    "ultralytics": ["distillation.use_ultralytics_distill_model=true"],
+    "ultralytics": ["distillation.use_ultralytics_distill_model=true", NO_INHERIT],
 }
 
 
@@ -115,7 +121,7 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--student", default="yolov8n")
     parser.add_argument("--teacher", default="yolov8s")
-    parser.add_argument("--variants", default="alone,pseudo,kd,full,ultralytics")
+    parser.add_argument("--variants", default="alone,inherit,pseudo,kd,full,ultralytics")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--set", dest="extra", action="append", default=[], help="extra --set, every run")
