@@ -85,7 +85,7 @@ def test_kd_terms_are_trained_logged_and_kept_out_of_the_checkpoint(
     teacher_checkpoint = torch.load(yolo_teacher, map_location="cpu", weights_only=False)
     teacher_state = (teacher_checkpoint["ema"] or teacher_checkpoint["model"]).float().state_dict()
     assert torch.equal(start["model.0.conv.weight"], teacher_state["model.0.conv.weight"][::2])
-    assert torch.equal(start["model.2.cv1.conv.weight"], teacher_state["model.2.cv1.conv.weight"][::2, ::2])
+    assert torch.equal(start["model.2.cv1.conv.weight"], teacher_state["model.2.cv1.conv.weight"][::2, ::2] * 2)
     rows = _rows(out / "results.csv")
     assert len(rows) == 2
     for row in rows:
@@ -368,7 +368,7 @@ def test_select_tensor_keeps_every_kth_channel_and_refuses_what_does_not_divide(
 
     teacher = torch.arange(8 * 6, dtype=torch.float32).reshape(8, 6)
     assert torch.equal(select_tensor(teacher, (4, 6)), teacher[::2])
-    assert torch.equal(select_tensor(teacher, (2, 3)), teacher[::4, ::2])
+    assert torch.equal(select_tensor(teacher, (2, 3)), teacher[::4, ::2] * 2)  # half the inputs: twice the weight
     assert torch.equal(select_tensor(teacher, (2, 6), rows=[5, 1]), teacher[[5, 1]])
     assert select_tensor(teacher, (3, 6)) is None  # 8 is not a multiple of 3
     assert select_tensor(teacher, (16, 6)) is None  # the student is wider
@@ -389,7 +389,7 @@ def test_yolov8n_selected_from_yolov8s_computes_the_teachers_features() -> None:
     state, teacher_state = student.state_dict(), teacher.state_dict()
     head = f"model.{len(student.model) - 1}.cv3.0.2"
     assert torch.equal(state[f"{head}.bias"], teacher_state[f"{head}.bias"][[4, 0, 2]])
-    assert torch.equal(state[f"{head}.weight"], teacher_state[f"{head}.weight"][[4, 0, 2], ::2])
+    assert torch.equal(state[f"{head}.weight"], teacher_state[f"{head}.weight"][[4, 0, 2], ::2] * 2)
     teacher.eval(), student.eval()
     image = torch.rand(1, 3, 64, 64)
     with torch.no_grad():

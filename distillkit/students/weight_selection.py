@@ -12,7 +12,8 @@ random weights is the largest single gain of distillation for short from-scratch
 Rules, per student tensor: same name in the teacher, same number of dimensions; along every
 dimension the teacher is as large as the student (all kept) or an integer multiple of it (every
 k-th kept); the classification outputs of the detection head take the teacher's rows of the
-matching classes. Any other tensor keeps its random initialisation and is reported.
+matching classes. Weights that lose input channels are scaled by the ratio (so the teacher's
+BatchNorm statistics still fit). Any other tensor keeps its random initialisation and is reported.
 """
 
 from __future__ import annotations
@@ -60,6 +61,11 @@ def select_tensor(
         else:
             return None
         selected = selected.index_select(dim, index)
+        if dim == 1:
+            # A weight summing over 1/k of its inputs is scaled by k, so each output keeps the teacher's
+            # scale and the teacher's BatchNorm statistics stay valid for the student (without this the
+            # selected start scores zero until those statistics are re-estimated, many epochs on small data).
+            selected = selected * (big // small)
     return selected
 
 
