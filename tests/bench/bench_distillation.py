@@ -128,6 +128,11 @@ def main() -> int:
     parser.add_argument("--bccd", type=Path, default=BCCD)
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "distillkit-bench-distill")
     parser.add_argument("--fresh", action="store_true", help="retrain runs found in the workdir")
+    parser.add_argument(
+        "--existing-only",
+        action="store_true",
+        help="train nothing: tabulate the runs (variant, seed) already in the workdir, skip the others",
+    )
     args = parser.parse_args()
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = [v for v in variants if v not in VARIANTS]
@@ -149,6 +154,8 @@ def main() -> int:
     ]
 
     teacher_dir = work / f"teacher_{args.teacher}_{args.teacher_epochs}e_{args.imgsz}"
+    if args.existing_only and not (teacher_dir / "bench_done.json").exists():
+        parser.error(f"--existing-only: no trained teacher in {teacher_dir}")
     teacher, teacher_seconds, _ = train(
         splits,
         images,
@@ -175,6 +182,8 @@ def main() -> int:
             ]
             if variant != "alone":
                 settings.append(f"distillation.ultralytics_teacher={teacher}")
+            if args.existing_only and not (work / f"{variant}_s{seed}_{args.epochs}e" / "bench_done.json").exists():
+                continue
             best, seconds, components = train(
                 splits, images, work / f"{variant}_s{seed}_{args.epochs}e", settings, args.fresh
             )
@@ -184,7 +193,8 @@ def main() -> int:
                 row[key].append(value)
             row["components"] = {name: c["weight"] for name, c in components.items() if c["active"]}
             print(f"{variant} seed {seed}: {scores} in {seconds:.0f} s", flush=True)
-        rows[variant] = row
+        if row["seconds"]:
+            rows[variant] = row
     (work / "results.json").write_text(json.dumps(rows, indent=1))
 
     base = rows.get("alone")
