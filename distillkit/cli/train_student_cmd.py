@@ -53,7 +53,9 @@ def train_student(
     cover the dataset's) label the --unlabeled images (and, with --set
     distillation.label_train_images=true, the training images, merged with the ground truth); a YOLO
     teacher also adds KD loss terms (class logits, box distributions, neck features) weighted in
-    defaults/distillation.yaml. Teacher predictions are cached in DIR/cache/teacher_outputs.
+    defaults/distillation.yaml, and a student starting from scratch is initialised with weights
+    selected out of it (same family, e.g. yolov8n from yolov8s; DIR/student_init.pt). Teacher
+    predictions are cached in DIR/cache/teacher_outputs.
 
     Examples:
 
