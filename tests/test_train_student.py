@@ -270,3 +270,63 @@ def test_segmentation_student_on_mask_data(tmp_path: Path) -> None:
     assert "metrics/mAP50-95(M)" in result.metrics
     labels = list((tmp_path / "seg" / "yolo_data" / "labels" / "train").glob("*.txt"))
     assert any(len(line.split()) > 5 for p in labels for line in p.read_text().splitlines())  # polygons, not boxes
+
+
+# ------------------------------------------------------------------------------------------------
+# copy-paste favouring rare classes
+
+
+def test_rare_class_donors_favour_images_of_rare_classes() -> None:
+    import random
+
+    from distillkit.students.copy_paste import RareClassDonors
+
+    polygon = [np.zeros((3, 2))]
+    labels = [
+        {"cls": np.array([[0.0], [0.0]]), "segments": polygon * 2},  # common class only
+        {"cls": np.array([[0.0], [1.0]]), "segments": polygon * 2},  # holds the rare class 1
+        {"cls": np.array([[0.0]]), "segments": polygon},
+        {"cls": np.zeros((0, 1)), "segments": []},  # nothing to paste
+        {"cls": np.array([[1.0]]), "segments": []},  # boxes without polygons: nothing to paste either
+    ]
+    donors = RareClassDonors(labels)
+    assert donors.weights == [0.25, 1.0, 0.25, 0.0, 0.0]  # class 0: 4 instances with polygons, class 1: one
+    random.seed(0)
+    drawn = [donors() for _ in range(3000)]
+    assert {3, 4}.isdisjoint(drawn)
+    assert 0.6 < drawn.count(1) / len(drawn) < 0.73  # 1 / 1.5 of the draws, against 1/5 when uniform
+    assert RareClassDonors([labels[3]])() == 0  # nothing anywhere: ultralytics' uniform choice
+
+
+def test_rare_class_paste_is_installed_in_a_segmentation_run(tmp_path: Path) -> None:
+    from ultralytics.data.augment import CopyPaste
+
+    from distillkit.data.synthetic import generate_inspection_dataset
+    from distillkit.students.copy_paste import RareClassDonors, copy_paste_transforms
+
+    data = generate_inspection_dataset(tmp_path / "data", num_images=8, seed=3, image_size=(64, 64))
+    seen: list[CopyPaste] = []
+
+    def inspect(trainer: Any) -> None:
+        seen.extend(copy_paste_transforms(trainer.train_loader.dataset.transforms))
+
+    settings = [
+        *FAST,
+        "student.model=yolov8n-seg",
+        "student.epochs=1",
+        "student.imgsz=64",
+        "student.workers=0",
+        "augmentation.copy_paste=0.5",
+        "augmentation.copy_paste_rare_classes=true",
+    ]
+    result = train_student(data, data, tmp_path / "exp", overrides=settings, callbacks={"on_train_start": inspect})
+    assert result.epochs_run == 1
+    assert seen and all(p.mode == "mixup" and isinstance(p.get_indexes, RareClassDonors) for p in seen)
+    # a detection student cannot paste: the key is reported as having no effect instead of ignored
+    detect = train_student(
+        data,
+        data,
+        tmp_path / "detect",
+        overrides=[*settings[:-2], "student.model=yolov8n", "augmentation.copy_paste_rare_classes=true"],
+    )
+    assert any("copy_paste_rare_classes has no effect" in notice for notice in detect.notices)

@@ -29,6 +29,7 @@ from distillkit.errors import DataError, UsageError
 from distillkit.io import atomic_open, atomic_write_yaml
 from distillkit.labelling.types import Teacher
 from distillkit.progress import NULL_PROGRESS, Progress
+from distillkit.students.copy_paste import with_rare_class_paste
 from distillkit.students.distill_trainer import distillation_trainer
 from distillkit.students.distillation import (
     PSEUDO_SPLIT,
@@ -117,7 +118,12 @@ def train_student(
         val_data = load_valid_dataset(val)
     _check_same_classes(train_data, val_data, Path(train), Path(val))
     if resume:  # the teachers and KD weights of the interrupted run, unless overridden again
-        overrides = [*saved_section_overrides(folder / "distillation_config.yaml", "distillation"), *overrides]
+        saved = folder / "distillation_config.yaml"
+        overrides = [
+            *saved_section_overrides(saved, "distillation"),
+            *saved_section_overrides(saved, "augmentation"),
+            *overrides,
+        ]
     config = build_config(STUDENT_SECTIONS, dataset_info=train_data.info, dataset_path=train, overrides=overrides)
     student_cfg = config.student
     if student_cfg.model is None:
@@ -189,7 +195,7 @@ def train_student(
     if plan.student_init is not None:  # weight selection: train from the teacher-derived start
         model = load_student_model(str(save_student_init(plan.student_init, folder / STUDENT_INIT)), "--student")
     # distillkit's KD terms live in a trainer subclass; ultralytics' own distill_model is a train argument
-    trainer_class = {"trainer": distillation_trainer(task, plan.kd)} if plan.kd is not None else {}
+    trainer_class = _trainer_class(task, plan, config.augmentation, notices)
 
     epochs = student_cfg.epochs
     with progress.task(f"training {Path(spec.source).stem}", total=epochs) as bar:
@@ -263,6 +269,8 @@ def ultralytics_train_arguments(config: Any, dataset: YoloDataset, folder: Path)
         "close_mosaic": augmentation.close_mosaic,
         "mixup": augmentation.mixup,
         "copy_paste": augmentation.copy_paste,
+        # donors from other images (ultralytics' "mixup" mode) so rare-class donors can be chosen
+        "copy_paste_mode": "mixup" if _rare_class_paste(augmentation, dataset.task) else "flip",
         "project": str(folder.resolve()),
         "name": RUN_NAME,
         "exist_ok": True,
@@ -282,6 +290,27 @@ def save_student_init(model: Any, target: Path) -> Path:
     with atomic_open(target, "wb") as handle:
         torch.save({"model": model, "train_args": {}, "epoch": -1, "date": None}, handle)
     return target
+
+
+def _rare_class_paste(augmentation: Any, task: str) -> bool:
+    return bool(augmentation.copy_paste_rare_classes and augmentation.copy_paste > 0 and task == "segment")
+
+
+def _trainer_class(task: str, plan: Any, augmentation: Any, notices: list[str]) -> dict[str, type]:
+    """``model.train(trainer=...)``: the KD trainer and/or rare-class copy-paste; empty for ultralytics' own."""
+    trainer = distillation_trainer(task, plan.kd) if plan.kd is not None else None
+    if _rare_class_paste(augmentation, task):
+        if trainer is None:
+            from ultralytics.models.yolo.segment import SegmentationTrainer
+
+            trainer = SegmentationTrainer
+        trainer = with_rare_class_paste(trainer)
+    elif augmentation.copy_paste_rare_classes:
+        notices.append(
+            "augmentation.copy_paste_rare_classes has no effect: copy-paste needs a segmentation student "
+            "and augmentation.copy_paste > 0"
+        )
+    return {"trainer": trainer} if trainer is not None else {}
 
 
 def _device(requested: str) -> str:
