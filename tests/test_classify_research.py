@@ -563,3 +563,11 @@ def test_loss_computer_reuses_the_draw_for_the_same_batch_only() -> None:
     compute(model, batch)  # SAM's second pass: the very same mixed images
     compute(model, (batch[0].clone(), batch[1]))  # a new batch: a new draw
     assert torch.equal(model.seen[0], model.seen[1]) and not torch.equal(model.seen[0], model.seen[2])
+
+
+def test_research_architectures_say_they_have_no_published_weights() -> None:
+    from distillkit.classify.models import ClassifierSpec, build_classifier
+
+    built = build_classifier(ClassifierSpec("research:backbone=test_efficientnet,evidential=1", 3), pretrained=True)
+    assert built.pretrained_from is None and len(built.notices) == 1
+    assert "assembled by distillkit" in built.notices[0] and "Hugging Face cache" not in built.notices[0]

@@ -293,7 +293,12 @@ def build_classifier(spec: ClassifierSpec, pretrained: bool = False, weights: st
     pretrained_file: Path | None = None
     if pretrained or weights is not None:
         pretrained_file = local_pretrained_file(spec.name, weights)
-        if pretrained_file is None:
+        if pretrained_file is None and registered_builder(spec.name) is not None:
+            notices.append(  # no hub or cache could hold weights for an architecture distillkit assembles
+                f"{spec.name} is assembled by distillkit and has no published pretrained weights: training from "
+                "random initialisation (classifier.weights=FILE loads a state dict of this model)"
+            )
+        elif pretrained_file is None:
             notices.append(
                 f"no local pretrained weights for {spec.name} (nothing is downloaded); training from random "
                 "initialisation — put the weights in the Hugging Face cache or set classifier.weights=FILE"
