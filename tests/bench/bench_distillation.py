@@ -128,6 +128,7 @@ def main() -> int:
     parser.add_argument("--bccd", type=Path, default=BCCD)
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "distillkit-bench-distill")
     parser.add_argument("--fresh", action="store_true", help="retrain runs found in the workdir")
+    parser.add_argument("--goal", type=float, default=0.40, help="target mean mAP50-95 drawn on the plot")
     parser.add_argument(
         "--existing-only",
         action="store_true",
@@ -165,13 +166,14 @@ def main() -> int:
     )
     rows: dict[str, dict[str, Any]] = {
         "teacher": {
+            "seeds": [0],
             "seconds": [teacher_seconds],
             **{k: [v] for k, v in score(teacher, splits["test"], images, args.imgsz, work).items()},
         }
     }
     print(f"teacher {args.teacher} ({args.teacher_epochs} epochs): {rows['teacher']}", flush=True)
     for variant in variants:
-        row: dict[str, Any] = {"seconds": [], "coco_AP": [], "map50_95": [], "components": None}
+        row: dict[str, Any] = {"seeds": [], "seconds": [], "coco_AP": [], "map50_95": [], "components": None}
         for seed in seeds:
             settings = [
                 *common,
@@ -188,6 +190,7 @@ def main() -> int:
                 splits, images, work / f"{variant}_s{seed}_{args.epochs}e", settings, args.fresh
             )
             scores = score(best, splits["test"], images, args.imgsz, work)
+            row["seeds"].append(seed)
             row["seconds"].append(seconds)
             for key, value in scores.items():
                 row[key].append(value)
@@ -211,12 +214,34 @@ def main() -> int:
         delta_map = f"{mean_map - statistics.mean(base['map50_95']):+.3f}" if base and name != "teacher" else ""
         delta_ap = f"{mean_ap - statistics.mean(base['coco_AP']):+.3f}" if base and name != "teacher" else ""
         time_ratio = statistics.mean(row["seconds"]) / statistics.mean(base["seconds"]) if base else 1.0
-        per_seed = ", ".join(f"{v:.3f}" for v in row["map50_95"])
+        per_seed = ", ".join(f"s{seed} {v:.3f}" for seed, v in zip(row["seeds"], row["map50_95"], strict=True))
         print(
             f"{name:<12} {mean_map:9.3f} {delta_map:>7} {mean_ap:8.3f} {delta_ap:>7} {time_ratio:6.2f}x  "
             f"[{per_seed}] {row.get('components') or ''}"
         )
+    print(f"plot: {plot(rows, work / 'distillation.png', args.goal)}")
     return 0
+
+
+def plot(rows: dict[str, dict[str, Any]], target: Path, goal: float) -> Path:
+    """Mean test mAP50-95 per variant (bars) with each seed's value (dots), the goal and the teacher."""
+    from matplotlib.figure import Figure
+
+    names = list(rows)
+    figure = Figure(figsize=(8, 0.45 * len(names) + 1.2), dpi=110)
+    axes = figure.add_subplot(1, 1, 1)
+    for position, name in enumerate(names):
+        values = rows[name]["map50_95"]
+        axes.barh(position, statistics.mean(values), color="tab:orange" if name == "teacher" else "tab:blue")
+        axes.plot(values, [position] * len(values), "k.", markersize=6)
+    axes.axvline(goal, color="tab:red", linestyle="--", label=f"goal {goal:.2f}")
+    axes.set(yticks=range(len(names)), yticklabels=names, xlabel="test mAP50-95 (ultralytics)")
+    axes.invert_yaxis()
+    axes.grid(axis="x", alpha=0.3)
+    axes.legend(loc="lower right", fontsize=8)
+    figure.tight_layout()
+    figure.savefig(target)
+    return target
 
 
 if __name__ == "__main__":
