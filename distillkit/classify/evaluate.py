@@ -4,7 +4,9 @@ Each model runs at its own input size and normalisation, with optional test-time
 ensemble averages the models' calibrated probabilities. Reported: accuracy, top-k, ECE (with the
 reliability diagram; also before temperature scaling when the checkpoint has a temperature),
 per-class precision/recall/F1, macro and micro averages, and for multi-label data hamming loss,
-subset accuracy and the per-class thresholds that would maximise F1.
+subset accuracy and the per-class thresholds that would maximise F1. Multi-label decisions use the
+first model's per-class thresholds (the tuned ones when its checkpoint stores them) unless one
+``threshold`` is given for every class; ``decision_thresholds`` in the document says which.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from distillkit.classify.predict import ModelPredictions, check_compatible, chec
 from distillkit.classify.research.uncertainty import uncertainty_report
 from distillkit.classify.runtime import open_classifier
 from distillkit.classify.sources import load_classification_data
+from distillkit.classify.thresholds import DecisionThresholds
 from distillkit.errors import UsageError
 from distillkit.io import atomic_write_json, atomic_write_text
 from distillkit.progress import NULL_PROGRESS, Progress
@@ -63,6 +66,7 @@ class ClassifierEvaluation:
     probabilities: np.ndarray | None = None
     targets: np.ndarray | None = None
     uncertainty: dict[str, Any] | None = None  # evidential models: u = K / S against errors (classify/research)
+    thresholds: DecisionThresholds | None = None  # multi-label: the per-class cuts applied and their source
 
     def to_dict(self) -> dict[str, Any]:
         document = self.metrics.to_dict()
@@ -76,6 +80,8 @@ class ClassifierEvaluation:
             ece_uncalibrated=self.ece_uncalibrated,
             models=[m.to_dict() for m in self.models],
         )
+        if self.thresholds is not None:
+            document["decision_thresholds"] = self.thresholds.to_dict(self.class_names)
         return document
 
 
@@ -98,7 +104,9 @@ def evaluate_classifiers(
     check_compatible(runtimes)
     reference = runtimes[0]
     labelled = load_classification_data(data, images_dir).aligned_to(reference.class_names)
-    cut = reference.threshold if threshold is None else threshold
+    # Multi-label: the first model's per-class thresholds (tuned when stored), or --threshold for every class.
+    decision = reference.decision(threshold)
+    cut = decision.values
     if topk is None:
         topk = _default_topk()
     outputs: list[ModelPredictions] = [
@@ -138,6 +146,7 @@ def evaluate_classifiers(
         probabilities=probabilities,
         targets=labelled.targets,
         uncertainty=None if multi else uncertainty_report(outputs, probabilities, labelled.targets),
+        thresholds=decision if multi else None,
     )
 
 

@@ -13,6 +13,7 @@ import numpy as np
 from distillkit.classify.predict import check_compatible, image_records, predict_paths
 from distillkit.classify.research.uncertainty import add_uncertainty
 from distillkit.classify.runtime import open_classifier
+from distillkit.classify.thresholds import DecisionThresholds
 from distillkit.errors import UsageError
 from distillkit.io import atomic_write_json
 from distillkit.progress import NULL_PROGRESS, Progress
@@ -31,6 +32,7 @@ class ClassifierInference:
     median_latency_ms: float
     predictions: Path | None = None
     gradcam: list[Path] = field(default_factory=list)
+    thresholds: DecisionThresholds | None = None  # multi-label: the per-class cuts applied
 
     def summary(self) -> dict[str, Any]:
         counts: dict[str, int] = {name: 0 for name in self.class_names}
@@ -46,6 +48,7 @@ class ClassifierInference:
             "predictions": str(self.predictions) if self.predictions else None,
             "gradcam": [str(p) for p in self.gradcam],
             "median_latency_ms": round(self.median_latency_ms, 3),
+            "thresholds": self.thresholds.to_dict(self.class_names) if self.thresholds is not None else None,
         }
 
 
@@ -76,8 +79,9 @@ def classify_images(
     outputs = [predict_paths(r, images, batch_size=batch_size, tta=tta, progress=progress) for r in runtimes]
     probabilities = np.mean([o.probabilities for o in outputs], axis=0)
     reference = runtimes[0]
-    cut = reference.threshold if threshold is None else threshold
-    records = image_records(images, probabilities, reference.class_names, reference.multi_label, cut, topk)
+    # Multi-label: the first model's per-class thresholds (tuned when stored), or --threshold for every class.
+    decision = reference.decision(threshold)
+    records = image_records(images, probabilities, reference.class_names, reference.multi_label, decision.values, topk)
     add_uncertainty(records, outputs)  # evidential models: u = K / S per image (classify/research)
     result = ClassifierInference(
         models=[str(r.path) for r in runtimes],
@@ -85,6 +89,7 @@ def classify_images(
         multi_label=reference.multi_label,
         records=records,
         median_latency_ms=float(np.median([o.median_latency_ms for o in outputs])),
+        thresholds=decision if reference.multi_label else None,
     )
     if output is not None:
         result.predictions = Path(output) / "predictions.json"

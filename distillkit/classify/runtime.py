@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from distillkit.classify.checkpoint import LoadedClassifier, is_classifier_checkpoint, load_classifier
+from distillkit.classify.thresholds import DecisionThresholds, checked_thresholds, decision_thresholds
 from distillkit.errors import UsageError
 
 PathLike = str | os.PathLike[str]
@@ -34,6 +35,7 @@ class ClassifierRuntime:
     interpolation: str = "bilinear"
     temperature: float = 1.0
     threshold: float = 0.5
+    tuned_thresholds: list[float] | None = None  # per class, tuned on validation data (classifier.tune_thresholds)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     loaded: LoadedClassifier | None = None  # torch checkpoints only (Grad-CAM needs the module)
     session: Any = None  # onnxruntime.InferenceSession for .onnx files
@@ -42,6 +44,15 @@ class ClassifierRuntime:
     @property
     def kind(self) -> str:
         return "torch" if self.loaded is not None else "onnx"
+
+    @property
+    def thresholds(self) -> list[float]:
+        """Per-class decision thresholds (multi-label): the tuned ones when stored, else ``threshold`` repeated."""
+        return self.decision().values
+
+    def decision(self, override: float | None = None) -> DecisionThresholds:
+        """The per-class cuts to apply and their source; ``override`` (``--threshold``) replaces them all."""
+        return decision_thresholds(self.tuned_thresholds, self.threshold, len(self.class_names), override)
 
     @torch.no_grad()
     def logits(self, batch: torch.Tensor) -> torch.Tensor:
@@ -105,6 +116,7 @@ def open_classifier(path: PathLike, device: str | None = None) -> ClassifierRunt
         interpolation=meta.interpolation,
         temperature=meta.temperature,
         threshold=meta.threshold,
+        tuned_thresholds=checked_thresholds(meta.thresholds, len(meta.class_names), source),
         device=target,
         loaded=loaded,
     )
@@ -137,6 +149,8 @@ def _open_onnx(source: Path, device: str | None) -> ClassifierRuntime:
         interpolation=str(pre.get("interpolation", "bilinear")),
         temperature=float(extra.get("temperature", pre.get("temperature", 1.0))),
         threshold=float(extra.get("threshold", pre.get("threshold", 0.5))),
+        # exports written before per-class thresholds were carried have none: the scalar applies
+        tuned_thresholds=checked_thresholds(extra.get("thresholds"), len(metadata.names), source),
         session=session,
         fixed_batch=fixed,
     )

@@ -40,6 +40,7 @@ from distillkit.classify.mixing import BatchMixer
 from distillkit.classify.models import ClassifierSpec, TimmClassifier, build_classifier
 from distillkit.classify.research.training import build_research_training, research_model_name
 from distillkit.classify.sources import ClassificationData, load_classification_data, split_classification_data
+from distillkit.classify.thresholds import tune_thresholds
 from distillkit.config import build_config, write_experiment_config
 from distillkit.config.build import ExperimentConfig
 from distillkit.data.info import CategoryInfo, DatasetInfo
@@ -83,6 +84,7 @@ class ClassifierTrainingResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)
     files: dict[str, str] = field(default_factory=dict)
+    thresholds: dict[str, float] | None = None  # multi-label with classifier.tune_thresholds: per class, in best.pt
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -106,6 +108,7 @@ class ClassifierTrainingResult:
             "train_images": self.train_images,
             "val_images": self.val_images,
             "split": self.split,
+            "thresholds": self.thresholds,
             "elapsed_s": round(self.elapsed_s, 2),
             "files": self.files,
             "notices": self.notices,
@@ -476,6 +479,8 @@ def train_classifier(
             f"{data} has a single class ({', '.join(train_data.class_names)}): nothing to tell apart",
             "give each class its own sub-folder (or label); at least two classes are needed",
         )
+    if config.classifier.tune_thresholds and not multi_label:
+        notices.append("classifier.tune_thresholds has no effect on single-label data (the prediction is the arg-max)")
     size = _input_size(config, train_data, val_data)
     pre = config.preprocessing
     model, model_notices = _build_model(config, train_data.num_classes)
@@ -575,17 +580,32 @@ def train_classifier(
         settings_c.threshold,
     ).ece
     temperature = fit_temperature(logits, targets, multi_label) if settings_c.calibrate else 1.0
-    final = classification_metrics(
-        _probabilities(logits, multi_label, temperature),
-        targets,
-        train_data.class_names,
-        multi_label,
-        settings_c.topk,
-        settings_c.threshold,
-    )
+    calibrated = _probabilities(logits, multi_label, temperature)  # what inference will see
+    cut: list[float] | float = settings_c.threshold
+    tuning = None
+    if multi_label and settings_c.tune_thresholds:
+        # Opt-in: tuned on the same images they are then scored on, so the validation metrics below are
+        # optimistic, and a small validation set overfits them (see classify/thresholds.py).
+        tuning = tune_thresholds(calibrated, targets, train_data.class_names, settings_c.threshold)
+        meta.thresholds = cut = tuning.thresholds
+        notices.append(
+            f"per-class thresholds tuned on the {len(val_data)} validation images and stored in best.pt "
+            "(infer/evaluate apply them; --threshold overrides): the validation metrics use them and are "
+            "optimistic — judge them on held-out data with evaluate"
+        )
+    final = classification_metrics(calibrated, targets, train_data.class_names, multi_label, settings_c.topk, cut)
     meta.temperature = temperature
     meta.metrics = {**final.to_dict(), "ece_uncalibrated": ece_before}
     meta.metrics.pop("reliability", None)
+    if tuning is not None:
+        at_default = classification_metrics(
+            calibrated, targets, train_data.class_names, multi_label, settings_c.topk, settings_c.threshold
+        )
+        meta.metrics["threshold_tuning"] = {
+            **tuning.to_dict(train_data.class_names),
+            "macro_f1_at_default": at_default.macro_f1,
+            "micro_f1_at_default": at_default.micro_f1,
+        }
     meta.epoch = fit.best_epoch
     best_path = save_classifier(exp / "best.pt", classifier, meta)
     last_path = exp / "last.pt"
@@ -623,6 +643,7 @@ def train_classifier(
         history=fit.history,
         notices=notices,
         files=files,
+        thresholds=None if tuning is None else dict(zip(train_data.class_names, tuning.thresholds, strict=True)),
     )
     files["results"] = str(exp / RESULTS_FILE)
     atomic_write_json(

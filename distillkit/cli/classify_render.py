@@ -39,6 +39,7 @@ def evaluate_classifiers_command(
     tta: Sequence[str] = (),
     topk: Sequence[int] = (),
     batch: int = 32,
+    threshold: float | None = None,
 ) -> None:
     from distillkit.classify.evaluate import evaluate_classifiers, write_classifier_evaluation
 
@@ -50,8 +51,10 @@ def evaluate_classifiers_command(
         device=device,
         tta=tta,
         topk=list(topk) or None,
+        threshold=threshold,
         progress=out.progress(),
     )
+    _threshold_notice(out, evaluation.multi_label, threshold)
     document = evaluation.to_dict()
     if output is not None:
         written = write_classifier_evaluation(evaluation, output)
@@ -84,16 +87,18 @@ def evaluate_classifiers_command(
     for name, value in rows:
         summary.add_row(name, "-" if value is None else f"{value:.4f}")
     out.print(summary)
-    table = Table(title="per class", title_justify="left", show_edge=False)
+    source = f" (thr: {evaluation.thresholds.source} thresholds)" if evaluation.thresholds else ""
+    table = Table(title=f"per class{source}", title_justify="left", show_edge=False)
     columns = ["class", "support", "predicted", "P", "R", "F1"] + (
-        ["best thr", "best F1"] if metrics.multi_label else []
+        ["thr", "best thr", "best F1"] if evaluation.thresholds else []
     )
     for column in columns:
         table.add_column(column, justify="left" if column == "class" else "right")
-    for c in metrics.per_class:
+    cuts = evaluation.thresholds.values if evaluation.thresholds else [0.0] * len(metrics.per_class)
+    for c, cut in zip(metrics.per_class, cuts, strict=True):
         cells = [c.name, str(c.support), str(c.predicted), f"{c.precision:.3f}", f"{c.recall:.3f}", f"{c.f1:.3f}"]
-        if metrics.multi_label:
-            cells += [f"{c.best_threshold:.3f}", f"{c.best_f1:.3f}"]
+        if evaluation.thresholds:
+            cells += [f"{cut:.3f}", f"{c.best_threshold:.3f}", f"{c.best_f1:.3f}"]
         table.add_row(*cells)
     out.print(table)
     if len(evaluation.models) > 1:
@@ -118,6 +123,7 @@ def infer_classifier_command(
     tta: Sequence[str] = (),
     topk: int = 5,
     gradcam: Path | None = None,
+    threshold: float | None = None,
 ) -> None:
     from distillkit.classify.infer import classify_images
 
@@ -129,9 +135,11 @@ def infer_classifier_command(
         device=device,
         tta=tta,
         topk=topk,
+        threshold=threshold,
         gradcam_dir=gradcam,
         progress=out.progress(),
     )
+    _threshold_notice(out, result.multi_label, threshold)
     summary = result.summary()
     if json_mode:
         out.emit_json({**summary, "results": result.records})
@@ -148,3 +156,8 @@ def infer_classifier_command(
         out.print(f"... {len(result.records) - 20} more in {result.predictions}")
     if result.gradcam:
         out.print(f"Grad-CAM++ overlays: {gradcam}")
+
+
+def _threshold_notice(out: Output, multi_label: bool, threshold: float | None) -> None:
+    if threshold is not None and not multi_label:
+        out.notice("--threshold has no effect on a single-label classifier (the prediction is the arg-max)")

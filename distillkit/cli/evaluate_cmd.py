@@ -37,6 +37,9 @@ def evaluate(
     ),
     tta: list[str] = typer.Option([], "--tta", help="Classifiers: test-time augmentation hflip/vflip/rot90 (repeat)."),
     top_k: list[int] = typer.Option([], "--top-k", min=1, help="Classifiers: top-k accuracies to report (repeat)."),
+    threshold: float | None = typer.Option(
+        None, "--threshold", min=0.0, max=1.0, help="Multi-label classifiers: one cut for all [default: per class]."
+    ),
     json_mode: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,
 ) -> None:
@@ -63,7 +66,8 @@ def evaluate(
     Classifiers (train-classifier checkpoints or their ONNX exports): --data takes the training
     sources (class folders, CSV, COCO); reports accuracy, top-k, ECE with a reliability diagram,
     per-class P/R/F1, macro/micro F1 (multi-label: hamming loss, subset accuracy, per-class
-    thresholds) and a confusion matrix; several --model are averaged as an ensemble.
+    thresholds) and a confusion matrix; several --model are averaged as an ensemble. Multi-label
+    decisions use the (first) model's per-class thresholds, tuned ones when stored; --threshold X sets one for all.
 
         distillkit evaluate -d data/test_tree -m exp/cls/best.pt --tta hflip --output exp/cls/eval
     """
@@ -72,8 +76,12 @@ def evaluate(
         _evaluate_teachers(out, data, teacher_dir, images_dir, device, output, json_mode)
         return
     if predictions is None and is_classifier_input(models):  # classifier checkpoints / ONNX: own metrics
-        evaluate_classifiers_command(out, data, models, images_dir, device, output, json_mode, tta, top_k)
+        evaluate_classifiers_command(
+            out, data, models, images_dir, device, output, json_mode, tta, top_k, threshold=threshold
+        )
         return
+    if threshold is not None:
+        raise UsageError("--threshold is for multi-label classifiers", "use --min-score for detections")
     if (predictions is None) == (not models):
         raise UsageError("give either --predictions or --model (not both, not neither)")
     if models and (data.is_dir() or data.suffix.lower() == ".csv"):  # classifier data, detector model

@@ -8,6 +8,7 @@ import typer
 
 from distillkit.cli.classify_render import infer_classifier_command, is_classifier_input
 from distillkit.cli.common import JSON_OPTION, QUIET_OPTION, make_output
+from distillkit.errors import UsageError
 from distillkit.inference import PredictionRun, collect_images, load_model, predict_images, write_predictions
 
 
@@ -25,6 +26,9 @@ def infer(
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Look into sub-folders of folder sources."),
     gradcam: Path | None = typer.Option(None, "--gradcam", help="Classifiers: Grad-CAM++ overlays go here."),
     tta: list[str] = typer.Option([], "--tta", help="Classifiers: test-time augmentation hflip/vflip/rot90 (repeat)."),
+    threshold: float | None = typer.Option(
+        None, "--threshold", min=0.0, max=1.0, help="Multi-label classifiers: one cut for all [default: per class]."
+    ),
     json_mode: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,
 ) -> None:
@@ -45,15 +49,20 @@ def infer(
         distillkit infer -m best.pt frames/ -o out --json | jq .detections
 
     Classifiers (train-classifier checkpoints or their ONNX exports) write per-image classes and
-    probabilities to OUTPUT/predictions.json; --gradcam DIR adds Grad-CAM++ overlays.
+    probabilities to OUTPUT/predictions.json; --gradcam DIR adds Grad-CAM++ overlays. Multi-label
+    models decide with their per-class thresholds (tuned ones when stored); --threshold X sets one for all.
 
         distillkit infer -m exp/cls/best.pt new_images/ -o exp/cls/infer --gradcam exp/cls/infer/cam
     """
     out = make_output(json_mode, quiet)
     images = collect_images(sources, recursive=recursive)
     if is_classifier_input([model]):  # classifier: per-image classes and probabilities instead of boxes
-        infer_classifier_command(out, images, model, output, batch, device, json_mode, tta, gradcam=gradcam)
+        infer_classifier_command(
+            out, images, model, output, batch, device, json_mode, tta, gradcam=gradcam, threshold=threshold
+        )
         return
+    if threshold is not None:
+        raise UsageError("--threshold is for multi-label classifiers", "use --conf for detections")
     loaded = load_model(model)
     run = PredictionRun()
     target = output / "predictions.json"

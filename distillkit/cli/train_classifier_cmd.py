@@ -145,5 +145,7 @@ def train_classifier(
     if result.ece_before is not None:
         table.add_row("ECE before calibration", f"{result.ece_before:.4f}")
     table.add_row(f"ECE (temperature {result.temperature:.3f})", f"{result.ece_after:.4f}")
+    if result.thresholds:  # classifier.tune_thresholds on multi-label data
+        table.add_row("tuned thresholds", ", ".join(f"{name} {cut:.3f}" for name, cut in result.thresholds.items()))
     out.print(table)
     out.print(f"best weights: {result.best}")

@@ -403,6 +403,7 @@ class ClassifierConfig(SectionModel):
     )
     multi_label: Literal["auto"] | bool = Field(description="auto (from the data) | true | false")
     threshold: Probability = Field(description="multi-label decision threshold")
+    tune_thresholds: bool = Field(description="multi-label: per-class best-F1 thresholds tuned on validation")
     mixup_alpha: NonNegativeFloat = Field(description="mixup Beta alpha; 0 disables")
     cutmix_alpha: NonNegativeFloat = Field(description="cutmix Beta alpha; 0 disables")
     kd_teacher: str | None = Field(description="teacher model for knowledge distillation")

@@ -3,8 +3,9 @@
 The classifier comes from ``distillkit.classify.load_classifier`` (an eval-mode ``nn.Module`` taking
 normalised (B, 3, H, W) floats and returning (B, C) logits, with ``class_names``, ``multi_label``,
 ``imgsz``, ``mean`` and ``std``). Its preprocessing (resize to the input size with its
-interpolation, /255, mean/std) and decision settings (temperature, threshold) are stored in the
-metadata, which ``distillkit.classify.runtime`` reads: the ONNX file alone says how to feed it.
+interpolation, /255, mean/std) and decision settings (temperature, threshold, and the per-class
+thresholds when they were tuned) are stored in the metadata, which ``distillkit.classify.runtime``
+reads: the ONNX file alone says how to feed it.
 """
 
 from __future__ import annotations
@@ -92,8 +93,15 @@ def classifier_metadata(source: SourceModel, dynamic: bool) -> ModelMetadata:
         extra={
             "temperature": float(getattr(handle, "temperature", 1.0)),
             "threshold": float(getattr(handle, "threshold", 0.5)),
+            # tuned per-class thresholds only when the checkpoint has them: absent means the scalar applies
+            **({"thresholds": tuned} if (tuned := _tuned_thresholds(handle)) is not None else {}),
         },
     )
+
+
+def _tuned_thresholds(handle: object) -> list[float] | None:
+    values = getattr(getattr(handle, "meta", None), "thresholds", None)
+    return None if values is None else [float(v) for v in values]
 
 
 def _meta(handle: object, key: str, default: str) -> str:
