@@ -319,6 +319,7 @@ def test_student_arguments_carry_the_pipeline_only_when_asked() -> None:
 
     class Dataset:
         yaml_path = Path("data.yaml")
+        task = "detect"
 
     arguments = ultralytics_train_arguments(config, Dataset(), Path("exp"))  # type: ignore[arg-type]
     names = [type(t).__name__ for t in flat_transforms(arguments["augmentations"])]

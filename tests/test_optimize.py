@@ -210,6 +210,38 @@ def test_classifier_export_has_logits_metadata_and_matches_torch(tmp_path: Path)
     assert np.isfinite(int8.logits(batch).numpy()).all()
 
 
+def test_fp16_artefacts_pass_the_checker_and_agree(detector: tuple[Path, list[Path], Path], tmp_path: Path) -> None:
+    """onnxruntime's fp16 converter leaves its Cast nodes out of order; the written file must still verify."""
+    import torch
+
+    from distillkit.classify import ClassifierMeta, ClassifierSpec, build_classifier, save_classifier
+    from distillkit.classify.runtime import open_classifier
+    from distillkit.export.classifier_export import export_classifier_onnx
+    from distillkit.export.onnx_export import load_source_model
+    from distillkit.export.quantize import convert_fp16
+
+    checkpoint, images, _ = detector
+    out = tmp_path / "fp16"
+    code, stdout, stderr = run(
+        "optimize", "--model", str(checkpoint), "--quantize", "fp16", "--calib-dir", str(images[0].parent),
+        "--output", str(out), "--threads", "1", "--json",
+    )  # fmt: skip
+    assert code == 0, stderr
+    row = _row(json.loads(stdout), "onnx fp16")
+    assert row["status"] == "ok" and row["precision"] == "fp16" and max(row["parity_max_abs_diff"].values()) < 1e-2
+    onnx.checker.check_model(onnx.load(str(out / "model_fp16.onnx")))
+    weights = [t for t in onnx.load(str(out / "model_fp16.onnx")).graph.initializer if t.dims and len(t.dims) == 4]
+    assert weights and all(t.data_type == TensorProto.FLOAT16 for t in weights)
+
+    model = build_classifier(ClassifierSpec("test_resnet", 3)).model.eval()
+    meta = ClassifierMeta(model.spec, ["ok", "scratch", "dent"], False, 48, [0.5] * 3, [0.25] * 3)
+    source = load_source_model(save_classifier(tmp_path / "best.pt", model, meta))
+    metadata = export_classifier_onnx(source, tmp_path / "model.onnx", dynamic=True)
+    convert_fp16(tmp_path / "model.onnx", tmp_path / "model_fp16.onnx", metadata)
+    batch = torch.randn(2, 3, 48, 48)
+    assert torch.allclose(open_classifier(tmp_path / "model_fp16.onnx").logits(batch), model(batch), atol=5e-2)
+
+
 @pytest.mark.slow  # pruning + one epoch of ultralytics training
 def test_pruned_model_fine_tunes_on_data_whose_images_live_elsewhere(
     detector: tuple[Path, list[Path], Path], tmp_path: Path

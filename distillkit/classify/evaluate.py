@@ -67,6 +67,7 @@ class ClassifierEvaluation:
     targets: np.ndarray | None = None
     uncertainty: dict[str, Any] | None = None  # evidential models: u = K / S against errors (classify/research)
     thresholds: DecisionThresholds | None = None  # multi-label: the per-class cuts applied and their source
+    notices: list[str] = field(default_factory=list)  # e.g. an evidential ONNX exported before its flag was stored
 
     def to_dict(self) -> dict[str, Any]:
         document = self.metrics.to_dict()
@@ -82,6 +83,8 @@ class ClassifierEvaluation:
         )
         if self.thresholds is not None:
             document["decision_thresholds"] = self.thresholds.to_dict(self.class_names)
+        if self.notices:
+            document["notices"] = list(self.notices)
         return document
 
 
@@ -147,6 +150,7 @@ def evaluate_classifiers(
         targets=labelled.targets,
         uncertainty=None if multi else uncertainty_report(outputs, probabilities, labelled.targets),
         thresholds=decision if multi else None,
+        notices=[note for runtime in runtimes for note in runtime.notes],
     )
 
 

@@ -16,6 +16,7 @@ from distillkit.classify.runtime import open_classifier
 from distillkit.classify.thresholds import DecisionThresholds
 from distillkit.errors import UsageError
 from distillkit.io import atomic_write_json
+from distillkit.paths import check_output_apart_from_files
 from distillkit.progress import NULL_PROGRESS, Progress
 
 PathLike = str | os.PathLike[str]
@@ -33,12 +34,14 @@ class ClassifierInference:
     predictions: Path | None = None
     gradcam: list[Path] = field(default_factory=list)
     thresholds: DecisionThresholds | None = None  # multi-label: the per-class cuts applied
+    notices: list[str] = field(default_factory=list)  # e.g. an evidential ONNX exported before its flag was stored
 
     def summary(self) -> dict[str, Any]:
         counts: dict[str, int] = {name: 0 for name in self.class_names}
         for record in self.records:
             for name in record["classes"]:
                 counts[name] += 1
+        notices = {"notices": list(self.notices)} if self.notices else {}
         return {
             "task": "classify",
             "models": self.models,
@@ -49,6 +52,7 @@ class ClassifierInference:
             "gradcam": [str(p) for p in self.gradcam],
             "median_latency_ms": round(self.median_latency_ms, 3),
             "thresholds": self.thresholds.to_dict(self.class_names) if self.thresholds is not None else None,
+            **notices,
         }
 
 
@@ -70,12 +74,7 @@ def classify_images(
     if gradcam_dir is not None:  # checked before any work is done
         if runtimes[0].loaded is None:
             raise UsageError("Grad-CAM needs a torch checkpoint (.pt), not an ONNX file", "pass the best.pt as --model")
-        cam_dir = Path(gradcam_dir).resolve()
-        if any(Path(image).resolve().parent == cam_dir for image in images):
-            raise UsageError(
-                f"--gradcam {gradcam_dir} holds input images; the overlays would mix with them",
-                "choose another --gradcam folder",
-            )
+        check_output_apart_from_files(gradcam_dir, images, "--gradcam")
     outputs = [predict_paths(r, images, batch_size=batch_size, tta=tta, progress=progress) for r in runtimes]
     probabilities = np.mean([o.probabilities for o in outputs], axis=0)
     reference = runtimes[0]
@@ -90,6 +89,7 @@ def classify_images(
         records=records,
         median_latency_ms=float(np.median([o.median_latency_ms for o in outputs])),
         thresholds=decision if reference.multi_label else None,
+        notices=[note for runtime in runtimes for note in runtime.notes],
     )
     if output is not None:
         result.predictions = Path(output) / "predictions.json"

@@ -2,7 +2,9 @@
 
 ``open_classifier(path)`` returns a ``ClassifierRuntime``: class names, input size, normalisation,
 and ``logits(batch)`` for a normalised (B, 3, H, W) float tensor. Evaluation and inference are
-written against it, so an exported model is scored exactly like its checkpoint.
+written against it, so an exported model is scored exactly like its checkpoint. ``evidential`` says
+the logits are Dirichlet evidence (``loss: evidential``), from the checkpoint's model name or the
+ONNX metadata, so both report the same uncertainty u = K / S.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ class ClassifierRuntime:
     loaded: LoadedClassifier | None = None  # torch checkpoints only (Grad-CAM needs the module)
     session: Any = None  # onnxruntime.InferenceSession for .onnx files
     fixed_batch: int | None = None  # ONNX exported with a static batch size
+    evidential: bool = False  # logits are Dirichlet evidence: infer/evaluate add u = K / S (classify/research)
+    notes: list[str] = field(default_factory=list)  # things the user should know about this file
 
     @property
     def kind(self) -> str:
@@ -60,11 +64,13 @@ class ClassifierRuntime:
         if self.loaded is not None:
             return self.loaded.model(batch.to(self.device)).float().cpu()
         name = self.session.get_inputs()[0].name
+        # only `logits`: evidential exports also output `alpha`, which the runtime derives from the logits itself
+        wanted = [self.session.get_outputs()[0].name]
         arrays = batch.cpu().numpy().astype(np.float32)
         if self.fixed_batch is not None and self.fixed_batch != arrays.shape[0]:
-            parts = [self.session.run(None, {name: arrays[i : i + 1]})[0] for i in range(arrays.shape[0])]
+            parts = [self.session.run(wanted, {name: arrays[i : i + 1]})[0] for i in range(arrays.shape[0])]
             return torch.from_numpy(np.concatenate(parts).astype(np.float32))
-        return torch.from_numpy(np.asarray(self.session.run(None, {name: arrays})[0], dtype=np.float32))
+        return torch.from_numpy(np.asarray(self.session.run(wanted, {name: arrays})[0], dtype=np.float32))
 
     def probabilities(self, logits: torch.Tensor, calibrated: bool = True) -> torch.Tensor:
         scaled = logits / self.temperature if calibrated else logits
@@ -119,7 +125,32 @@ def open_classifier(path: PathLike, device: str | None = None) -> ClassifierRunt
         tuned_thresholds=checked_thresholds(meta.thresholds, len(meta.class_names), source),
         device=target,
         loaded=loaded,
+        evidential=_name_is_evidential(meta.spec.name),
     )
+
+
+def _name_is_evidential(spec_name: str) -> bool:
+    if not spec_name.startswith("research:"):  # plain timm names never are; skip importing the research package
+        return False
+    from distillkit.classify.research.uncertainty import name_is_evidential
+
+    return name_is_evidential(spec_name)
+
+
+def _onnx_evidential(source: Path, extra: dict[str, Any], origin: str | None, notes: list[str]) -> bool:
+    """The ``evidential`` metadata flag; for exports older than the flag, a note when their source checkpoint is."""
+    flag = extra.get("evidential")
+    if flag is not None:
+        return bool(flag)
+    if origin and Path(origin).is_file():
+        from distillkit.classify.research.uncertainty import checkpoint_is_evidential
+
+        if checkpoint_is_evidential(Path(origin)):
+            notes.append(
+                f"{source} was exported before distillkit stored the evidential flag: no uncertainty from it; "
+                f"re-export {origin} with distillkit optimize"
+            )
+    return False
 
 
 def _open_onnx(source: Path, device: str | None) -> ClassifierRuntime:
@@ -139,6 +170,8 @@ def _open_onnx(source: Path, device: str | None) -> ClassifierRuntime:
     pre = metadata.preprocessing or {}
     extra = metadata.extra or {}
     height, width = (metadata.imgsz + metadata.imgsz)[:2] if len(metadata.imgsz) == 1 else metadata.imgsz[:2]
+    notes: list[str] = []
+    evidential = _onnx_evidential(source, extra, metadata.source, notes)
     return ClassifierRuntime(
         path=source,
         class_names=list(metadata.names),
@@ -153,4 +186,6 @@ def _open_onnx(source: Path, device: str | None) -> ClassifierRuntime:
         tuned_thresholds=checked_thresholds(extra.get("thresholds"), len(metadata.names), source),
         session=session,
         fixed_batch=fixed,
+        evidential=evidential,
+        notes=notes,
     )

@@ -46,6 +46,7 @@ from distillkit.config.build import ExperimentConfig
 from distillkit.data.info import CategoryInfo, DatasetInfo
 from distillkit.errors import DataError, UsageError
 from distillkit.io import atomic_write_json
+from distillkit.paths import check_output_outside_inputs
 from distillkit.progress import NULL_PROGRESS, Progress
 
 PathLike = str | os.PathLike[str]
@@ -310,20 +311,6 @@ def dataset_info_for(data: ClassificationData) -> DatasetInfo:
     )
 
 
-def _refuse_output_in_inputs(exp: Path, *sources: PathLike | None) -> None:
-    """An experiment folder in a class-per-folder tree would become part of the data (or overwrite a label file)."""
-    target = exp.resolve()
-    for source in sources:
-        if source is None:
-            continue
-        path = Path(source).resolve()
-        if target == path or (path.is_dir() and target.is_relative_to(path)):
-            raise UsageError(
-                f"--output {exp} is inside the input {source}; its files would mix with the data",
-                "choose an --output outside the data",
-            )
-
-
 def _multi_label_setting(
     config: ExperimentConfig, data: ClassificationData, overrides: Sequence[str]
 ) -> tuple[bool, list[str]]:
@@ -448,7 +435,8 @@ def train_classifier(
         )
     if resume is True and not state.exists():
         raise UsageError(f"nothing to resume in {exp} (no {state})", "start a new run without --resume")
-    _refuse_output_in_inputs(exp, data, val)
+    # An experiment folder in a class-per-folder tree would become part of the data (or overwrite a label file).
+    check_output_outside_inputs(exp, [data, val, images_dir, val_images_dir])
     settings = list(overrides)
     if teacher is not None:
         settings.append(f"classifier.kd_teacher={Path(teacher).as_posix()}")

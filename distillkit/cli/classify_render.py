@@ -55,6 +55,8 @@ def evaluate_classifiers_command(
         progress=out.progress(),
     )
     _threshold_notice(out, evaluation.multi_label, threshold)
+    for note in evaluation.notices:
+        out.notice(note)
     document = evaluation.to_dict()
     if output is not None:
         written = write_classifier_evaluation(evaluation, output)
@@ -140,6 +142,8 @@ def infer_classifier_command(
         progress=out.progress(),
     )
     _threshold_notice(out, result.multi_label, threshold)
+    for note in result.notices:
+        out.notice(note)
     summary = result.summary()
     if json_mode:
         out.emit_json({**summary, "results": result.records})

@@ -29,6 +29,7 @@ from distillkit.config import (
 from distillkit.config.explain import unknown_section_error
 from distillkit.data.info import DatasetInfo
 from distillkit.data.validate import load_valid_dataset
+from distillkit.paths import check_output_outside_inputs, image_folders
 
 
 def load_dataset_info(path: Path) -> DatasetInfo:
@@ -156,6 +157,9 @@ def config(
             _show_key_tables(out, rows)
         return
 
+    if output is not None and data is not None:  # `-o data --filename train.json` would overwrite the data
+        for target in (output, output / filename, output / METADATA_FILENAME):
+            check_output_outside_inputs(target, [data, *image_folders([data])])
     dataset_info = load_dataset_info(data) if data is not None else None
     resolved: ExperimentConfig = build_config(
         sections, dataset_info=dataset_info, dataset_path=data, overrides=set_ or ()

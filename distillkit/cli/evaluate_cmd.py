@@ -14,6 +14,7 @@ from distillkit.cli.render import display_path
 from distillkit.errors import UsageError
 from distillkit.evaluation import EvaluationResult, evaluate_predictions
 from distillkit.evaluation.coco_metrics import STAT_KEYS
+from distillkit.paths import check_output_outside_inputs, image_folders
 
 
 def evaluate(
@@ -72,6 +73,9 @@ def evaluate(
         distillkit evaluate -d data/test_tree -m exp/cls/best.pt --tta hflip --output exp/cls/eval
     """
     out = make_output(json_mode, quiet)
+    if output is not None:  # before any work: evaluation files never land on or among the inputs
+        annotations = [data] if data.suffix.lower() == ".json" else []
+        check_output_outside_inputs(output, [data, predictions, *models, *image_folders(annotations, images_dir)])
     if teacher_dir is not None:
         _evaluate_teachers(out, data, teacher_dir, images_dir, device, output, json_mode)
         return

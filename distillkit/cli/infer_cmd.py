@@ -10,6 +10,7 @@ from distillkit.cli.classify_render import infer_classifier_command, is_classifi
 from distillkit.cli.common import JSON_OPTION, QUIET_OPTION, make_output
 from distillkit.errors import UsageError
 from distillkit.inference import PredictionRun, collect_images, load_model, predict_images, write_predictions
+from distillkit.paths import check_output_apart_from_files, check_output_outside_inputs
 
 
 def infer(
@@ -56,6 +57,7 @@ def infer(
     """
     out = make_output(json_mode, quiet)
     images = collect_images(sources, recursive=recursive)
+    _check_outputs(sources, images, model, output, save_vis, gradcam)
     if is_classifier_input([model]):  # classifier: per-image classes and probabilities instead of boxes
         infer_classifier_command(
             out, images, model, output, batch, device, json_mode, tta, gradcam=gradcam, threshold=threshold
@@ -96,3 +98,22 @@ def infer(
             f"{run.detections} detections on {run.images} images → {target} "
             f"(median {run.median_latency_ms:.1f} ms per image)"
         )
+
+
+def _check_outputs(
+    sources: list[str], images: list[Path], model: Path, output: Path, save_vis: bool, gradcam: Path | None
+) -> None:
+    """Before the model loads: no output inside a source folder, none among the source images.
+
+    Otherwise a second run over the same sources would read predictions and overlays as images.
+    Image files given one by one (or by a glob) only forbid their own folder, not its sub-folders.
+    """
+    inputs = [model, *(path for path in (Path(s).expanduser() for s in sources) if path.exists())]
+    written = [(output, "--output")]
+    if save_vis:
+        written.append((output / "vis", "--save-vis folder"))
+    if gradcam is not None:
+        written.append((gradcam, "--gradcam"))
+    for folder, flag in written:
+        check_output_outside_inputs(folder, inputs, flag)
+        check_output_apart_from_files(folder, images, flag)

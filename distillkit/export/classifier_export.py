@@ -6,6 +6,11 @@ normalised (B, 3, H, W) floats and returning (B, C) logits, with ``class_names``
 interpolation, /255, mean/std) and decision settings (temperature, threshold, and the per-class
 thresholds when they were tuned) are stored in the metadata, which ``distillkit.classify.runtime``
 reads: the ONNX file alone says how to feed it.
+
+Evidential classifiers (``classifier.loss: evidential``) keep their uncertainty: the metadata says
+``evidential: true`` (false for every other classifier) and the graph has a second output ``alpha``
+(``softplus(logits) + 1``, the Dirichlet parameters), so any ONNX consumer gets ``u = K / sum(alpha)``
+and the probabilities from ``logits`` exactly as before. Other classifiers keep the single ``logits`` output.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from distillkit.export.metadata import INPUT_NAME, ModelMetadata
 from distillkit.export.onnx_export import DEFAULT_OPSET, SourceModel, finalize_onnx
 
 LOGITS = "logits"
+ALPHA = "alpha"  # evidential exports only: Dirichlet parameters, u = K / alpha.sum(1)
 
 
 def is_classifier(path: Path) -> bool:
@@ -93,10 +99,22 @@ def classifier_metadata(source: SourceModel, dynamic: bool) -> ModelMetadata:
         extra={
             "temperature": float(getattr(handle, "temperature", 1.0)),
             "threshold": float(getattr(handle, "threshold", 0.5)),
+            # written for every classifier, so a file without it is an export older than the flag
+            "evidential": is_evidential_source(source),
             # tuned per-class thresholds only when the checkpoint has them: absent means the scalar applies
             **({"thresholds": tuned} if (tuned := _tuned_thresholds(handle)) is not None else {}),
         },
     )
+
+
+def is_evidential_source(source: SourceModel) -> bool:
+    """Trained with the evidential loss: its ``research:`` model name says ``evidential=1``."""
+    name = getattr(getattr(getattr(source.handle, "meta", None), "spec", None), "name", None)
+    if not isinstance(name, str) or not name.startswith("research:"):
+        return False
+    from distillkit.classify.research.uncertainty import name_is_evidential
+
+    return name_is_evidential(name)
 
 
 def _tuned_thresholds(handle: object) -> list[float] | None:
@@ -117,10 +135,15 @@ def export_classifier_onnx(
     import torch
 
     module = source.handle.model.eval()
+    outputs = [LOGITS]
+    if is_evidential_source(source):
+        from distillkit.classify.research.uncertainty import EvidentialOutputs
+
+        module, outputs = EvidentialOutputs(module).eval(), [LOGITS, ALPHA]
     height, width = source.input_hw or (source.imgsz, source.imgsz)
     dummy = torch.zeros(1, 3, height, width)
     buffer = io.BytesIO()
-    axes = {INPUT_NAME: {0: "batch"}, LOGITS: {0: "batch"}} if dynamic else None
+    axes = {INPUT_NAME: {0: "batch"}, **{name: {0: "batch"} for name in outputs}} if dynamic else None
     try:
         with torch.inference_mode():
             torch.onnx.export(
@@ -128,7 +151,7 @@ def export_classifier_onnx(
                 (dummy,),
                 buffer,
                 input_names=[INPUT_NAME],
-                output_names=[LOGITS],
+                output_names=outputs,
                 dynamic_axes=axes,
                 opset_version=opset,
                 do_constant_folding=True,

@@ -39,6 +39,7 @@ from distillkit.export.quantize import (
     quantize_static_int8,
 )
 from distillkit.io import atomic_write_json
+from distillkit.paths import check_output_outside_inputs, image_folders
 from distillkit.progress import NULL_PROGRESS, Progress
 
 FORMATS = ("onnx", "engine")
@@ -156,8 +157,9 @@ class OptimizeResult:
 def optimize_model(model: str | Path, options: OptimizeOptions, progress: Progress = NULL_PROGRESS) -> OptimizeResult:
     _check_options(options)
     source_path = Path(model)
-    source = original = load_source_model(source_path, options.imgsz)
     output = options.output if options.output is not None else source_path.resolve().parent / "optimized"
+    _check_output(output, source_path, options)
+    source = original = load_source_model(source_path, options.imgsz)
     output.mkdir(parents=True, exist_ok=True)
     threads = options.threads or _default_threads()
     notices: list[str] = []
@@ -232,6 +234,13 @@ def optimize_model(model: str | Path, options: OptimizeOptions, progress: Progre
     )
     atomic_write_json(result.report_path, result.to_dict())
     return result
+
+
+def _check_output(output: Path, model: Path, options: OptimizeOptions) -> None:
+    """Before the model loads: artefacts never land on an input file or inside an images folder."""
+    files = [options.calib_data, options.val_data, options.prune_data]
+    folders = [options.calib_dir, *image_folders(files, options.images_dir)]
+    check_output_outside_inputs(output, [model, *files, *folders])
 
 
 def _check_options(options: OptimizeOptions) -> None:

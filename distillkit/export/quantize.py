@@ -147,6 +147,13 @@ def convert_fp16(source: Path, target: Path, metadata: ModelMetadata) -> ModelMe
     props = onnx_metadata_props(model)
     # keep_io_types: callers feed the same float32 tensor to every artefact
     converted = convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=False)
+    # the converter appends the input/output Cast nodes at the end of the node list, which onnx.checker
+    # (run on every artefact we write) rejects as not topologically sorted: put them in order
+    from onnxruntime.transformers.onnx_model import OnnxModel
+
+    ordered = OnnxModel(converted)
+    ordered.topological_sort()
+    converted = ordered.model
     result = replace(metadata, precision="fp16")
     finalize_onnx(converted, target, result, {key: value for key, value in props.items() if key != "distillkit"})
     return result

@@ -28,6 +28,7 @@ from distillkit.data.yolo_format import SplitSource, YoloDataset, prepare_yolo_d
 from distillkit.errors import DataError, UsageError
 from distillkit.io import atomic_open, atomic_write_yaml
 from distillkit.labelling.types import Teacher
+from distillkit.paths import check_output_outside_inputs, image_folders
 from distillkit.progress import NULL_PROGRESS, Progress
 from distillkit.students.copy_paste import with_rare_class_paste
 from distillkit.students.distill_trainer import distillation_trainer
@@ -104,6 +105,9 @@ def train_student(
     On ``resume`` the saved distillation settings (teachers included) are used again.
     """
     folder = Path(output_dir)
+    # Before any work: the run never lands on an input file or inside an images folder.
+    image_roots = image_folders([train], images_dir) + image_folders([val], val_images_dir or images_dir)
+    check_output_outside_inputs(folder, [train, val, *image_roots])
     run_dir = folder / RUN_NAME
     last_checkpoint = run_dir / "weights" / "last.pt"
     if resume and not last_checkpoint.exists():
@@ -126,6 +130,9 @@ def train_student(
         ]
     config = build_config(STUDENT_SECTIONS, dataset_info=train_data.info, dataset_path=train, overrides=overrides)
     student_cfg = config.student
+    distill_cfg = config.distillation  # --unlabeled folder is listed for images; local --student/--teacher files
+    weights = [m for m in (student_cfg.model, distill_cfg.ultralytics_teacher) if m and Path(m).is_file()]
+    check_output_outside_inputs(folder, [distill_cfg.unlabeled_images, *weights])
     if student_cfg.model is None:
         raise DataError(f"{train} has neither boxes nor masks: there is nothing to train a student on")
     spec = resolve_student(student_cfg.model, pretrained=student_cfg.pretrained)

@@ -19,6 +19,7 @@ from typing import Any, Literal
 from distillkit.config import ExperimentConfig, build_config, write_experiment_config
 from distillkit.data.validate import ValidationResult, load_valid_dataset
 from distillkit.errors import DataError, UsageError
+from distillkit.paths import check_output_outside_inputs, image_folders
 from distillkit.progress import NULL_PROGRESS, Progress
 from distillkit.teachers.results import TeacherTrainResult
 
@@ -70,6 +71,19 @@ def _load(source: ValidationResult | str | os.PathLike[str], what: str, progress
     if not path.is_file():
         raise UsageError(f"{what} file not found: {path}", "check the path")
     return load_valid_dataset(path, progress=progress)
+
+
+def _check_output(
+    exp_dir: str | os.PathLike[str],
+    train: ValidationResult | str | os.PathLike[str],
+    val: ValidationResult | str | os.PathLike[str],
+    images_dir: Path | None,
+    val_images_dir: Path | None,
+) -> None:
+    """Before any work: the experiment folder is no input file and lies in no images folder."""
+    train_file, val_file = (s.report.source if isinstance(s, ValidationResult) else s for s in (train, val))
+    folders = image_folders([train_file], images_dir) + image_folders([val_file], val_images_dir or images_dir)
+    check_output_outside_inputs(exp_dir, [train_file, val_file, *folders])
 
 
 def _check_same_classes(train: ValidationResult, val: ValidationResult) -> None:
@@ -138,6 +152,7 @@ def train_teachers(
     """
     from distillkit.training import barrier, is_main_process
 
+    _check_output(exp_dir, train, val, images_dir, val_images_dir)
     train_result = _load(train, "training", progress)
     val_result = _load(val, "validation", progress)
     _check_same_classes(train_result, val_result)

@@ -1,28 +1,66 @@
 """Evidential uncertainty ``u = K / S`` for ``infer`` and ``evaluate`` (models trained with ``loss: evidential``).
 
 A model trained with the evidential loss carries ``evidential=1`` in its ``research:`` name, so the
-reports know to read its logits as Dirichlet evidence. Other models (and ONNX files, which hold no
-name) are left alone: these functions then add nothing.
+reports know to read its logits as Dirichlet evidence. Its ONNX export carries the same fact as
+``evidential: true`` in the distillkit metadata (and an extra ``alpha`` output); the runtime sets
+``ClassifierRuntime.evidential`` from either, so a checkpoint and its export report the same u.
+Other models are left alone: these functions then add nothing.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
-from distillkit.classify.research.objectives import evidential_uncertainty, uncertainty_summary
+from distillkit.classify.research.objectives import dirichlet_alpha, evidential_uncertainty, uncertainty_summary
 from distillkit.classify.research.spec import research_model
 
 
-def is_evidential(runtime: Any) -> bool:
-    loaded = getattr(runtime, "loaded", None)
-    if loaded is None:
-        return False
-    model = research_model(loaded.meta.spec.name)
+class EvidentialOutputs(nn.Module):
+    """The classifier with a second output ``alpha`` (Dirichlet parameters), for the ONNX export."""
+
+    def __init__(self, classifier: nn.Module) -> None:
+        super().__init__()
+        self.classifier = classifier
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.classifier(images)
+        return logits, dirichlet_alpha(logits)
+
+
+def name_is_evidential(spec_name: str) -> bool:
+    """True for a ``research:`` model name with ``evidential=1`` (trained with the evidential loss)."""
+    model = research_model(spec_name)
     return bool(model is not None and model.evidential)
+
+
+def is_evidential(runtime: Any) -> bool:
+    """The runtime's flag: from the checkpoint's model name (.pt) or the ONNX metadata (.onnx)."""
+    if getattr(runtime, "evidential", False):
+        return True
+    loaded = getattr(runtime, "loaded", None)
+    return loaded is not None and name_is_evidential(loaded.meta.spec.name)
+
+
+def checkpoint_is_evidential(path: Path) -> bool:
+    """Whether a classifier checkpoint was trained with the evidential loss, reading only its header.
+
+    For ONNX files exported before the flag was stored: their ``source`` checkpoint can still tell.
+    ``mmap`` keeps the weights on disk; an unreadable or foreign file simply says no.
+    """
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # a missing, moved or foreign file cannot tell: no notice then
+        return False
+    header = loaded.get("distillkit") if isinstance(loaded, dict) else None
+    spec = header.get("spec") if isinstance(header, dict) else None
+    name = spec.get("name") if isinstance(spec, dict) else None
+    return isinstance(name, str) and name_is_evidential(name)
 
 
 def evidential_u(outputs: Sequence[Any]) -> np.ndarray | None:
