@@ -26,6 +26,7 @@ from tests.test_cli import run
 from tests.test_train_student import FAST, make_shapes
 
 TINY = [*FAST, "student.epochs=2", "student.imgsz=64"]
+KD_OFF = ["distillation.logit_weight=0", "distillation.dfl_weight=0", "distillation.feature_weight=0"]
 
 
 @pytest.fixture(scope="module")
@@ -421,3 +422,22 @@ def test_weight_selection_needs_a_teacher_of_the_students_family(yolo_teacher: P
     assert not other_family.active and "family" in other_family.reason
     assert not _plan_weight_selection(DistillationPlan(), off, teacher, YOLO("yolov8n.yaml"), []).active
     assert "trained weights" in _plan_weight_selection(DistillationPlan(), on, teacher, None, []).reason
+
+
+def test_resumed_run_says_it_started_from_the_selected_weights(
+    shapes: tuple[Path, Path, Path], yolo_teacher: Path, tmp_path: Path
+) -> None:
+    train, val, _ = shapes
+    out = tmp_path / "student"
+
+    def interrupt(trainer: object) -> None:
+        if trainer.epoch == 1:  # type: ignore[attr-defined]
+            raise KeyboardInterrupt
+
+    settings = [*TINY, f"distillation.ultralytics_teacher={yolo_teacher}", *KD_OFF]
+    with pytest.raises(KeyboardInterrupt):
+        train_student(train, val, out, overrides=settings, callbacks={"on_train_epoch_start": interrupt})
+    assert (out / "student_init.pt").is_file()
+    resumed = train_student(train, val, out, overrides=TINY, resume=True)
+    component = resumed.distillation["weight_selection"]
+    assert resumed.epochs_run == 2 and component["active"] and "student_init.pt" in component["reason"]

@@ -100,11 +100,13 @@ def plan_distillation(
     device: str,
     teacher: Teacher | None = None,
     scratch_student: Any = None,
+    selected_start: Path | None = None,
 ) -> DistillationPlan:
     """Build the teachers named by ``config.distillation`` (plus ``teacher``) and decide every component.
 
     ``scratch_student`` is the ``ultralytics.YOLO`` student when it starts from random weights (None
     for a pretrained .pt or a resumed run): weight selection may then initialise it from the teacher.
+    ``selected_start`` is the start a resumed run was initialised with, when it was one.
     Zeroes, in ``config``, the weights of components that cannot run, so the written config says so.
     """
     settings = config.distillation
@@ -190,7 +192,9 @@ def plan_distillation(
             setattr(settings, key, 0.0)
     if not plan.components["pseudo_labels"].active:
         settings.label_train_images = False
-    plan.components["weight_selection"] = _plan_weight_selection(plan, settings, yolo, scratch_student, class_names)
+    plan.components["weight_selection"] = _plan_weight_selection(
+        plan, settings, yolo, scratch_student, class_names, selected_start
+    )
     if not plan.components["weight_selection"].active:
         settings.inherit_weights = False
     if yolo is not None and any(plan.components[n].active for n in ("logit_kd", "dfl_kd", "feature_kd")):
@@ -299,13 +303,20 @@ MIN_INHERITED_FRACTION = 0.5  # below this the teacher is not of the student's f
 
 
 def _plan_weight_selection(
-    plan: DistillationPlan, settings: Any, yolo: YoloTeacher | None, student: Any, class_names: Sequence[str]
+    plan: DistillationPlan,
+    settings: Any,
+    yolo: YoloTeacher | None,
+    student: Any,
+    class_names: Sequence[str],
+    selected_start: Path | None = None,
 ) -> Component:
     """Select the scratch student's weights out of the YOLO teacher's when the architectures allow it."""
     if yolo is None:
         return Component(0.0, False, "needs a YOLO teacher (--teacher)")
     if not settings.inherit_weights:
         return Component(0.0, False, "distillation.inherit_weights is false")
+    if student is None and selected_start is not None and selected_start.is_file():
+        return Component(1.0, True, f"resumed run that started from {selected_start.name} (selected from the teacher)")
     if student is None:
         return Component(0.0, False, "the student starts from trained weights (a .pt, or a resumed run)")
     from distillkit.students.weight_selection import inherited_student

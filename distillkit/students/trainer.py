@@ -157,6 +157,7 @@ def train_student(
         "cpu" if device == "cpu" else f"cuda:{device.split(',')[0]}",
         teacher,
         scratch_student=None if resume or spec.pretrained else model,
+        selected_start=folder / STUDENT_INIT if resume else None,
     )
     notices += plan.notices
 
