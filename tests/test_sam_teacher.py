@@ -347,8 +347,14 @@ def test_adapters_reload_exactly_and_merge_agrees(tmp_path: Path, weights_dir: P
     save_adapter(model, tmp_path / "adapters")
     save_merged(model, tmp_path / "merged")
     reloaded = load_adapters(load_base_sam(weights_dir), tmp_path / "adapters").eval()
+    # The saved adapter weights come back bit for bit; the forward pass is compared with a tolerance,
+    # since multi-threaded kernels may sum in another order from one call to the next (seen: 3e-7).
+    saved = {name: p for name, p in model.named_parameters() if "lora_" in name}
+    loaded = {name: p for name, p in reloaded.named_parameters() if "lora_" in name}
+    assert saved and saved.keys() == loaded.keys()
+    assert all(torch.equal(loaded[name], saved[name]) for name in saved)
     for got, want in zip(decoder_outputs(reloaded), reference, strict=True):
-        assert torch.equal(got, want)
+        assert torch.allclose(got, want, rtol=1e-5, atol=1e-6)
     merged = load_base_sam(tmp_path / "merged").eval()
     assert not any("lora" in name for name, _ in merged.named_parameters())
     for got, want in zip(decoder_outputs(merged), reference, strict=True):
