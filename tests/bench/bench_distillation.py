@@ -108,7 +108,9 @@ def train(
     start = time.perf_counter()
     result = train_student(splits["train"], splits["val"], out, overrides=settings, images_dir=images)
     seconds = time.perf_counter() - start
-    marker.write_text(json.dumps({"seconds": seconds, "distillation": result.distillation}))
+    marker.write_text(
+        json.dumps({"seconds": seconds, "distillation": result.distillation, "pseudo_labels": result.pseudo_labels})
+    )
     return result.best, seconds, result.distillation
 
 
