@@ -257,9 +257,10 @@ def test_dataset_info_from_coco_boxes_only() -> None:
 
 
 def test_dataset_info_from_coco_masks_and_rle() -> None:
+    # Masks without boxes: validate derives the boxes, so the repaired data holds both (issue 13).
     info = dataset_info_from_coco(masks_only_coco())
-    assert info.has_masks and not info.has_boxes
-    assert info.teachers == ["sam"]
+    assert info.has_masks and info.has_boxes and info.mode == "both"
+    assert info.teachers == ["grounding_dino", "sam"]
 
     coco = masks_only_coco()
     for ann in coco["annotations"]:
@@ -269,7 +270,7 @@ def test_dataset_info_from_coco_masks_and_rle() -> None:
     rle = mask_utils.encode(binary)  # compressed string counts
     coco["annotations"][0]["segmentation"] = {"size": rle["size"], "counts": rle["counts"].decode()}
     info = dataset_info_from_coco(coco)
-    assert info.has_masks and not info.has_boxes
+    assert info.has_masks and info.has_boxes  # the empty boxes are filled from the masks
 
 
 def test_dataset_info_tolerates_junk() -> None:
@@ -292,7 +293,7 @@ def test_data_layer_boxes_only() -> None:
 def test_data_layer_masks() -> None:
     config = build_config(["student"], dataset_info=dataset_info_from_coco(masks_only_coco()))
     assert config.data.student == "yolov8s-seg"
-    assert config.data.teachers == ["sam"]
+    assert config.data.teachers == ["grounding_dino", "sam"]  # boxes derived from the masks (issue 13)
     assert config.student.model == "yolov8s-seg"
 
     both = copy.deepcopy(BOXES_COCO)

@@ -57,6 +57,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "train": write_shapes_dataset(data, 4, "boxes", seed=0, name="train.json"),
         "val": write_shapes_dataset(data, 2, "boxes", seed=1, name="val.json"),
         "masks": write_shapes_dataset(data, 3, "masks", seed=2, name="masks.json"),
+        "masks_val": write_shapes_dataset(data, 2, "masks", seed=5, name="masks_val.json"),
         "both": write_shapes_dataset(data, 4, "both", seed=3, name="both.json"),
         "both_val": write_shapes_dataset(data, 2, "both", seed=4, name="both_val.json"),
     }
@@ -118,7 +119,9 @@ def experiment(world: dict[str, Path]) -> Path:
 
 
 @pytest.mark.parametrize(
-    ("name", "teachers"), [("train", ["grounding_dino"]), ("masks", ["sam"]), ("both", ["grounding_dino", "sam"])]
+    ("name", "teachers"),
+    # masks-only data holds boxes too once validate derived them from the masks (issue 13): both teachers
+    [("train", ["grounding_dino"]), ("masks", ["grounding_dino", "sam"]), ("both", ["grounding_dino", "sam"])],
 )
 def test_the_data_decides_the_teachers(world: dict[str, Path], name: str, teachers: list[str]) -> None:
     from distillkit.teachers.pipeline import choose_teachers, teacher_config
@@ -134,6 +137,7 @@ def test_only_narrows_the_decision_and_refuses_what_the_data_lacks() -> None:
     from distillkit.teachers.pipeline import choose_teachers
 
     assert choose_teachers(["grounding_dino", "sam"], "dino") == (["grounding_dino"], {"sam": "--only dino"})
+    assert choose_teachers(["grounding_dino", "sam"], "sam") == (["sam"], {"grounding_dino": "--only sam"})
     with pytest.raises(UsageError, match="only masks"):
         choose_teachers(["sam"], "dino")
     with pytest.raises(UsageError, match="not one of"):
@@ -238,6 +242,59 @@ def test_both_trains_both_teachers_and_labels_boxes_with_masks(world: dict[str, 
     assert evaluated.exit_code == 0, evaluated.output
     teachers = json.loads(evaluated.stdout)["teachers"]
     assert set(teachers) == {"grounding_dino", "sam"} and "segm" in teachers["sam"]
+
+
+def test_masks_only_data_trains_both_teachers_and_labels_without_ground_truth(world: dict[str, Path]) -> None:
+    """Polygons without boxes (labelme / CVAT): DINO learns the derived boxes, SAM the masks (issue 13)."""
+    from distillkit.data.validate import validate_dataset
+    from distillkit.teachers import load_teacher
+    from tests.tiny_sam import write_tiny_sam
+
+    raw = json.loads(world["masks"].read_text())
+    assert not any("bbox" in ann for ann in raw["annotations"])
+    report = validate_dataset(world["masks"]).report
+    assert report.info.has_boxes and report.info.has_masks and report.info.mode == "both"
+    assert report.generated["bbox"] == len(raw["annotations"])  # the report still says where the boxes came from
+
+    exp = world["root"] / "exp_masks_only"
+    sam_weights = write_tiny_sam(world["root"] / "sam_weights_masks_only")
+    result = run_cli(
+        "train-teacher", "-d", world["masks"], "-v", world["masks_val"], "-o", exp, "--dino-weights", world["weights"],
+        "--sam-weights", sam_weights, "--epochs", "1", "--batch", "2", "--device", "cpu", "--json", *TINY_SETS,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document["decision"] == ["grounding_dino", "sam"] and document["skipped"] == {}
+    assert [t["name"] for t in document["teachers"]] == ["grounding_dino", "sam"]
+    config = yaml.safe_load((exp / "teacher_config.yaml").read_text())
+    assert config["data"]["teachers"] == ["grounding_dino", "sam"]
+    assert config["data"]["has_boxes"] and config["data"]["has_masks"]
+    for folder in ("grounding_dino_lora", "sam_lora"):
+        assert (exp / "teachers" / folder / "adapter_model.safetensors").is_file()
+
+    # Unlabelled images: boxes from Grounding DINO, masks from SAM prompted with them; no ground truth needed.
+    teacher = load_teacher(exp, device="cpu", batch_size=2, box_threshold=0.0, text_threshold=0.0)
+    assert teacher.ground_truth is None and teacher.dino is not None and teacher.sam is not None
+    images = sorted((world["masks_val"].parent / "images").glob("img_5_*.png"))
+    for prediction in teacher.predict(images):
+        assert prediction.extra["box_source"] == "grounding_dino"
+        assert len(prediction) > 0 and prediction.masks is not None and len(prediction.masks) == len(prediction)
+        assert prediction.masks[0]["size"] == [64, 64]
+
+
+def test_masks_only_data_with_only_sam_trains_sam_alone(world: dict[str, Path]) -> None:
+    from tests.tiny_sam import write_tiny_sam
+
+    exp = world["root"] / "exp_masks_only_sam"
+    sam_weights = write_tiny_sam(world["root"] / "sam_weights_only_sam")
+    result = run_cli(
+        "train-teacher", "-d", world["masks"], "-v", world["masks_val"], "-o", exp, "--sam-weights", sam_weights,
+        "--only", "sam", "--epochs", "1", "--batch", "2", "--device", "cpu", *TINY_SETS,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "Grounding DINO not trained (--only sam)" in result.output
+    assert (exp / "teachers" / "sam_lora" / "adapter_model.safetensors").is_file()
+    assert not (exp / "teachers" / "grounding_dino_lora").exists()
 
 
 # ------------------------------------------------------------------------------------------------

@@ -51,7 +51,12 @@ def test_mode_is_derived_from_the_data(coco: dict[str, Any]) -> None:
     assert validate_dataset(boxes_only, check_images=False).info.mode == "boxes"
     masks_only = copy.deepcopy(coco)
     masks_only["annotations"] = [a for a in coco["annotations"] if "segmentation" in a]
-    assert validate_dataset(masks_only, check_images=False).info.mode == "masks"
+    # After repair masks-only data holds boxes derived from the masks, and the report says so (issue 13).
+    report = validate_dataset(masks_only, check_images=False).report
+    assert report.info.mode == "both" and report.info.has_boxes and report.info.has_masks
+    assert report.info.teachers == ["grounding_dino", "sam"]
+    assert report.generated["bbox"] == len(masks_only["annotations"]) == 1
+    assert report.to_dict()["generated"]["bbox"] == 1 and report.to_dict()["has_boxes"] is True
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 from pycocotools import mask as mask_utils
 
 from distillkit.augmentation.pipeline import AugmentationPipeline, pipeline_from_config
@@ -22,6 +22,7 @@ from distillkit.config.build import build_config
 from distillkit.config.schema import AugmentationConfig
 from distillkit.data.images import ImageLocator
 from distillkit.errors import DataError, UsageError
+from distillkit.images import read_pil
 from distillkit.io import atomic_open
 from distillkit.progress import NULL_PROGRESS, Progress
 
@@ -131,9 +132,8 @@ def _load_samples(
 def _sample(image: Mapping[str, Any], annotations: list[dict[str, Any]], path: Path) -> _Sample | None:
     width, height = int(image["width"]), int(image["height"])
     try:
-        with Image.open(path) as opened:
-            picture = ImageOps.exif_transpose(opened).convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError):
+        picture = read_pil(path)
+    except DataError:
         return None
     scale = min(1.0, MAX_PREVIEW_SIDE / max(width, height))
     size = (max(1, round(width * scale)), max(1, round(height * scale)))

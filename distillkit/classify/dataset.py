@@ -1,7 +1,8 @@
 """Turning image files into normalised tensors for classifiers: one preprocessing for training,
 evaluation, inference and export calibration.
 
-Images are read as RGB, resized to the model's (height, width) — or kept at their own size with
+Images are read as RGB by ``distillkit.images.read_rgb`` (EXIF orientation applied, as every
+command reads them), resized to the model's (height, width) — or kept at their own size with
 ``keep_full_resolution`` — then (training only) augmented, scaled to [0, 1] and normalised with the
 checkpoint's mean/std. Small datasets are decoded once and kept in memory (uint8, already resized),
 since decoding thousands of small files every epoch would dominate CPU training time.
@@ -16,11 +17,10 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from distillkit.data.images import read_image_size
 from distillkit.errors import DataError
+from distillkit.images import image_size, read_rgb
 
 _INTERPOLATION = {
     "nearest": cv2.INTER_NEAREST,
@@ -33,15 +33,6 @@ _INTERPOLATION = {
 CACHE_LIMIT_BYTES = 512 * 1024 * 1024
 
 Augment = Callable[..., dict[str, Any]]
-
-
-def read_rgb(path: Path) -> np.ndarray:
-    """HWC uint8 RGB, EXIF orientation applied; DataError naming the file when unreadable."""
-    try:
-        with Image.open(path) as image:
-            return np.array(ImageOps.exif_transpose(image).convert("RGB"))  # writable, torch-friendly
-    except (OSError, UnidentifiedImageError) as exc:
-        raise DataError(f"cannot read image {path} ({exc})", "remove or replace the file") from None
 
 
 def resize(image: np.ndarray, size: tuple[int, int] | None, interpolation: str = "bilinear") -> np.ndarray:
@@ -66,10 +57,8 @@ def common_image_size(paths: Sequence[Path]) -> tuple[int, int]:
     """The (height, width) shared by all images (full-resolution training needs one size)."""
     sizes: dict[tuple[int, int], Path] = {}
     for path in paths:
-        info = read_image_size(path)
-        if info is None:
-            raise DataError(f"cannot read the size of image {path}", "remove or replace the file")
-        sizes.setdefault((info.height, info.width), path)
+        width, height = image_size(path)  # as displayed, the size read_rgb gives
+        sizes.setdefault((height, width), path)
         if len(sizes) > 1:
             (first, a), (second, b) = list(sizes.items())[:2]
             raise DataError(

@@ -16,8 +16,9 @@ import numpy as np
 import torch
 
 from distillkit.classify.checkpoint import LoadedClassifier
-from distillkit.classify.dataset import read_rgb, resize, to_tensor
+from distillkit.classify.dataset import resize, to_tensor
 from distillkit.errors import UsageError
+from distillkit.images import read_rgb
 from distillkit.io import atomic_open
 from distillkit.progress import NULL_PROGRESS, Progress
 

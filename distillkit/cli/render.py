@@ -24,7 +24,10 @@ def render_validation(out: Output, report: ValidationReport) -> None:
     summary.add_row("images", f"{report.num_images} ({info.num_empty_images} without annotations)")
     summary.add_row("annotations", str(report.num_annotations))
     summary.add_row("classes", str(info.num_classes))
-    summary.add_row("annotation mode", f"{info.mode} (boxes: {_yes(info.has_boxes)}, masks: {_yes(info.has_masks)})")
+    boxes = _yes(info.has_boxes)
+    if info.has_boxes and report.generated.get("bbox"):
+        boxes += f", {report.generated['bbox']} derived from masks"
+    summary.add_row("annotation mode", f"{info.mode} (boxes: {boxes}; masks: {_yes(info.has_masks)})")
     generated = ", ".join(f"{k} {v}" for k, v in report.generated.items() if v) or "nothing"
     replaced = ", ".join(f"{k} {v}" for k, v in report.replaced.items() if v) or "nothing"
     summary.add_row("generated", generated)

@@ -38,9 +38,10 @@ def train_teacher(
     """Fine-tune the teachers with LoRA adapters: the data decides which.
 
     Boxes in the data → Grounding DINO (one prompt holding every class name, LoRA on the
-    encoder/decoder attention, backbones frozen); masks → SAM (box prompts, taken from the masks
-    when the data has no boxes; LoRA on the mask decoder); both → both. The decision and the class
-    names are written to OUTPUT/teacher_config.yaml (with metadata.json) before training.
+    encoder/decoder attention, backbones frozen); masks → SAM (box prompts, LoRA on the mask
+    decoder); both → both. Masks without boxes get their boxes from the masks when the data is
+    validated, so masks-only data trains both (Grounding DINO on the derived boxes). The decision and
+    the class names are written to OUTPUT/teacher_config.yaml (with metadata.json) before training.
 
     Weights come from a local folder (what save_pretrained writes), else the Hugging Face cache
     (HF_HOME, HF_HUB_OFFLINE honoured), else a download when online. OUTPUT/teachers/

@@ -1,4 +1,4 @@
-"""Finding a COCO image's file on disk, safely, and reading its size without decoding it.
+"""Finding a COCO image's file on disk, safely (reading it: ``distillkit.images``).
 
 Every command that opens images resolves them through ``ImageLocator`` so they agree on where a
 ``file_name`` lives: under one of the image roots (``--images-dir``, else the JSON's folder and its
@@ -11,13 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-
-from PIL import Image, UnidentifiedImageError
-
-# EXIF orientations 5-8 rotate by 90°: the stored pixels are then transposed w.r.t. the displayed image.
-_TRANSPOSING_ORIENTATIONS = {5, 6, 7, 8}
 
 
 def default_image_roots(annotation_file: Path, images_dir: Path | None = None) -> list[Path]:
@@ -78,32 +72,3 @@ class ImageLocator:
 def resolve_image_path(file_name: str, roots: Sequence[Path]) -> Path | None:
     """One-off resolution (see ``ImageLocator`` for many images)."""
     return ImageLocator(roots).resolve(file_name)
-
-
-@dataclass(frozen=True)
-class ImageFileInfo:
-    width: int
-    height: int
-    transposed: bool  # EXIF says the displayed image is rotated by 90°
-
-
-def read_image_size(path: Path) -> ImageFileInfo | None:
-    """Width/height from the file header (no pixel decoding); None when it is not a readable image."""
-    try:
-        with Image.open(path) as image:
-            width, height = image.size
-            orientation = 1
-            try:
-                orientation = int(image.getexif().get(0x0112, 1))
-            except Exception:  # a broken EXIF block does not make the image unreadable
-                orientation = 1
-            return ImageFileInfo(width, height, orientation in _TRANSPOSING_ORIENTATIONS)
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
-        return None
-
-
-def size_matches(info: ImageFileInfo, width: int, height: int) -> bool:
-    if (info.width, info.height) == (width, height):
-        return True
-    # Some tools record the size after applying EXIF rotation; accept that too.
-    return info.transposed and (info.height, info.width) == (width, height)

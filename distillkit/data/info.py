@@ -1,7 +1,10 @@
 """What a dataset contains, derived from its annotations (never stored as a mode flag).
 
 ``DatasetInfo`` is what later commands consult to decide their path: boxes → a box teacher and a
-detection student, masks → a mask teacher and a segmentation student, both → both.
+detection student, masks → a mask teacher and a segmentation student, both → both. It describes the
+data *after* ``validate``'s repairs: a mask without a box gets its tight box there, so masks-only
+data holds boxes and masks ("both"); ``ValidationReport.generated["bbox"]`` says how many boxes
+were derived.
 """
 
 from __future__ import annotations
@@ -54,7 +57,11 @@ class DatasetInfo:
 
     @property
     def teachers(self) -> list[str]:
-        """Which teachers the data calls for: boxes → grounding_dino, masks → sam, both → both."""
+        """Which teachers the data calls for: boxes → grounding_dino, masks → sam, both → both.
+
+        Masks-only data gets both after repair: Grounding DINO learns the boxes derived from the
+        masks, so unlabelled images get boxes from it and masks from SAM prompted with them.
+        """
         chosen = []
         if self.has_boxes:
             chosen.append("grounding_dino")

@@ -186,8 +186,9 @@ ISSUE_KINDS: dict[str, IssueKind] = {
     "image_size_mismatch": IssueKind(
         "error",
         "image",
-        "image files differ in size from the width/height in the JSON",
-        "fix width/height in the JSON or the files",
+        "image files differ in size (as displayed, EXIF orientation applied) from the width/height in the JSON",
+        "fix width/height in the JSON or the files; annotations drawn on an EXIF-rotated photo's stored "
+        "pixels need its orientation tag removed",
     ),
     "images_not_found": IssueKind(
         "warning",

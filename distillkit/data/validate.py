@@ -23,17 +23,12 @@ from typing import Any
 
 import numpy as np
 
-from distillkit.data.images import (
-    ImageLocator,
-    default_image_roots,
-    read_image_size,
-    safe_relative_parts,
-    size_matches,
-)
+from distillkit.data.images import ImageLocator, default_image_roots, safe_relative_parts
 from distillkit.data.info import CategoryInfo, DatasetInfo
 from distillkit.data.issues import DROPPABLE_ANNOTATION_CODES, Issue, IssueCollector
 from distillkit.data.masks import MaskJob, compressed_counts_ok, mask_boxes_and_areas, uncompressed_rle
 from distillkit.errors import DataError
+from distillkit.images import image_header
 from distillkit.io import read_json
 from distillkit.progress import NULL_PROGRESS, Progress
 
@@ -418,19 +413,26 @@ class _Validator:
                     if image.file_name is not None:
                         self.issues.add("image_file_missing", image_id, image.file_name)
                     continue
-                file_info = read_image_size(path)
-                if file_info is None:
+                try:
+                    header = image_header(path)
+                except DataError:
                     self.issues.add("image_unreadable", image_id, str(path.name))
                     continue
+                # Sizes are compared as displayed (EXIF orientation applied), the frame that annotation
+                # tools draw in and that every distillkit reader and ultralytics read (distillkit.images).
                 if image.width is None or image.height is None:
-                    image.width, image.height = file_info.width, file_info.height
-                    image.entry["width"], image.entry["height"] = file_info.width, file_info.height
+                    image.width, image.height = header.width, header.height
+                    image.entry["width"], image.entry["height"] = header.width, header.height
                     self.generated["image_size"] += 1
-                elif not size_matches(file_info, image.width, image.height):
+                elif header.size != (image.width, image.height):
+                    shown = f"file {header.width}x{header.height}"
+                    if header.size != header.stored_size:
+                        shown += (
+                            f" as displayed (stored {header.stored_width}x{header.stored_height}, "
+                            f"EXIF orientation {header.orientation})"
+                        )
                     self.issues.add(
-                        "image_size_mismatch",
-                        image_id,
-                        f"{path.name}: file {file_info.width}x{file_info.height}, JSON {image.width}x{image.height}",
+                        "image_size_mismatch", image_id, f"{path.name}: {shown}, JSON {image.width}x{image.height}"
                     )
 
     def _report_unknown_sizes(self) -> None:
@@ -533,13 +535,16 @@ class _Validator:
             pairs.add((ann["category_id"], ann["image_id"]))
         category_images: Counter[int] = Counter(category for category, _ in pairs)
         annotated_images = len({image_id for _, image_id in pairs})
+        has_masks = len(mask_anns) > len(removed)
         return {
             "valid_annotations": valid,
             "category_annotations": category_annotations,
             "category_images": category_images,
             "annotated_images": annotated_images,
-            "has_boxes": has_boxes,
-            "has_masks": len(mask_anns) > len(removed),
+            # What the repaired data holds: every kept mask now has a box (``generated["bbox"]`` says how
+            # many were derived), so masks-only data trains the box teacher too.
+            "has_boxes": has_boxes or has_masks,
+            "has_masks": has_masks,
         }
 
     def _mask_job(self, ann: dict[str, Any], ann_id: int, image: _Image, index: int) -> MaskJob | bool | None:

@@ -65,16 +65,13 @@ def preprocess_many(paths: Sequence[Path], metadata: ModelMetadata) -> list[np.n
 
 
 def _letterbox(path: Path, shape: tuple[int, int], pad_value: int) -> np.ndarray:
-    import cv2
-
+    from distillkit.images import read_bgr
     from distillkit.students.ultralytics_env import import_ultralytics
 
     import_ultralytics()
     from ultralytics.data.augment import LetterBox
 
-    image = cv2.imread(str(path))  # BGR, as ultralytics' loaders read it
-    if image is None:
-        raise UsageError(f"cannot read image {path}", "remove it or fix the file")
+    image = read_bgr(path)  # BGR and upright (EXIF orientation applied), as ultralytics' loaders read it
     boxed = LetterBox(shape, auto=False, stride=32, padding_value=pad_value)(image=image)
     tensor = boxed[:, :, ::-1].transpose(2, 0, 1)  # BGR HWC -> RGB CHW
     return (np.ascontiguousarray(tensor, dtype=np.float32) / 255.0)[None]
@@ -82,7 +79,8 @@ def _letterbox(path: Path, shape: tuple[int, int], pad_value: int) -> np.ndarray
 
 def _resize_normalize(path: Path, shape: tuple[int, int], steps: dict[str, object]) -> np.ndarray:
     # The classifier's own loading code (EXIF orientation, cv2 resize, normalisation), not a lookalike.
-    from distillkit.classify.dataset import read_rgb, resize, to_tensor
+    from distillkit.classify.dataset import resize, to_tensor
+    from distillkit.images import read_rgb
 
     image = resize(read_rgb(path), shape, str(steps.get("interpolation", "bilinear")))
     mean = steps.get("mean") or [0.0, 0.0, 0.0]

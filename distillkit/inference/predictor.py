@@ -4,7 +4,9 @@ Models are loaded through ultralytics (offline); ``.onnx`` and TensorRT ``.engin
 ``distillkit optimize`` go through ``distillkit.inference.exported`` (the same runtime). The class
 index → COCO category id mapping comes from the checkpoint (``train-student`` stores it), the
 exported file's metadata, or a ``class_mapping.yaml`` next to the model; a plain ultralytics model
-without either uses the class index as the category id.
+without either uses the class index as the category id. Images are read by ultralytics from their
+paths, upright (OpenCV applies the EXIF orientation tag): the frame ``distillkit.images`` reads and
+the boxes and masks are reported in.
 """
 
 from __future__ import annotations

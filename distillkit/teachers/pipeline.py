@@ -2,6 +2,10 @@
 
     boxes in the data → Grounding DINO;  masks → SAM;  both → both  (``DatasetInfo.teachers``)
 
+The data is looked at after ``validate``'s repairs, which give every mask its tight box: masks-only
+data (labelme / CVAT polygons) therefore trains both teachers, Grounding DINO on the derived boxes
+and SAM on the masks, so images without labels get boxes from one and masks from the other.
+
 The configuration (shipped defaults → the data → overrides) is derived afresh from the training
 file on every run and written to ``EXP/teacher_config.yaml`` with
 ``metadata.json``, before training starts; its ``data`` section holds the decision and the class

@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
 from distillkit.data.images import ImageLocator, default_image_roots
 from distillkit.errors import DataError
+from distillkit.images import read_rgb
 
 Augment = Callable[..., dict[str, Any]]
 
@@ -33,12 +33,6 @@ class DetectionSample:
     height: int
     boxes: tuple[tuple[float, float, float, float], ...]
     classes: tuple[int, ...]
-
-
-def read_rgb(path: Path) -> np.ndarray:
-    """An image file as an RGB ``uint8`` array (H, W, 3)."""
-    with Image.open(path) as image:
-        return np.array(image.convert("RGB"))  # a writable copy: torch warns on read-only arrays
 
 
 def locate_images(dataset: dict[str, Any], annotation_file: Path | None, images_dir: Path | None) -> dict[int, Path]:
@@ -113,7 +107,8 @@ class GroundingDinoDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         sample = self.samples[index]
-        image = read_rgb(sample.path)
+        # Upright (EXIF orientation applied), the frame the COCO boxes and width/height are in.
+        image = read_rgb(sample.path, expect_size=(sample.width, sample.height))
         boxes: Sequence[Sequence[float]] = sample.boxes
         classes: Sequence[int] = sample.classes
         if self.augment is not None:

@@ -9,8 +9,9 @@ import torch
 
 from distillkit.data.validate import ValidationResult
 from distillkit.evaluation import EvaluationResult, evaluate_predictions
+from distillkit.images import read_rgb
 from distillkit.progress import NULL_PROGRESS, Progress
-from distillkit.teachers.grounding_dino.data import DetectionSample, read_rgb
+from distillkit.teachers.grounding_dino.data import DetectionSample
 from distillkit.teachers.grounding_dino.predict import predict_boxes
 
 # As COCO evaluation expects: keep (almost) everything, the metric sweeps the scores.
@@ -38,7 +39,7 @@ def coco_detections(
                 processor,
                 prompt_text,
                 len(category_ids),
-                [read_rgb(sample.path) for sample in chunk],
+                [read_rgb(sample.path, expect_size=(sample.width, sample.height)) for sample in chunk],
                 device,
                 box_threshold=EVAL_SCORE_THRESHOLD,
                 text_threshold=0.0,

@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
 from pycocotools import mask as mask_utils
 
 from distillkit.data.images import ImageLocator, default_image_roots
 from distillkit.data.validate import ValidationResult, load_valid_dataset
 from distillkit.errors import DataError, UsageError
+from distillkit.images import read_rgb as read_image_rgb
 from distillkit.teachers.sam.geometry import xywh_to_xyxy
 
 
@@ -157,20 +157,10 @@ def mask_records(
 
 
 def read_rgb(path: Path, width: int | None = None, height: int | None = None) -> np.ndarray:
-    """(H, W, 3) uint8 RGB pixels; EXIF rotation applied when that is what makes the size match."""
-    try:
-        with Image.open(path) as opened:
-            image = opened.convert("RGB") if opened.mode != "RGB" else opened.copy()
-            if width is not None and height is not None and image.size != (width, height):
-                with Image.open(path) as again:
-                    rotated = ImageOps.exif_transpose(again).convert("RGB")
-                if rotated.size == (width, height):
-                    image = rotated
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise DataError(f"cannot read image {path} ({exc})", "replace or remove the file") from exc
-    if width is not None and height is not None and image.size != (width, height):
-        raise DataError(
-            f"image {path} is {image.size[0]}x{image.size[1]} but the annotations say {width}x{height}",
-            "run 'distillkit validate' to find size mismatches",
-        )
-    return np.array(image, dtype=np.uint8)  # a writable copy: torch warns about read-only arrays
+    """(H, W, 3) uint8 RGB pixels as displayed (``distillkit.images``: EXIF orientation applied).
+
+    With ``width`` and ``height`` (the annotations' size), a file of another displayed size is a
+    ``DataError``: the masks would not lie on the pixels.
+    """
+    expected = (width, height) if width is not None and height is not None else None
+    return read_image_rgb(path, expect_size=expected)
