@@ -25,7 +25,7 @@ from distillkit.students.yolo_teacher import YoloTeacher, teacher_class_index
 from tests.test_cli import run
 from tests.test_train_student import FAST, make_shapes
 
-TINY = [*FAST, "student.epochs=2", "student.imgsz=64"]
+TINY = [*FAST, "student.epochs=2", "student.imgsz=64", "distillation.teacher_min_ap=0"]  # tiny teachers score ~0
 KD_OFF = ["distillation.logit_weight=0", "distillation.dfl_weight=0", "distillation.feature_weight=0"]
 
 
@@ -98,9 +98,11 @@ def test_kd_terms_are_trained_logged_and_kept_out_of_the_checkpoint(
     checkpoint = torch.load(out / "best.pt", map_location="cpu", weights_only=False)
     parameters = sum(p.numel() for p in checkpoint["model"].parameters())
     assert parameters < 3_500_000  # the yolov8n student alone: no teacher, no projectors inside
-    # every unlabelled image went through the teacher once, and sits in the cache
-    assert result.pseudo_labels["unlabeled_images"] == 16 and result.pseudo_labels["computed"] == 16
-    assert len(list((out / "cache" / "teacher_outputs").rglob("*.json"))) == 16
+    # every unlabelled and training image went through the teacher once (training images are labelled by
+    # default), and so did the 16 validation images it was scored on first; all sit in the cache
+    assert result.pseudo_labels["unlabeled_images"] == 16 and result.pseudo_labels["train_images_labelled"] == 48
+    assert result.pseudo_labels["computed"] == 16 + 48 and result.pseudo_labels["teacher_ap"] is not None
+    assert len(list((out / "cache" / "teacher_outputs").rglob("*.json"))) == 16 + 48 + 16
     assert yaml.safe_load((out / "yolo_data" / "dataset.yaml").read_text())["train"] == [
         "images/train",
         "images/pseudo",

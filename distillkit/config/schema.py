@@ -354,9 +354,17 @@ class StudentConfig(SectionModel):
 class DistillationConfig(SectionModel):
     """How teacher knowledge reaches the student."""
 
-    pseudo_label_conf: Probability = Field(description="minimum teacher score for a pseudo-label")
+    label_train_images: bool = Field(description="teacher labels on the training images (new objects, soft GT)")
+    soft_targets: bool = Field(description="teacher per-class scores, confidence and mask quality in the loss")
+    calibrate_thresholds: bool = Field(description="per-class gates at the teacher's best-F1 point on --val")
+    class_thresholds: list[Probability] | None = Field(description="per-class score gates; null: calibrated")
+    pseudo_label_conf: Probability = Field(description="global teacher score gate when not calibrating")
+    nms_iou: Probability = Field(description="class-wise NMS IoU for teacher boxes")
+    cross_class_iou: Probability = Field(description="IoU above which boxes of two classes are one object")
     merge_iou: Probability = Field(description="IoU above which a pseudo-label duplicates a GT box")
-    label_train_images: bool = Field(description="also pseudo-label the training images (merged with GT)")
+    teacher_min_ap: Probability = Field(description="refuse a teacher below this AP50-95 on --val")
+    force_teacher: bool = Field(description="use a teacher that fails teacher_min_ap anyway")
+    exclude: list[str] = Field(description="COCO files whose images are never labelled for training")
     feature_weight: NonNegativeFloat = Field(description="feature-imitation loss weight")
     logit_weight: NonNegativeFloat = Field(description="logit KD loss weight")
     dfl_weight: NonNegativeFloat = Field(description="box-distribution (DFL) KD loss weight")

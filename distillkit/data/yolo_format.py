@@ -7,6 +7,8 @@ Layout (what ultralytics reads: a label file sits where ``/images/`` → ``/labe
     ROOT/images/<split>/<name>   symbolic links to the original image files (copied if links fail)
     ROOT/labels/<split>/<stem>.txt
     ROOT/conversion.json         what was converted, and the content hash that decides reuse
+    ROOT/soft_targets.json       teacher labels' soft targets (score, mask quality, per-class scores),
+                                 keyed by split/image and label box; only when some annotation has them
 
 Conventions, the same as ultralytics' own ``convert_coco``: class index = position of the COCO
 category in id order (``DatasetInfo.class_mapping``); crowd annotations are left out (ultralytics
@@ -22,7 +24,7 @@ import os
 import shutil
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,8 +38,9 @@ from distillkit.io import atomic_write_json, atomic_write_text, dumps_json
 from distillkit.progress import NULL_PROGRESS, Progress
 
 Task = Literal["detect", "segment"]
-CONVERSION_VERSION = 1  # bump when the label format written here changes
+CONVERSION_VERSION = 2  # bump when the label format written here changes
 _MARKER = "conversion.json"
+SOFT_TARGETS_FILE = "soft_targets.json"
 
 
 @dataclass(frozen=True)
@@ -96,11 +99,15 @@ def prepare_yolo_dataset(
 
     marker.unlink(missing_ok=True)  # an interrupted rewrite is never mistaken for a finished one
     counts: dict[str, int] = {}
+    soft = SoftTargetTable(num_classes=len(class_names))
     for name, source in splits.items():
         for sub in ("images", "labels"):
             shutil.rmtree(root / sub / name, ignore_errors=True)
             (root / sub / name).mkdir(parents=True, exist_ok=True)
-        counts[name] = _write_split(root, name, source, located[name], task, class_mapping, progress)
+        counts[name] = _write_split(root, name, source, located[name], task, class_mapping, soft, progress)
+    (root / SOFT_TARGETS_FILE).unlink(missing_ok=True)
+    if soft.rows:
+        atomic_write_json(root / SOFT_TARGETS_FILE, soft.to_dict(), indent=False)
 
     document = {
         "path": str(root.resolve()),
@@ -126,11 +133,58 @@ def prepare_yolo_dataset(
 # label lines
 
 
+@dataclass
+class SoftTargetTable:
+    """Soft targets of teacher-made (or teacher-scored) labels, one row per label line.
+
+    ``rows[t]`` = ``[score, mask_quality, p_0 .. p_{C-1}]``; ``images["split/name"]`` lists
+    ``[t, class, cx, cy, w, h]`` per label (the box as ultralytics reads it back: the line's box for
+    detection, the polygon's extent for segmentation), so the training dataset can find each label's
+    row whatever order ultralytics keeps the lines in.
+    """
+
+    num_classes: int
+    rows: list[list[float]] = field(default_factory=list)
+    images: dict[str, list[list[float]]] = field(default_factory=dict)
+
+    def add(self, image_key: str, ann: dict[str, Any], line: str) -> None:
+        values = [float(v) for v in line.split()]
+        class_index, points = int(values[0]), np.asarray(values[1:], dtype=np.float64)
+        if len(points) == 4:
+            box = points
+        else:
+            xy = points.reshape(-1, 2)
+            low, high = xy.min(axis=0), xy.max(axis=0)
+            box = np.r_[(low + high) / 2, high - low]
+        score = float(ann.get("score", 1.0))
+        vector = ann.get("class_scores")
+        if vector is None or len(vector) != self.num_classes:
+            vector = [score if c == class_index else 0.0 for c in range(self.num_classes)]
+        quality = ann.get("mask_quality")
+        self.images.setdefault(image_key, []).append([len(self.rows), class_index, *box.tolist()])
+        self.rows.append([score, 1.0 if quality is None else float(quality), *(float(v) for v in vector)])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"num_classes": self.num_classes, "rows": self.rows, "images": self.images}
+
+
+def has_soft_target(ann: dict[str, Any]) -> bool:
+    """Annotations carrying teacher knowledge: a teacher's label, or ground truth the teacher scored."""
+    return "class_scores" in ann or "mask_quality" in ann or ann.get("source") == "teacher"
+
+
 def yolo_label_lines(
     annotations: Sequence[dict[str, Any]], width: int, height: int, task: Task, class_mapping: Mapping[int, int]
 ) -> list[str]:
     """The label file content of one image (crowd regions left out)."""
-    lines = []
+    return [line for _, line in yolo_label_rows(annotations, width, height, task, class_mapping)]
+
+
+def yolo_label_rows(
+    annotations: Sequence[dict[str, Any]], width: int, height: int, task: Task, class_mapping: Mapping[int, int]
+) -> list[tuple[dict[str, Any], str]]:
+    """Each written label line with the annotation it comes from (crowd and degenerate ones left out)."""
+    lines: list[tuple[dict[str, Any], str]] = []
     for ann in annotations:
         if ann.get("iscrowd", 0):
             continue
@@ -140,13 +194,13 @@ def yolo_label_lines(
             box = np.clip([(x + w / 2) / width, (y + h / 2) / height, w / width, h / height], 0.0, 1.0)
             if box[2] <= 0 or box[3] <= 0:
                 continue
-            lines.append(f"{class_index} " + " ".join(f"{v:.6f}" for v in box))
+            lines.append((ann, f"{class_index} " + " ".join(f"{v:.6f}" for v in box)))
         else:
             points = _polygon_points(ann, width, height)
             if points is None or len(points) < 3:
                 continue
             normalised = np.clip(points / np.array([width, height], dtype=np.float64), 0.0, 1.0)
-            lines.append(f"{class_index} " + " ".join(f"{v:.6f}" for v in normalised.reshape(-1)))
+            lines.append((ann, f"{class_index} " + " ".join(f"{v:.6f}" for v in normalised.reshape(-1))))
     return lines
 
 
@@ -227,6 +281,7 @@ def _write_split(
     paths: dict[int, Path],
     task: Task,
     class_mapping: Mapping[int, int],
+    soft: SoftTargetTable,
     progress: Progress,
 ) -> int:
     per_image: dict[int, list[dict[str, Any]]] = defaultdict(list)
@@ -239,9 +294,11 @@ def _write_split(
         for image in images:
             name = names[image["id"]]
             _link(paths[image["id"]], root / "images" / split / name)
-            lines = yolo_label_lines(
-                per_image.get(image["id"], []), image["width"], image["height"], task, class_mapping
-            )
+            rows = yolo_label_rows(per_image.get(image["id"], []), image["width"], image["height"], task, class_mapping)
+            lines = [line for _, line in rows]
+            for ann, line in rows:
+                if has_soft_target(ann):
+                    soft.add(f"{split}/{name}", ann, line)
             label = root / "labels" / split / (Path(name).stem + ".txt")
             label.write_text("\n".join(lines) + ("\n" if lines else ""))
             written += len(lines)

@@ -40,6 +40,7 @@ class ClassMetrics:
     precision: float
     recall: float
     f1: float
+    best_f1_confidence: float = 0.0  # this class's own F1-maximising score threshold (per-class gates)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -282,6 +283,7 @@ def _per_class(
                 precision=p,
                 recall=r,
                 f1=f,
+                best_f1_confidence=_best_f1({cat: matches[cat]}, [cat])[0],
             )
         )
     return out

@@ -16,7 +16,9 @@ class TeacherPrediction:
 
     ``boxes`` are absolute pixel ``xyxy`` in the original image; ``class_scores`` holds, per detection,
     the teacher's score for every class (soft targets; sigmoid scores, so rows need not sum to 1);
-    ``masks`` are COCO RLE dicts (``{"size": [h, w], "counts": str}``) or None for box-only teachers.
+    ``masks`` are COCO RLE dicts (``{"size": [h, w], "counts": str}``) or None for box-only teachers;
+    ``mask_quality`` is the mask teacher's own estimate of each mask's IoU (SAM's predicted IoU), used to
+    weight the student's mask loss.
     """
 
     width: int
@@ -27,18 +29,26 @@ class TeacherPrediction:
     class_scores: np.ndarray | None = None  # (N, C) float32
     masks: list[dict[str, Any]] | None = None  # N RLE dicts
     extra: dict[str, Any] = field(default_factory=dict)
+    mask_quality: np.ndarray | None = None  # (N,) float32 in [0, 1]
 
     def __post_init__(self) -> None:
         self.boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)
         self.scores = np.asarray(self.scores, dtype=np.float32).reshape(-1)
         self.class_ids = np.asarray(self.class_ids, dtype=np.int64).reshape(-1)
-        if self.class_scores is not None:
-            self.class_scores = np.asarray(self.class_scores, dtype=np.float32).reshape(len(self.scores), -1)
         count = len(self.scores)
+        if self.class_scores is not None:
+            class_scores = np.asarray(self.class_scores, dtype=np.float32)
+            # An image without detections keeps a (0, C) table; reshape(0, -1) cannot infer C.
+            width = class_scores.shape[-1] if class_scores.ndim == 2 else (class_scores.size // count if count else 0)
+            self.class_scores = class_scores.reshape(count, width)
         if len(self.boxes) != count or len(self.class_ids) != count:
             raise ValueError("boxes, scores and class_ids must have one row per detection")
         if self.masks is not None and len(self.masks) != count:
             raise ValueError("masks must have one entry per detection")
+        if self.mask_quality is not None:
+            self.mask_quality = np.asarray(self.mask_quality, dtype=np.float32).reshape(-1)
+            if len(self.mask_quality) != count:
+                raise ValueError("mask_quality must have one entry per detection")
 
     def __len__(self) -> int:
         return len(self.scores)
@@ -59,6 +69,7 @@ class TeacherPrediction:
             class_scores=None if self.class_scores is None else self.class_scores[keep],
             masks=None if self.masks is None else [self.masks[i] for i in keep],
             extra=dict(self.extra),
+            mask_quality=None if self.mask_quality is None else self.mask_quality[keep],
         )
 
     def to_record(self) -> dict[str, Any]:
@@ -71,10 +82,14 @@ class TeacherPrediction:
             "class_scores": None if self.class_scores is None else self.class_scores.tolist(),
             "masks": self.masks,
             "extra": self.extra,
+            "mask_quality": None if self.mask_quality is None else self.mask_quality.tolist(),
         }
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> TeacherPrediction:
+        extra = record.get("extra") or {}
+        # Entries cached before mask_quality was a field kept SAM's scores in extra["mask_scores"].
+        quality = record.get("mask_quality", extra.get("mask_scores"))
         return cls(
             width=int(record["width"]),
             height=int(record["height"]),
@@ -83,7 +98,8 @@ class TeacherPrediction:
             class_ids=np.asarray(record["class_ids"], dtype=np.int64),
             class_scores=None if record.get("class_scores") is None else np.asarray(record["class_scores"]),
             masks=record.get("masks"),
-            extra=record.get("extra") or {},
+            extra=extra,
+            mask_quality=None if quality is None else np.asarray(quality, dtype=np.float32),
         )
 
 

@@ -1,6 +1,9 @@
-"""``DistillationTrainer``: ultralytics' detection/segmentation trainer with a frozen YOLO teacher in the loss.
+"""``DistillationTrainer``: ultralytics' detection/segmentation trainer with the teacher's knowledge in the loss.
 
-How it plugs into ultralytics' loop (see STACK-NOTES):
+Two things can be switched in, each by its settings: the teacher's soft targets on its labels
+(``SoftTargetSettings``, any teacher, see ``soft_targets.py``) and the KD terms against a frozen
+YOLO teacher (``KDSettings``). For the soft targets the training dataset encodes each label's row
+and ``preprocess_batch`` decodes it. For the KD terms (see STACK-NOTES):
 
 * ``build_optimizer`` loads the teacher (frozen, eval mode, on the training device), checks that its
   strides match the student's (so anchors align), builds the 1x1 feature projectors and gives
@@ -25,7 +28,14 @@ from torch import nn
 
 from distillkit.errors import UsageError
 from distillkit.io import atomic_open
-from distillkit.students.kd_loss import KDWeights, build_projectors, head_outputs, kd_criterion
+from distillkit.students.kd_loss import KDLossMixin, KDWeights, build_projectors, head_outputs
+from distillkit.students.soft_targets import (
+    SoftTargetLossMixin,
+    SoftTargetSettings,
+    decode_batch,
+    load_soft_targets,
+    soft_target_dataset,
+)
 from distillkit.students.ultralytics_env import import_ultralytics
 
 PROJECTORS_FILE = "kd_projectors.pt"
@@ -60,7 +70,7 @@ def neck_channels(model: nn.Module, device: torch.device) -> list[int]:
     return [int(f.shape[1]) for f in output["feats"]]
 
 
-def distillation_trainer(task: str, settings: KDSettings) -> type:
+def distillation_trainer(task: str, settings: KDSettings | None, soft: SoftTargetSettings | None = None) -> type:
     """The trainer class to pass to ``YOLO.train(trainer=...)`` for ``task`` (detect / segment)."""
     import_ultralytics()
     from ultralytics.models.yolo.detect import DetectionTrainer
@@ -72,16 +82,31 @@ def distillation_trainer(task: str, settings: KDSettings) -> type:
 
     class DistillationTrainer(base):  # type: ignore[misc, valid-type]
         kd_settings = settings
+        soft_settings = soft
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self.kd_teacher: nn.Module | None = None
             self.kd_projectors: nn.ModuleList | None = None
+            self.soft_labels_matched = 0
             self.add_callback("on_train_start", _install_criterion)
             self.add_callback("on_model_save", _save_projectors)
 
+        def build_dataset(self, img_path: str, mode: str = "train", batch: int | None = None) -> Any:
+            dataset = super().build_dataset(img_path, mode, batch)
+            if mode == "train" and self.soft_settings is not None:
+                self.soft_labels_matched = soft_target_dataset(dataset, self.soft_settings)
+            return dataset
+
+        def preprocess_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
+            if self.soft_settings is not None and "soft_row" not in batch and batch["cls"].dtype == torch.float64:
+                batch = decode_batch(batch, self.soft_settings.base)
+            return super().preprocess_batch(batch)
+
         def build_optimizer(self, model: nn.Module, *args: Any, **kwargs: Any) -> torch.optim.Optimizer:
             optimizer = super().build_optimizer(model, *args, **kwargs)
+            if self.kd_settings is None:
+                return optimizer
             self._build_teacher(unwrap_model(model))
             if self.kd_projectors is not None:
                 optimizer.add_param_group(  # same learning rate (and schedule) as the student's weights
@@ -97,6 +122,7 @@ def distillation_trainer(task: str, settings: KDSettings) -> type:
         def _build_teacher(self, student: nn.Module) -> None:
             if self.kd_teacher is not None:  # the optimizer is rebuilt after an out-of-memory retry
                 return
+            assert self.kd_settings is not None
             teacher = load_frozen_teacher(self.kd_settings.teacher, self.device)
             teacher_strides = [int(s) for s in teacher.stride]
             student_strides = [int(s) for s in student.stride]
@@ -122,12 +148,24 @@ def distillation_trainer(task: str, settings: KDSettings) -> type:
         plain = type(model.init_criterion())
         if plain not in (v8DetectionLoss, v8SegmentationLoss):
             raise UsageError(
-                f"KD terms need a YOLOv8/YOLO11-style head; {plain.__name__} is not supported",
-                "use a yolov8/yolo11 student, or set distillation.logit_weight, dfl_weight and feature_weight to 0",
+                f"the teacher's soft targets and KD terms need a YOLOv8/YOLO11-style head; {plain.__name__} is "
+                "not supported",
+                "use a yolov8/yolo11 student, or set distillation.soft_targets=false, logit_weight=0, dfl_weight=0 "
+                "and feature_weight=0",
             )
-        model.criterion = kd_criterion(
-            plain, model, trainer.kd_teacher, trainer.kd_settings.class_index, trainer.kd_projectors, settings.weights
-        )
+        mixins: list[type] = []
+        if trainer.soft_settings is not None:
+            mixins.append(SoftTargetLossMixin)
+        if trainer.kd_settings is not None:
+            mixins.append(KDLossMixin)
+        criterion = type(f"Distill{plain.__name__}", (*mixins, plain), {})(model)
+        if trainer.soft_settings is not None:
+            criterion.attach_soft_targets(load_soft_targets(trainer.soft_settings)[0])
+        if trainer.kd_settings is not None:
+            criterion.attach_teacher(
+                trainer.kd_teacher, trainer.kd_settings.class_index, trainer.kd_projectors, trainer.kd_settings.weights
+            )
+        model.criterion = criterion
 
     def _save_projectors(trainer: Any) -> None:
         if trainer.kd_projectors is not None:

@@ -4,8 +4,13 @@ The data and the given teachers decide, nothing else: every component whose inpu
 with its configured weight, every other one is weighted zero (in the written
 ``distillation_config.yaml`` too) with the reason recorded in ``metadata.json``:
 
-* ``pseudo_labels``: a teacher (``--teacher``, ``--teacher-dir`` or a ``Teacher`` object) and
-  ``--unlabeled`` images or ``label_train_images``;
+* ``pseudo_labels``: a teacher (``--teacher``, ``--teacher-dir`` or a ``Teacher`` object): it labels
+  the training images (``label_train_images``, on by default) and every ``--unlabeled`` image;
+* ``soft_targets``: the teacher's per-class scores and confidence on its labels (and its view of
+  the annotated objects) in the student's classification and box losses (``soft_targets``);
+* ``mask_quality``: a segmentation student's mask loss weighted by the mask teacher's quality;
+* ``calibrated_thresholds``: per-class score gates chosen on ``--val`` (``calibrate_thresholds``),
+  after the teacher passed its quality floor there (``teacher_min_ap``);
 * ``logit_kd``, ``feature_kd``: a YOLO teacher (``--teacher``);
 * ``dfl_kd``: a YOLO teacher with the student's ``reg_max``;
 * ``ultralytics_distill``: ``use_ultralytics_distill_model`` (it replaces the three KD terms);
@@ -24,11 +29,18 @@ from typing import Any
 
 import yaml
 
-from distillkit.data.images import ImageLocator
+from distillkit.data.images import ImageLocator, default_image_roots
 from distillkit.data.yolo_format import SplitSource, YoloDataset
-from distillkit.errors import UsageError
-from distillkit.io import atomic_write_text
+from distillkit.errors import DataError, UsageError
+from distillkit.io import atomic_write_json, atomic_write_text, read_json
 from distillkit.labelling.cache import image_content_key
+from distillkit.labelling.calibration import (
+    CALIBRATION_FILE,
+    TeacherCalibration,
+    calibrate_teacher,
+    check_teacher_quality,
+)
+from distillkit.labelling.postprocess import LabelFilter
 from distillkit.labelling.types import Teacher
 from distillkit.progress import NULL_PROGRESS, Progress
 from distillkit.students.distill_trainer import KDSettings
@@ -63,6 +75,8 @@ class DistillationPlan:
     labeller_source: str | None = None
     kd: KDSettings | None = None  # distillkit's KD loss terms (YOLO teacher)
     ultralytics_distill: Path | None = None  # ultralytics' own distill_model
+    soft: Any = None  # SoftTargetSettings, set once the YOLO conversion wrote the soft-target table
+    teacher_dir: Path | None = None  # a train-teacher experiment (its calibration is stored there too)
     student_init: Any = None  # the student model with weights selected from the teacher (weight_selection)
     components: dict[str, Component] = field(default_factory=dict)
     notices: list[str] = field(default_factory=list)
@@ -127,6 +141,7 @@ def plan_distillation(
     elif settings.teacher_dir:
         plan.labeller = load_directory_teacher(Path(settings.teacher_dir), device, config.student.batch)
         plan.labeller_source = f"teacher-dir {settings.teacher_dir}"
+        plan.teacher_dir = Path(settings.teacher_dir)
     elif yolo is not None:
         plan.labeller, plan.labeller_source = yolo, f"YOLO teacher {settings.ultralytics_teacher}"
     if plan.labeller is not None and list(plan.labeller.class_names) != list(class_names):
@@ -139,6 +154,15 @@ def plan_distillation(
             f"pseudo_label_conf {settings.pseudo_label_conf} is below teacher_conf {settings.teacher_conf}: "
             f"the teacher only keeps detections scoring {settings.teacher_conf} or more"
         )
+    if settings.class_thresholds is not None and len(settings.class_thresholds) != len(class_names):
+        raise UsageError(
+            f"distillation.class_thresholds has {len(settings.class_thresholds)} values for "
+            f"{len(class_names)} classes {list(class_names)}",
+            "give one threshold per class, in this order, or null to calibrate them on --val",
+        )
+    for excluded in settings.exclude:
+        if not Path(excluded).is_file():
+            raise UsageError(f"--exclude {excluded} is not a file", "pass a COCO JSON file (e.g. the test split)")
 
     if settings.unlabeled_images:
         if plan.labeller is None:  # asked for, yet it would change nothing: say so instead of ignoring it
@@ -154,13 +178,30 @@ def plan_distillation(
         plan.components["pseudo_labels"] = Component(
             0.0, False, "nothing to label: no --unlabeled images and distillation.label_train_images is false"
         )
-        if yolo is None:  # the teacher was asked for, yet it changes nothing: say so instead of ignoring it
-            plan.notices.append(
-                f"the {plan.labeller_source} has nothing to label, so it does not take part in training; "
-                "add --unlabeled DIR or --set distillation.label_train_images=true"
-            )
     else:
         plan.components["pseudo_labels"] = Component(1.0, True, f"labels from the {plan.labeller_source}")
+    labelling = plan.components["pseudo_labels"].active
+    plan.components["soft_targets"] = (
+        Component(1.0, True, "the teacher's per-class scores and confidence weight the student's targets")
+        if labelling and settings.soft_targets
+        else Component(0.0, False, "distillation.soft_targets is false" if labelling else "no teacher labels")
+    )
+    plan.components["mask_quality"] = (
+        Component(1.0, True, "mask loss weighted by the mask teacher's predicted IoU")
+        if plan.components["soft_targets"].active and task == "segment"
+        else Component(0.0, False, "needs soft targets and a segmentation student")
+    )
+    if not labelling:
+        calibrated = Component(0.0, False, "no teacher labels")
+    elif settings.class_thresholds is not None:
+        calibrated = Component(0.0, False, f"distillation.class_thresholds given: {settings.class_thresholds}")
+    elif settings.calibrate_thresholds:
+        calibrated = Component(1.0, True, "per-class gates at the teacher's best F1 on --val")
+    else:
+        calibrated = Component(
+            0.0, False, f"one global gate, distillation.pseudo_label_conf={settings.pseudo_label_conf}"
+        )
+    plan.components["calibrated_thresholds"] = calibrated
 
     builtin = settings.use_ultralytics_distill_model
     plan.components["ultralytics_distill"] = Component(
@@ -192,6 +233,8 @@ def plan_distillation(
             setattr(settings, key, 0.0)
     if not plan.components["pseudo_labels"].active:
         settings.label_train_images = False
+    if not plan.components["soft_targets"].active:
+        settings.soft_targets = False
     plan.components["weight_selection"] = _plan_weight_selection(
         plan, settings, yolo, scratch_student, class_names, selected_start
     )
@@ -208,6 +251,12 @@ def plan_distillation(
                 temperature=settings.temperature,
             ),
         )
+    if plan.labeller is not None and not plan.active:  # given, yet it would change nothing: refuse, say why
+        raise UsageError(
+            f"the {plan.labeller_source} would contribute nothing: distillation.label_train_images is false, "
+            "no --unlabeled images were given and no KD term or weight selection applies",
+            "drop --set distillation.label_train_images=false, add --unlabeled DIR, or leave the teacher out",
+        )
     return plan
 
 
@@ -219,8 +268,18 @@ def add_pseudo_labels(
     folder: Path,
     task: str,
     progress: Progress = NULL_PROGRESS,
+    *,
+    validation: Any = None,
+    resume: bool = False,
+    student_reference: tuple[str, float] | None = None,
 ) -> tuple[dict[str, SplitSource], PseudoLabelReport]:
-    """The splits to convert: ``train`` (merged with teacher labels when asked), ``val``, and ``pseudo``."""
+    """The splits to convert: ``train`` (merged with teacher labels when asked), ``val``, and ``pseudo``.
+
+    Before labelling, the teacher is scored on ``validation`` (the ``--val`` ValidationResult): below
+    ``teacher_min_ap`` (or below ``student_reference``, the student's own starting AP) the run stops
+    unless ``force_teacher``; its per-class gates are chosen there and written back into
+    ``config.distillation.class_thresholds``. A resumed run reuses the gates it saved.
+    """
     report = PseudoLabelReport()
     splits = {"train": train, "val": val}
     if not plan.components["pseudo_labels"].active:
@@ -234,31 +293,38 @@ def add_pseudo_labels(
             if settings.cache
             else Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="distillkit-teacher-")))
         )
+        thresholds = _gates(
+            plan, config, validation, val, folder, cache_dir, resume, student_reference, report, progress
+        )
+        label_filter = LabelFilter(thresholds, nms_iou=settings.nms_iou, cross_class_iou=settings.cross_class_iou)
+        report.thresholds = [float(t) for t in thresholds]
         if settings.label_train_images:
             merged = label_training_images(
                 train.dataset,
                 train.image_roots,
                 plan.labeller,
                 cache_dir,
-                min_score=settings.pseudo_label_conf,
+                label_filter=label_filter,
                 merge_iou=settings.merge_iou,
                 with_masks=with_masks,
                 report=report,
+                soft_targets=settings.soft_targets,
                 batch_size=config.student.batch,
                 progress=progress,
             )
             splits["train"] = SplitSource(merged, train.image_roots)
         if settings.unlabeled_images:
             images = list_images(Path(settings.unlabeled_images), settings.unlabeled_max_images)
-            known = [*_image_keys(train), *_image_keys(val)]
+            known = [*_image_keys(train), *_image_keys(val), *excluded_image_keys(settings.exclude)]
             coco, root = label_unlabeled_images(
                 images,
                 train.dataset["categories"],
                 plan.labeller,
                 cache_dir,
-                min_score=settings.pseudo_label_conf,
+                label_filter=label_filter,
                 with_masks=with_masks,
                 report=report,
+                soft_targets=settings.soft_targets,
                 exclude_keys=known,
                 batch_size=config.student.batch,
                 progress=progress,
@@ -267,10 +333,92 @@ def add_pseudo_labels(
                 splits[PSEUDO_SPLIT] = SplitSource(coco, [root])
             if report.skipped_duplicate_images:
                 report.notices.append(
-                    f"{report.skipped_duplicate_images} --unlabeled images are copies of training or validation "
-                    "images and were left out"
+                    f"{report.skipped_duplicate_images} --unlabeled images are copies of training, validation or "
+                    "--exclude images (or of each other) and were left out"
                 )
     return splits, report
+
+
+def _gates(
+    plan: DistillationPlan,
+    config: Any,
+    validation: Any,
+    val: SplitSource,
+    folder: Path,
+    cache_dir: Path,
+    resume: bool,
+    student_reference: tuple[str, float] | None,
+    report: PseudoLabelReport,
+    progress: Progress,
+) -> list[float]:
+    """Per-class score gates for the teacher's labels; scores (and may refuse) the teacher on --val first."""
+    settings = config.distillation
+    num_classes = len(plan.labeller.class_names)  # type: ignore[union-attr]
+    needs_score = not resume and (settings.teacher_min_ap > 0 or student_reference is not None)
+    calibrate = settings.class_thresholds is None and settings.calibrate_thresholds
+    if validation is None or not (needs_score or calibrate):
+        if settings.class_thresholds is not None:
+            return list(settings.class_thresholds)
+        return [settings.pseudo_label_conf] * num_classes
+    calibration = calibrate_teacher(
+        plan.labeller,  # type: ignore[arg-type]
+        validation,
+        val.image_roots,
+        cache_dir,
+        fallback=settings.pseudo_label_conf,
+        nms_iou=settings.nms_iou,
+        cross_class_iou=settings.cross_class_iou,
+        batch_size=config.student.batch,
+        progress=progress,
+    )
+    _store_calibration(calibration, folder, plan.teacher_dir)
+    report.teacher_ap = calibration.ap
+    if needs_score:
+        reference_name, reference_ap = student_reference or ("", None)
+        notice = check_teacher_quality(
+            calibration,
+            settings.teacher_min_ap,
+            reference_ap=reference_ap,
+            reference=reference_name,
+            force=settings.force_teacher,
+        )
+        if notice:
+            report.notices.append(notice)
+    if settings.class_thresholds is not None:
+        return list(settings.class_thresholds)
+    if not calibrate:
+        return [settings.pseudo_label_conf] * num_classes
+    settings.class_thresholds = [round(float(t), 4) for t in calibration.thresholds]
+    return list(settings.class_thresholds)
+
+
+def _store_calibration(calibration: TeacherCalibration, folder: Path, teacher_dir: Path | None) -> None:
+    """Next to the run, and inside a train-teacher folder (where ``label`` finds it)."""
+    atomic_write_json(folder / CALIBRATION_FILE, calibration.to_dict())
+    if teacher_dir is not None and (teacher_dir / "teachers").is_dir():
+        atomic_write_json(teacher_dir / "teachers" / "calibration.json", calibration.to_dict())
+
+
+def read_calibration(folder: Path) -> TeacherCalibration | None:
+    """The calibration a run wrote (None before it labelled anything)."""
+    path = folder / CALIBRATION_FILE
+    return TeacherCalibration.from_dict(read_json(path)) if path.is_file() else None
+
+
+def excluded_image_keys(files: Sequence[str]) -> list[str]:
+    """Content keys of the images of every ``--exclude`` COCO file (images that cannot be found are skipped)."""
+    keys: list[str] = []
+    for name in files:
+        path = Path(name)
+        try:
+            document = read_json(path)
+            images = document["images"]
+        except Exception as exc:  # any unreadable or non-COCO file: one line naming it
+            raise DataError(
+                f"--exclude {path} is not a COCO file ({exc})", "pass a COCO JSON with an images list"
+            ) from exc
+        keys += _image_keys(SplitSource({"images": images}, default_image_roots(path, None)))
+    return keys
 
 
 def _image_keys(source: SplitSource) -> list[str]:

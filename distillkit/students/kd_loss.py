@@ -101,7 +101,7 @@ def build_projectors(student_channels: Sequence[int], teacher_channels: Sequence
 
 
 class KDLossMixin:
-    """Adds the KD terms to a ``v8DetectionLoss`` / ``v8SegmentationLoss`` subclass (see ``kd_criterion``)."""
+    """Adds the KD terms to a ``v8DetectionLoss`` / ``v8SegmentationLoss`` subclass (see ``distill_trainer``)."""
 
     teacher: nn.Module
     class_index: torch.Tensor
@@ -144,18 +144,3 @@ class KDLossMixin:
         extra = torch.stack([terms[name].to(total.dtype) for name in KD_TERMS])
         items = {**items, **{name: value.detach() for name, value in terms.items()}}
         return torch.cat([total, extra * student["scores"].shape[0]]), items
-
-
-def kd_criterion(
-    base: type,
-    model: nn.Module,
-    teacher: nn.Module,
-    class_index: Sequence[int],
-    projectors: nn.ModuleList | None,
-    weights: KDWeights,
-) -> Any:
-    """An instance of ``base`` (an ultralytics loss class) with the KD terms added."""
-    criterion_type = type(f"KD{base.__name__}", (KDLossMixin, base), {})
-    criterion = criterion_type(model)
-    criterion.attach_teacher(teacher, class_index, projectors, weights)
-    return criterion

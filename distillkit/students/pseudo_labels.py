@@ -1,15 +1,21 @@
 """Teacher predictions turned into extra training labels (pseudo-labels), merged with the ground truth.
 
-Two sources, both through the teacher-output cache (``label_images``) so nothing is recomputed:
+Two sources, both through the teacher-output cache (``label_images``) so nothing is recomputed, and
+both cleaned the same way (``LabelFilter``: class-wise NMS, cross-class duplicates, per-class
+gates calibrated on the validation split):
 
-* images without labels (``--unlabeled DIR``): every teacher detection scoring at least
-  ``pseudo_label_conf`` becomes a label; they form an extra ``pseudo`` split trained with ``train``;
-* the training images themselves (``distillation.label_train_images``): teacher detections are
-  added to the ground truth, except those overlapping a ground-truth box above ``merge_iou`` (the
-  same object: the ground truth wins).
+* images without labels (``--unlabeled DIR``): every kept teacher detection becomes a label; they
+  form an extra ``pseudo`` split trained with ``train``;
+* the training images themselves (``distillation.label_train_images``, on by default): teacher
+  detections are added to the ground truth (objects the annotator missed), except those overlapping
+  a ground-truth box above ``merge_iou`` (the same object: the ground truth wins). A ground-truth
+  box the teacher found keeps its hard class; the teacher's scores for the *other* classes become
+  its soft target (what the teacher thinks it could be confused with).
 
-Labels are written as COCO annotations (boxes, and RLE masks when the teacher has them) so the
-YOLO conversion, its polygon handling and its content-hash reuse apply to them unchanged.
+Labels are written as COCO annotations (boxes, and RLE masks when the teacher has them) with the
+teacher's ``score``; with soft targets on, also ``class_scores`` (the teacher's score for every
+class) and ``mask_quality`` (the mask teacher's predicted IoU), which the YOLO conversion turns into
+the soft-target table the student's loss reads (``soft_targets.py``).
 """
 
 from __future__ import annotations
@@ -22,10 +28,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from torchvision.ops import box_iou as _torch_box_iou
 
 from distillkit.data.images import ImageLocator
 from distillkit.errors import UsageError
 from distillkit.labelling.cache import LabellingStats, image_content_key, label_images
+from distillkit.labelling.postprocess import LabelFilter, classwise_nms, suppress_cross_class_duplicates
 from distillkit.labelling.types import Teacher, TeacherPrediction
 from distillkit.progress import NULL_PROGRESS, Progress
 
@@ -41,27 +50,34 @@ class PseudoLabelReport:
     unlabeled_labels: int = 0
     train_images_labelled: int = 0
     train_labels_added: int = 0
+    ground_truth_soft_targets: int = 0
     duplicates_dropped: int = 0
     skipped_duplicate_images: int = 0
     cache_hits: int = 0
     computed: int = 0
+    labels_per_class: dict[str, int] = field(default_factory=dict)
+    teacher_ap: float | None = None  # box AP50-95 of the teacher on --val, when it was scored
+    thresholds: list[float] = field(default_factory=list)  # the per-class score gates applied
     notices: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k != "notices"}
 
+    @property
+    def labels_added(self) -> int:
+        return self.unlabeled_labels + self.train_labels_added
+
+    def count(self, annotations: Sequence[dict[str, Any]], names: dict[int, str]) -> None:
+        for ann in annotations:
+            name = names[ann["category_id"]]
+            self.labels_per_class[name] = self.labels_per_class.get(name, 0) + 1
+
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pairwise IoU of xyxy boxes: (N, 4) x (M, 4) -> (N, M)."""
-    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
-    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
-    top_left = np.maximum(a[:, None, :2], b[None, :, :2])
-    bottom_right = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(bottom_right - top_left, 0, None).prod(axis=2)
-    area_a = (a[:, 2:] - a[:, :2]).clip(0).prod(axis=1)
-    area_b = (b[:, 2:] - b[:, :2]).clip(0).prod(axis=1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+    """Pairwise IoU of xyxy boxes: (N, 4) x (M, 4) -> (N, M) (torchvision's)."""
+    left = torch.as_tensor(np.asarray(a, dtype=np.float32).reshape(-1, 4))
+    right = torch.as_tensor(np.asarray(b, dtype=np.float32).reshape(-1, 4))
+    return _torch_box_iou(left, right).numpy()
 
 
 def merge_with_ground_truth(
@@ -72,19 +88,62 @@ def merge_with_ground_truth(
     Kept: score >= ``min_score`` and IoU <= ``merge_iou`` with every ground-truth box (of any class:
     an overlapping teacher box is the same object, and the ground truth's class wins).
     """
-    confident = prediction.filtered(min_score)
+    return new_objects(prediction.filtered(min_score), gt_boxes_xyxy, merge_iou)
+
+
+def new_objects(
+    prediction: TeacherPrediction, gt_boxes_xyxy: np.ndarray, merge_iou: float
+) -> tuple[TeacherPrediction, int]:
+    """The detections overlapping no ground-truth box above ``merge_iou``, and how many did."""
     gt = np.asarray(gt_boxes_xyxy, dtype=np.float64).reshape(-1, 4)
-    if len(confident) == 0 or len(gt) == 0:
-        return confident, 0
-    overlap = box_iou(confident.boxes, gt).max(axis=1)
-    keep = overlap <= merge_iou
-    return confident.subset(keep), int((~keep).sum())
+    if len(prediction) == 0 or len(gt) == 0:
+        return prediction, 0
+    keep = box_iou(prediction.boxes, gt).max(axis=1) <= merge_iou
+    return prediction.subset(keep), int((~keep).sum())
+
+
+def ground_truth_soft_scores(
+    prediction: TeacherPrediction, gt_boxes_xyxy: np.ndarray, gt_classes: np.ndarray, merge_iou: float, num_classes: int
+) -> list[list[float] | None]:
+    """Per ground-truth box: the teacher's class scores of its best-overlapping detection, own class set to 1.
+
+    None where no detection overlaps above ``merge_iou`` (the box keeps a plain hard target).
+    """
+    gt = np.asarray(gt_boxes_xyxy, dtype=np.float64).reshape(-1, 4)
+    out: list[list[float] | None] = [None] * len(gt)
+    if len(prediction) == 0 or len(gt) == 0:
+        return out
+    overlaps = box_iou(gt, prediction.boxes)
+    best = overlaps.argmax(axis=1)
+    for index, (detection, overlap) in enumerate(zip(best, overlaps.max(axis=1), strict=True)):
+        if overlap <= merge_iou:
+            continue
+        vector = _class_vector(prediction, int(detection), num_classes)
+        vector[int(gt_classes[index])] = 1.0
+        out[index] = vector
+    return out
+
+
+def _class_vector(prediction: TeacherPrediction, index: int, num_classes: int) -> list[float]:
+    if prediction.class_scores is not None and prediction.class_scores.shape[1] == num_classes:
+        return [float(v) for v in np.clip(prediction.class_scores[index], 0.0, 1.0)]
+    vector = [0.0] * num_classes
+    vector[int(prediction.class_ids[index])] = float(prediction.scores[index])
+    return vector
 
 
 def prediction_annotations(
-    prediction: TeacherPrediction, image_id: int, category_ids: Sequence[int], first_id: int, with_masks: bool
+    prediction: TeacherPrediction,
+    image_id: int,
+    category_ids: Sequence[int],
+    first_id: int,
+    with_masks: bool,
+    soft_targets: bool = False,
 ) -> list[dict[str, Any]]:
-    """COCO annotations for a prediction (boxes clipped to the image; RLE masks when asked and present)."""
+    """COCO annotations for a prediction (boxes clipped to the image; RLE masks when asked and present).
+
+    With ``soft_targets`` each also carries ``class_scores`` and, with masks, ``mask_quality``.
+    """
     annotations = []
     for index in range(len(prediction)):
         x1, y1, x2, y2 = (float(v) for v in prediction.boxes[index])
@@ -102,8 +161,12 @@ def prediction_annotations(
             "score": float(prediction.scores[index]),
             "source": PSEUDO_SOURCE,
         }
+        if soft_targets:
+            annotation["class_scores"] = _class_vector(prediction, index, len(category_ids))
         if with_masks and prediction.masks is not None:
             annotation["segmentation"] = prediction.masks[index]
+            if soft_targets and prediction.mask_quality is not None:
+                annotation["mask_quality"] = float(np.clip(prediction.mask_quality[index], 0.0, 1.0))
         annotations.append(annotation)
     return annotations
 
@@ -129,22 +192,26 @@ def label_training_images(
     teacher: Teacher,
     cache_dir: Path,
     *,
-    min_score: float,
+    label_filter: LabelFilter,
     merge_iou: float,
     with_masks: bool,
     report: PseudoLabelReport,
+    soft_targets: bool = True,
     batch_size: int = 8,
     progress: Progress = NULL_PROGRESS,
 ) -> dict[str, Any]:
-    """A copy of the training COCO dict with the teacher's non-duplicate detections added."""
+    """A copy of the training COCO dict with the teacher's new objects added (and soft targets on its GT)."""
     merged = copy.deepcopy(dataset)
     locator = ImageLocator(image_roots)
     paths = {image["id"]: locator.resolve(image["file_name"]) for image in merged["images"]}
     images = [image for image in merged["images"] if paths[image["id"]] is not None]
     category_ids = sorted(c["id"] for c in merged["categories"])
-    gt_boxes: dict[int, list[list[float]]] = defaultdict(list)
+    class_of = {category: index for index, category in enumerate(category_ids)}
+    names = {c["id"]: c["name"] for c in merged["categories"]}
+    gt_of: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for ann in merged["annotations"]:
-        gt_boxes[ann["image_id"]].append(_xyxy(ann["bbox"]))
+        if not ann.get("iscrowd", 0):
+            gt_of[ann["image_id"]].append(ann)
     next_id = max((int(a["id"]) for a in merged["annotations"]), default=0) + 1
     stats = LabellingStats()
     predictions = label_images(
@@ -155,11 +222,27 @@ def label_training_images(
         progress=progress,
         stats=stats,
     )
-    for image, (_, prediction) in zip(images, predictions, strict=True):
-        kept, dropped = merge_with_ground_truth(prediction, np.array(gt_boxes[image["id"]]), min_score, merge_iou)
-        kept = _rescaled(kept, image["width"], image["height"])
-        added = prediction_annotations(kept, image["id"], category_ids, next_id, with_masks)
+    for image, (_, raw) in zip(images, predictions, strict=True):
+        raw = _rescaled(raw, image["width"], image["height"])
+        truth = gt_of[image["id"]]
+        gt_boxes = np.array([_xyxy(ann["bbox"]) for ann in truth]).reshape(-1, 4)
+        if soft_targets:  # the teacher's view of the annotated objects, before any score gate
+            everything = suppress_cross_class_duplicates(
+                classwise_nms(raw, label_filter.nms_iou), label_filter.cross_class_iou
+            )
+            classes = np.array([class_of[ann["category_id"]] for ann in truth], dtype=np.int64)
+            for ann, vector in zip(
+                truth,
+                ground_truth_soft_scores(everything, gt_boxes, classes, merge_iou, len(category_ids)),
+                strict=True,
+            ):
+                if vector is not None:
+                    ann["class_scores"] = vector
+                    report.ground_truth_soft_targets += 1
+        kept, dropped = new_objects(label_filter.apply(raw), gt_boxes, merge_iou)
+        added = prediction_annotations(kept, image["id"], category_ids, next_id, with_masks, soft_targets)
         merged["annotations"].extend(added)
+        report.count(added, names)
         next_id += len(added)
         report.train_labels_added += len(added)
         report.duplicates_dropped += dropped
@@ -175,24 +258,32 @@ def label_unlabeled_images(
     teacher: Teacher,
     cache_dir: Path,
     *,
-    min_score: float,
+    label_filter: LabelFilter,
     with_masks: bool,
     report: PseudoLabelReport,
+    soft_targets: bool = True,
     exclude_keys: Iterable[str] = (),
     batch_size: int = 8,
     progress: Progress = NULL_PROGRESS,
 ) -> tuple[dict[str, Any], Path]:
     """A COCO dict of the unlabelled images and their pseudo-labels, plus the root its file_names are under.
 
-    Images whose content equals an image in ``exclude_keys`` (training or validation images) are
-    left out: they would be labelled twice, or leak validation images into training.
+    Images whose content equals an image in ``exclude_keys`` (training, validation or ``--exclude``
+    images), or an earlier image of the list, are left out: they would be labelled twice, or leak
+    held-out images into training.
     """
     resolved = [Path(p).resolve() for p in images]
     root = _common_root(resolved)
-    excluded = set(exclude_keys)
-    selected = [p for p in resolved if image_content_key(p) not in excluded]
+    seen = set(exclude_keys)
+    selected = []
+    for path in resolved:
+        key = image_content_key(path)
+        if key not in seen:
+            selected.append(path)
+            seen.add(key)
     report.skipped_duplicate_images += len(images) - len(selected)
     category_ids = sorted(c["id"] for c in categories)
+    names = {c["id"]: c["name"] for c in categories}
     coco: dict[str, Any] = {"images": [], "annotations": [], "categories": copy.deepcopy(categories)}
     stats = LabellingStats()
     for image_id, (path, prediction) in enumerate(
@@ -207,9 +298,15 @@ def label_unlabeled_images(
             }
         )
         added = prediction_annotations(
-            prediction.filtered(min_score), image_id, category_ids, len(coco["annotations"]) + 1, with_masks
+            label_filter.apply(prediction),
+            image_id,
+            category_ids,
+            len(coco["annotations"]) + 1,
+            with_masks,
+            soft_targets,
         )
         coco["annotations"].extend(added)
+        report.count(added, names)
         report.unlabeled_labels += len(added)
     report.unlabeled_images += len(coco["images"])
     report.cache_hits += stats.hits

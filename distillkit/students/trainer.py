@@ -24,7 +24,7 @@ from distillkit.augmentation.ultralytics_hook import ultralytics_augmentation_ar
 from distillkit.config import build_config, write_experiment_config
 from distillkit.data.images import default_image_roots
 from distillkit.data.validate import ValidationResult, load_valid_dataset
-from distillkit.data.yolo_format import SplitSource, YoloDataset, prepare_yolo_dataset
+from distillkit.data.yolo_format import SOFT_TARGETS_FILE, SplitSource, YoloDataset, prepare_yolo_dataset
 from distillkit.errors import DataError, UsageError
 from distillkit.io import atomic_open, atomic_write_yaml
 from distillkit.labelling.types import Teacher
@@ -40,6 +40,7 @@ from distillkit.students.distillation import (
     train_on_extra_splits,
 )
 from distillkit.students.selection import StudentSpec, load_student_model, resolve_student
+from distillkit.students.soft_targets import SoftTargetSettings
 
 RUN_NAME = "train"  # ultralytics' run folder inside the experiment folder
 CHECKPOINT_KEY = "distillkit"  # extra entry stored in the .pt files distillkit writes
@@ -188,8 +189,29 @@ def train_student(
         folder,
         task,
         progress=progress,
+        validation=val_data,
+        resume=resume,
+        student_reference=None
+        if resume
+        else _student_reference(spec, model, val, val_images_dir or images_dir, config),
     )
     notices += pseudo_report.notices
+    _check_teacher_contributed(plan, pseudo_report)
+    if plan.components["pseudo_labels"].active:  # the calibrated gates and labelling figures, written down
+        write_experiment_config(
+            folder,
+            config,
+            filename="distillation_config.yaml",
+            dataset_path=train,
+            extra_metadata={
+                "val": str(Path(val).resolve()),
+                "student": spec.source,
+                "task": task,
+                "resume": resume,
+                "distillation": plan.to_dict(),
+                "pseudo_labels": pseudo_report.to_dict(),
+            },
+        )
     dataset = prepare_yolo_dataset(
         splits,
         folder / "yolo_data",
@@ -200,6 +222,8 @@ def train_student(
     )
     if PSEUDO_SPLIT in splits:
         train_on_extra_splits(dataset, [PSEUDO_SPLIT])
+    if plan.components["soft_targets"].active and (dataset.root / SOFT_TARGETS_FILE).is_file():
+        plan.soft = SoftTargetSettings(dataset.root / SOFT_TARGETS_FILE, len(info.class_names))
     if plan.student_init is not None:  # weight selection: train from the teacher-derived start
         model = load_student_model(str(save_student_init(plan.student_init, folder / STUDENT_INIT)), "--student")
     # distillkit's KD terms live in a trainer subclass; ultralytics' own distill_model is a train argument
@@ -306,7 +330,7 @@ def _rare_class_paste(augmentation: Any, task: str) -> bool:
 
 def _trainer_class(task: str, plan: Any, augmentation: Any, notices: list[str]) -> dict[str, type]:
     """``model.train(trainer=...)``: the KD trainer and/or rare-class copy-paste; empty for ultralytics' own."""
-    trainer = distillation_trainer(task, plan.kd) if plan.kd is not None else None
+    trainer = distillation_trainer(task, plan.kd, plan.soft) if plan.kd is not None or plan.soft else None
     if _rare_class_paste(augmentation, task):
         if trainer is None:
             from ultralytics.models.yolo.segment import SegmentationTrainer
@@ -319,6 +343,40 @@ def _trainer_class(task: str, plan: Any, augmentation: Any, notices: list[str]) 
             "and augmentation.copy_paste > 0"
         )
     return {"trainer": trainer} if trainer is not None else {}
+
+
+def _student_reference(spec: StudentSpec, model: Any, val: str | Path, images_dir: Any, config: Any) -> Any:
+    """("the student's starting AP", AP on --val) when the student starts from trained weights for these classes."""
+    from distillkit.students.yolo_teacher import checkpoint_class_names
+
+    if config.distillation.force_teacher or not spec.pretrained or not str(spec.source).endswith(".pt"):
+        return None
+    names = [n.lower() for n in checkpoint_class_names(model.names)]
+    if names != [n.lower() for n in config.data.class_names]:
+        return None  # e.g. COCO-pretrained weights: their AP on these classes says nothing yet
+    from distillkit.evaluation.models import evaluate_models
+
+    evaluation = evaluate_models(
+        val, [spec.source], images_dir=images_dir, iou_types="bbox", imgsz=config.student.imgsz
+    )
+    stats = next(iter(evaluation[0].result.metrics.values())).stats
+    return ("the student's starting AP", max(0.0, float(stats["AP"])))
+
+
+def _check_teacher_contributed(plan: Any, report: Any) -> None:
+    """A teacher that was given yet changes nothing is an error that says why, never a silent no-op."""
+    if not plan.components["pseudo_labels"].active:
+        return
+    others = [n for n in ("logit_kd", "dfl_kd", "feature_kd", "weight_selection") if plan.components[n].active]
+    if report.labels_added or report.ground_truth_soft_targets or others:
+        return
+    images = report.train_images_labelled + report.unlabeled_images
+    raise DataError(
+        f"the {plan.labeller_source} contributed nothing: not one of its detections on {images} images passed "
+        f"the class thresholds {report.thresholds}, and none overlapped an annotated object",
+        "lower them with --set distillation.class_thresholds=[...] or distillation.calibrate_thresholds=false "
+        "distillation.pseudo_label_conf=..., or train the teacher further",
+    )
 
 
 def _device(requested: str) -> str:

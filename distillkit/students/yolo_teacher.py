@@ -99,6 +99,7 @@ class YoloTeacher:
             "imgsz": imgsz,
             "max_det": max_det,
             "classes": self.class_index,
+            "outputs": "class-vectors",  # entries cached before per-class scores were kept are not reused
         }
         self._identity = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
 
@@ -125,6 +126,7 @@ class YoloTeacher:
             max_det=self.max_det,
             classes=sorted(to_dataset),  # only the classes the dataset has survive NMS
             verbose=False,
+            predictor=class_vector_predictor(self.task),
         )
         return [self._prediction(result, to_dataset) for result in results]
 
@@ -135,14 +137,53 @@ class YoloTeacher:
         masks = None
         if result.masks is not None:
             masks = [_polygon_rle(polygon, height, width) for polygon in result.masks.xy]
+        vectors = getattr(result, "feats", None)  # (N, teacher classes) sigmoid scores, see class_vector_predictor
+        class_scores = None
+        if vectors is not None and len(teacher_classes):
+            table = np.asarray(vectors, dtype=np.float32).reshape(len(teacher_classes), -1)
+            if table.shape[1] > max(self.class_index):
+                class_scores = table[:, self.class_index]  # the dataset's classes, in its order
         return TeacherPrediction(
             width=width,
             height=height,
             boxes=boxes.xyxy.cpu().numpy(),
             scores=boxes.conf.cpu().numpy(),
             class_ids=np.array([to_dataset[int(c)] for c in teacher_classes], dtype=np.int64),
+            class_scores=class_scores,
             masks=masks,
         )
+
+
+def class_vector_predictor(task: str) -> type:
+    """An ultralytics predictor class whose results keep every class's score per kept detection.
+
+    ultralytics' NMS keeps the best class and its score only. With ``return_idxs`` it also says which
+    anchor each kept detection came from; the hook it has for that (``_feats`` + ``get_obj_feats``,
+    meant for re-identification features) is given the per-class sigmoid scores of the raw output
+    instead, so ``result.feats`` holds an (N, classes) table aligned with ``result.boxes``. Setting
+    ``_feats`` also turns off the segmentation predictor's drop of empty masks, which would break
+    that alignment.
+    """
+    from ultralytics.models.yolo.detect import DetectionPredictor
+    from ultralytics.models.yolo.segment import SegmentationPredictor
+
+    base = SegmentationPredictor if task == "segment" else DetectionPredictor
+
+    class ClassVectorPredictor(base):  # type: ignore[misc, valid-type]
+        def postprocess(self, preds: Any, img: Any, orig_imgs: Any, **kwargs: Any) -> Any:
+            raw = preds
+            while isinstance(raw, list | tuple):  # (inference output, extras) nestings of detect and segment
+                raw = raw[0]
+            self._feats = raw[:, 4 : 4 + len(self.model.names)]  # (B, classes, anchors), already sigmoid
+            try:
+                return super().postprocess(preds, img, orig_imgs, **kwargs)
+            finally:
+                self._feats = None
+
+        def get_obj_feats(self, feat_maps: Any, idxs: Any) -> list[Any]:
+            return [feat_maps[b][:, idx.long().view(-1)].T.float().cpu().numpy() for b, idx in enumerate(idxs)]
+
+    return ClassVectorPredictor
 
 
 def _polygon_rle(polygon: np.ndarray, height: int, width: int) -> dict[str, Any]:

@@ -181,13 +181,13 @@ class DistilledTeacher:
         results = []
         for image, (boxes, scores, classes, class_scores) in zip(pixels, boxes_of, strict=True):
             height, width = image.shape[:2]
-            masks = None
+            masks = mask_quality = None
             extra: dict[str, Any] = {"box_source": "ground_truth" if use_truth else "grounding_dino"}
             if self.sam is not None:
                 from distillkit.teachers.sam.predict import predict_masks
 
                 masks, mask_scores = predict_masks(self.sam, image, boxes)
-                extra["mask_scores"] = [float(v) for v in mask_scores]
+                mask_quality = np.clip(np.asarray(mask_scores, dtype=np.float32).reshape(-1), 0.0, 1.0)
             results.append(
                 TeacherPrediction(
                     width=width,
@@ -198,6 +198,7 @@ class DistilledTeacher:
                     class_scores=class_scores if class_scores is not None and len(boxes) else None,
                     masks=masks,
                     extra=extra,
+                    mask_quality=mask_quality,
                 )
             )
         return results
