@@ -31,6 +31,12 @@ def train_student(
     unlabeled: Path | None = typer.Option(
         None, "--unlabeled", help="Folder of images without labels, labelled by the teacher."
     ),
+    exclude: list[Path] = typer.Option(
+        [], "--exclude", help="COCO file whose images must never be labelled for training, e.g. test.json (repeatable)."
+    ),
+    force_teacher: bool = typer.Option(
+        False, "--force-teacher", help="Use a teacher that scores below distillation.teacher_min_ap on --val."
+    ),
     images_dir: Path | None = typer.Option(
         None, "--images-dir", help="Folder holding the images [default: each JSON's folder and its images/]."
     ),
@@ -49,13 +55,18 @@ def train_student(
     plots/training_curves.png; ultralytics' own run folder is DIR/train. --resume continues an
     interrupted run (its teachers and distillation settings are reused).
 
-    Teachers: --teacher-dir (train-teacher's adapters) and --teacher (a YOLO .pt whose class names
-    cover the dataset's) label the --unlabeled images (and, with --set
-    distillation.label_train_images=true, the training images, merged with the ground truth); a YOLO
-    teacher also adds KD loss terms (class logits, box distributions, neck features) weighted in
-    defaults/distillation.yaml, and a student starting from scratch is initialised with weights
-    selected out of it (same family, e.g. yolov8n from yolov8s; DIR/student_init.pt). Teacher
-    predictions are cached in DIR/cache/teacher_outputs.
+    Teachers: a teacher given is always used. --teacher-dir (train-teacher's adapters) and --teacher
+    (a YOLO .pt whose class names cover the dataset's) are first scored on --val: below
+    distillation.teacher_min_ap the run stops (--force-teacher uses it anyway), and each class gets
+    its own score gate at the teacher's best-F1 point there. The teacher then labels the training
+    images (objects the annotator missed are added; the annotated ones get the teacher's soft class
+    scores) and every --unlabeled image (copies of --data, --val and --exclude images are skipped).
+    Its labels keep their soft targets (per-class scores, confidence, SAM's mask quality) in the
+    student's loss. A YOLO teacher also adds KD loss terms (class logits, box distributions, neck
+    features) weighted in defaults/distillation.yaml, and a student starting from scratch is
+    initialised with weights selected out of it (same family, e.g. yolov8n from yolov8s;
+    DIR/student_init.pt). Teacher predictions are cached in DIR/cache/teacher_outputs; the teacher's
+    validation scores are in DIR/teacher_calibration.json.
 
     Examples:
 
@@ -65,7 +76,9 @@ def train_student(
 
         distillkit train-student -d data/train.json -v data/val.json -o exp/s --teacher big/best.pt --student yolov8n
 
-        distillkit train-student -d data/train.json -v data/val.json -o exp/run1/s --teacher-dir exp/run1 --unlabeled u/
+        distillkit train-student -d data/train.json -v data/val.json -o exp/run1/s --teacher-dir exp/run1
+
+        distillkit train-student -d train.json -v val.json -o s --teacher-dir exp --unlabeled u/ --exclude test.json
 
         distillkit train-student -d data/train.json -v data/val.json -o exp/s --resume
     """
@@ -80,11 +93,14 @@ def train_student(
         ("distillation.teacher_dir", teacher_dir),
         ("distillation.ultralytics_teacher", teacher),
         ("distillation.unlabeled_images", unlabeled),
+        ("distillation.force_teacher", True if force_teacher else None),
     ):
         if isinstance(value, Path):  # absolute: a YAML-safe string, and valid again on --resume from elsewhere
             value = value.resolve()
         if value is not None:
             settings.append(f"{key}={value}")
+    if exclude:
+        settings.append(f"distillation.exclude={[str(path.resolve()) for path in exclude]}")
     result = run_training(
         data, val, output, overrides=settings, images_dir=images_dir, resume=resume, progress=out.progress()
     )
@@ -113,10 +129,15 @@ def train_student(
         out.print(components)
         labels = result.pseudo_labels
         if labels.get("unlabeled_images") or labels.get("train_images_labelled"):
+            if labels.get("teacher_ap") is not None:
+                gates = ", ".join(f"{t:.2f}" for t in labels.get("thresholds", []))
+                out.print(f"teacher on --val: box AP {labels['teacher_ap']:.3f}; per-class score gates [{gates}]")
             out.print(
                 f"pseudo-labels: {labels['unlabeled_labels']} on {labels['unlabeled_images']} unlabelled images, "
                 f"{labels['train_labels_added']} added to {labels['train_images_labelled']} training images "
-                f"({labels['duplicates_dropped']} duplicates of ground truth dropped); teacher cache: "
+                f"({labels['duplicates_dropped']} duplicates of ground truth dropped, "
+                f"{labels['ground_truth_soft_targets']} annotated objects given soft targets); "
+                f"{labels['skipped_duplicate_images']} unlabelled images skipped as copies; teacher cache: "
                 f"{labels['cache_hits']} hits, {labels['computed']} computed"
             )
     out.print(f"best weights: {result.best}")
