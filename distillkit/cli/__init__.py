@@ -79,7 +79,10 @@ def main(argv: list[str] | None = None) -> None:
         exit_code = exc.exit_code
     except KeyboardInterrupt:
         resumable = bool(args) and args[0].startswith("train-")
-        _error_line("interrupted" + ("; continue it with the same command plus --resume" if resumable else ""))
+        hint = "; continue it with the same command plus --resume" if resumable else ""
+        if args and args[0] == "label":  # finished images are in the teacher-output cache
+            hint = "; run the same command again to continue (finished images are kept)"
+        _error_line("interrupted" + hint)
         exit_code = 130
     except Exception as exc:
         if debug:

@@ -51,6 +51,7 @@ def _register_commands() -> None:
         config_cmd,
         evaluate_cmd,
         infer_cmd,
+        label_cmd,
         optimize_cmd,
         split_cmd,
         train_classifier_cmd,
@@ -64,6 +65,7 @@ def _register_commands() -> None:
     app.command(name="train-teacher", no_args_is_help=True)(train_teacher_cmd.train_teacher)
     app.command(name="train-student", no_args_is_help=True)(train_student_cmd.train_student)
     app.command(name="train-classifier", no_args_is_help=True)(train_classifier_cmd.train_classifier)
+    app.command(name="label", no_args_is_help=True)(label_cmd.label)
     app.command(name="evaluate", no_args_is_help=True)(evaluate_cmd.evaluate)
     app.command(name="infer", no_args_is_help=True)(infer_cmd.infer)
     app.command(name="optimize", no_args_is_help=True)(optimize_cmd.optimize)

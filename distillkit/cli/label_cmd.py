@@ -1,0 +1,169 @@
+"""`distillkit label`: teachers label a folder of images into a scored COCO file, for review or training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+from rich.table import Table
+
+from distillkit.cli.common import JSON_OPTION, QUIET_OPTION, make_output
+from distillkit.cli.console import Output
+from distillkit.cli.render import display_path
+from distillkit.errors import UsageError
+from distillkit.paths import check_output_outside_inputs
+
+if TYPE_CHECKING:
+    from distillkit.labelling.to_coco import LabelResult
+
+
+def label(
+    sources: list[str] = typer.Argument(..., help="Image files, folders (searched recursively) or glob patterns."),
+    output: Path = typer.Option(..., "--output", "-o", help="The COCO file to write (e.g. labels.json)."),
+    teacher_dir: Path | None = typer.Option(
+        None, "--teacher-dir", help="Experiment folder of teachers trained by train-teacher."
+    ),
+    teacher: Path | None = typer.Option(
+        None, "--teacher", help="An ultralytics .pt (detection or segmentation) labelling its own classes."
+    ),
+    classes: str | None = typer.Option(
+        None, "--classes", help="Class names, comma-separated: zero-shot with base weights, or a --teacher subset."
+    ),
+    dino_weights: str | None = typer.Option(
+        None, "--dino-weights", help="Grounding DINO base weights: a local folder or a Hugging Face id."
+    ),
+    sam_weights: str | None = typer.Option(
+        None, "--sam-weights", help="SAM base weights (folder or hub id); with --classes, masks from DINO's boxes."
+    ),
+    exclude: list[Path] = typer.Option(
+        [], "--exclude", help="COCO file whose images must not be labelled, e.g. the test split (repeatable)."
+    ),
+    exclude_images_dir: Path | None = typer.Option(
+        None, "--exclude-images-dir", help="Folder holding --exclude images [default: each JSON's folder, images/]."
+    ),
+    conf: float | None = typer.Option(
+        None,
+        "--conf",
+        min=0.0,
+        max=1.0,
+        help="Keep labels scored at least this [default: the teacher's calibrated per-class thresholds, else 0.25].",
+    ),
+    iou: float = typer.Option(0.6, "--iou", min=0.0, max=1.0, help="Same-class boxes overlapping more are one."),
+    mask_format: str = typer.Option("rle", "--mask-format", help="Masks as rle (compressed) or polygon."),
+    max_images: int | None = typer.Option(None, "--max-images", min=1, help="Label at most this many images."),
+    batch: int = typer.Option(8, "--batch", min=1, help="Images per teacher pass."),
+    device: str | None = typer.Option(None, "--device", help="cpu, 0, cuda:0, ... [default: auto]."),
+    imgsz: int = typer.Option(640, "--imgsz", min=32, help="Input size of a YOLO --teacher."),
+    cache_dir: Path | None = typer.Option(
+        None,
+        "--cache-dir",
+        help="Teacher-output cache [default: EXP/cache/teacher_outputs, else $DISTILLKIT_CACHE/teacher_outputs].",
+    ),
+    json_mode: bool = JSON_OPTION,
+    quiet: bool = QUIET_OPTION,
+) -> None:
+    """Label images with a teacher and write a COCO file with a score on every annotation.
+
+    The teacher is one of: --teacher-dir EXP (the Grounding DINO / SAM adapters of train-teacher),
+    --teacher MODEL.pt (an ultralytics checkpoint; --classes picks some of its classes), or
+    --classes "scratch,dent" alone: zero-shot, base Grounding DINO weights (--dino-weights, default
+    IDEA-Research/grounding-dino-tiny) prompted with the class names, and base SAM masks when
+    --sam-weights is given. Every image is listed (those without detections too), file_name relative
+    to the output's folder (or, when the images lie elsewhere, to the folder printed as images_root:
+    pass it to validate --images-dir). Masks are RLE, or polygons with --mask-format polygon.
+
+    Review loop: label, import the file into CVAT or Label Studio (COCO import), correct, export as
+    COCO, then `distillkit validate` it and train with `train-student --data reviewed.json`.
+
+    Resumable: each image's prediction is cached by content as soon as its batch is done; after a
+    kill or Ctrl-C the same command computes only the missing images. Images whose content equals an
+    image of an --exclude file (or an earlier source image) are skipped and counted.
+
+    Examples:
+
+        distillkit label data/raw/ -o data/labels.json --teacher-dir exp/run1 --exclude data/test.json
+
+        distillkit label "line3/*.png" -o line3.json --teacher big/best.pt --conf 0.4
+
+        distillkit label raw/ -o raw.json --classes "scratch,dent" --dino-weights /m/gdino --sam-weights /m/sam
+    """
+    from distillkit.labelling.factory import load_labelling_teacher
+    from distillkit.labelling.to_coco import label_to_coco
+    from distillkit.teachers.zero_shot import parse_class_names
+
+    out = make_output(json_mode, quiet)
+    if mask_format not in ("rle", "polygon"):
+        raise UsageError(f"--mask-format {mask_format} is unknown", "use rle or polygon")
+    names = parse_class_names(classes) if classes is not None else None
+    missing = next((path for path in exclude if not path.is_file()), None)
+    if missing is not None:
+        raise UsageError(f"--exclude {missing} is not a file", "pass a COCO annotation file (e.g. data/test.json)")
+    if output.is_dir():
+        raise UsageError(f"--output {output} is a folder", "give the COCO file to write, e.g. labels.json")
+    from distillkit.inference.sources import collect_images
+
+    images = collect_images(sources, recursive=True)
+    inputs = [*(path for path in (Path(s).expanduser() for s in sources) if path.exists()), *exclude, teacher]
+    check_output_outside_inputs(output, inputs)
+    if cache_dir is not None:
+        check_output_outside_inputs(cache_dir, inputs, "--cache-dir")
+    loaded = load_labelling_teacher(
+        teacher_dir=teacher_dir,
+        checkpoint=teacher,
+        classes=names,
+        dino_weights=dino_weights,
+        sam_weights=sam_weights,
+        device=device,
+        batch_size=batch,
+        conf=conf,
+        imgsz=imgsz,
+    )
+    result = label_to_coco(
+        loaded.teacher,
+        images,
+        output,
+        cache_dir if cache_dir is not None else loaded.cache_dir,
+        categories=loaded.categories,
+        exclude=exclude,
+        exclude_images_dir=exclude_images_dir,
+        conf=conf,
+        class_thresholds=loaded.class_thresholds,
+        nms_iou=iou,
+        mask_format=mask_format,
+        batch_size=batch,
+        max_images=max_images,
+        info={"teacher": loaded.describe()},
+        progress=out.progress(),
+    )
+    result.notices[:0] = loaded.notices
+    for notice in result.notices:
+        out.notice(notice, style="yellow")
+    if json_mode:
+        out.emit_json({"teacher": loaded.describe(), **result.to_dict()})
+        return
+    _render(out, result)
+
+
+def _render(out: Output, result: LabelResult) -> None:
+    table = Table(title=f"labels → {display_path(str(result.output))}", title_justify="left", show_edge=False)
+    table.add_column("class")
+    table.add_column("labels", justify="right")
+    table.add_column("threshold", justify="right")
+    for name, count in result.per_class.items():
+        table.add_row(name, str(count), f"{result.thresholds.get(name, 0.0):.3g}")
+    out.print(table)
+    out.print(
+        f"{result.images} images ({result.images_without_detections} without labels), {result.annotations} labels"
+        f" ({result.masks} with masks, {result.mask_format}); teacher: {result.computed} computed,"
+        f" {result.cached} from the cache; thresholds: {result.threshold_source}"
+    )
+    skipped = result.skipped
+    if skipped.get("excluded") or skipped.get("duplicates") or skipped.get("beyond_max_images"):
+        out.print(
+            f"skipped: {skipped['excluded']} copies of --exclude images, {skipped['duplicates']} repeated images,"
+            f" {skipped['beyond_max_images']} beyond --max-images"
+        )
+    images_dir = result.images_root
+    hint = "" if images_dir == result.output.resolve().parent else f" --images-dir {display_path(str(images_dir))}"
+    out.print(f"check it: distillkit validate {display_path(str(result.output))}{hint}")
