@@ -16,7 +16,7 @@ import torch
 import yaml
 from PIL import Image
 
-from distillkit.errors import UsageError
+from distillkit.errors import DataError, UsageError
 from distillkit.labelling.types import TeacherPrediction
 from distillkit.students.kd_loss import anchor_weights, build_projectors, dfl_kd, feature_kd, logit_kd
 from distillkit.students.pseudo_labels import merge_with_ground_truth, prediction_annotations
@@ -224,7 +224,8 @@ def test_teacher_dir_pseudo_labels_and_cache_hit_on_resume(
     ]
     with pytest.raises(KeyboardInterrupt):
         train_student(train, val, out, overrides=settings, callbacks={"on_train_epoch_start": interrupt})
-    assert loads == [(teachers, "cpu", 8)] and fake.images_seen == 48 + 16
+    # scored on the 16 validation images first, then the 48 training and 16 unlabelled images labelled
+    assert loads == [(teachers, "cpu", 8)] and fake.images_seen == 16 + 48 + 16
 
     pseudo = sorted((out / "yolo_data" / "labels" / "pseudo").glob("*.txt"))
     assert len(pseudo) == 16
@@ -241,26 +242,78 @@ def test_teacher_dir_pseudo_labels_and_cache_hit_on_resume(
 
     # the resumed run rebuilds the teacher from the saved config and reads every prediction from the cache
     resumed = train_student(train, val, out, overrides=TINY, resume=True)
-    assert len(loads) == 2 and fake.images_seen == 64
+    assert len(loads) == 2 and fake.images_seen == 80
     assert resumed.pseudo_labels["cache_hits"] == 64 and resumed.pseudo_labels["computed"] == 0
     assert resumed.dataset.reused and resumed.epochs_run == 2
 
 
-def test_teacher_with_nothing_to_label_says_so() -> None:
-    # `--teacher-dir EXP` alone used to load the teachers and then change nothing, without a word
+def test_a_given_teacher_is_used_by_default_and_refused_when_it_could_change_nothing() -> None:
+    # `--teacher-dir EXP` alone used to load the teachers and then change nothing, with a notice (issue 13)
     from distillkit.config import build_config
     from distillkit.students.distillation import plan_distillation
     from distillkit.students.trainer import STUDENT_SECTIONS
 
     config = build_config(STUDENT_SECTIONS)
     plan = plan_distillation(config, ["square", "disc"], "detect", 16, "cpu", teacher=FakeTeacher(["square", "disc"]))
-    assert not plan.active
-    assert any("nothing to label" in n and "--unlabeled" in n for n in plan.notices), plan.notices
-    config.distillation.label_train_images = True
-    labelling = plan_distillation(
-        config, ["square", "disc"], "detect", 16, "cpu", teacher=FakeTeacher(["square", "disc"])
+    assert plan.active and not plan.notices
+    for name in ("pseudo_labels", "soft_targets", "calibrated_thresholds"):
+        assert plan.components[name].active, name
+    assert not plan.components["mask_quality"].active  # a detection student has no masks to weight
+    config = build_config(STUDENT_SECTIONS, overrides=["distillation.label_train_images=false"])
+    with pytest.raises(UsageError, match="would contribute nothing.*label_train_images is false"):
+        plan_distillation(config, ["square", "disc"], "detect", 16, "cpu", teacher=FakeTeacher(["square", "disc"]))
+
+
+class SilentTeacher(FakeTeacher):
+    """Finds nothing anywhere: a teacher that contributes nothing."""
+
+    identity = "silent-teacher-1"
+
+    def predict(self, images: Sequence[Path]) -> list[TeacherPrediction]:
+        return [TeacherPrediction(128, 128, np.zeros((0, 4)), [], [], np.zeros((0, 2))) for _ in images]
+
+
+def test_a_teacher_that_contributes_nothing_is_an_error(shapes: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    train, val, _ = shapes
+    with pytest.raises(DataError, match="contributed nothing.*48 images"):
+        train_student(train, val, tmp_path / "s", overrides=TINY, teacher=SilentTeacher(["square", "disc"]))
+    assert not (tmp_path / "s" / "train").exists()
+
+
+def test_exclude_keeps_held_out_images_out_of_the_unlabelled_pool(
+    shapes: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    import shutil
+
+    from distillkit.labelling.postprocess import LabelFilter
+    from distillkit.students.distillation import excluded_image_keys
+    from distillkit.students.pseudo_labels import PseudoLabelReport, label_unlabeled_images
+
+    train, val, unlabeled = shapes
+    held_out = make_shapes(tmp_path / "test", 3, 7)  # a test split: its images must never be trained on
+    pool = tmp_path / "pool"
+    shutil.copytree(unlabeled, pool)
+    test_images = sorted((held_out.parent / "images").iterdir())
+    shutil.copyfile(test_images[0], pool / "renamed_copy_of_a_test_image.png")
+    shutil.copyfile(test_images[1], pool / "another.png")
+    shutil.copyfile(sorted(pool.iterdir())[0], pool / "zz_duplicate_inside_the_pool.png")
+    report = PseudoLabelReport()
+    coco, _ = label_unlabeled_images(
+        sorted(pool.iterdir()),
+        [{"id": 5, "name": "square"}, {"id": 9, "name": "disc"}],
+        FakeTeacher(["square", "disc"]),
+        tmp_path / "cache",
+        label_filter=LabelFilter([0.5, 0.5]),
+        with_masks=False,
+        report=report,
+        exclude_keys=excluded_image_keys([str(held_out)]),
     )
-    assert labelling.active and not labelling.notices
+    assert report.skipped_duplicate_images == 3 and len(coco["images"]) == 16
+    names = {image["file_name"] for image in coco["images"]}
+    assert "renamed_copy_of_a_test_image.png" not in names and "zz_duplicate_inside_the_pool.png" not in names
+    code, _, err = run("train-student", "-d", str(train), "-v", str(val), "-o", str(tmp_path / "x"),
+                       "--teacher-dir", str(tmp_path), "--exclude", str(tmp_path / "missing.json"))  # fmt: skip
+    assert code == 2 and "--exclude" in err and "missing.json" in err
 
 
 def test_teacher_dir_that_is_not_a_folder_is_a_usage_error(shapes: tuple[Path, Path, Path], tmp_path: Path) -> None:

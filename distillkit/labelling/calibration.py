@@ -19,6 +19,7 @@ it as ``teachers/calibration.json``) and its thresholds land in the run's config
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -92,7 +93,9 @@ def calibrate_teacher(
     for (image, _), (_, raw) in zip(images, predictions, strict=True):
         cleaned = suppress_cross_class_duplicates(classwise_nms(raw, nms_iou), cross_class_iou)
         detections += _coco_detections(cleaned, image, category_ids)
-    result = evaluate_predictions(validation, detections, iou_types="bbox")
+    # pycocotools' COCOeval writes "ignore" keys into the ground truth it is given: score a copy, so the
+    # caller's validation split (converted for training next) stays byte-identical across runs.
+    result = evaluate_predictions(copy.deepcopy(validation), detections, iou_types="bbox")
     metrics = result.metrics["bbox"]
     by_id = {c.id: c for c in metrics.per_class}
     pooled = metrics.confidence if metrics.f1 > 0 else None

@@ -125,6 +125,9 @@ def plan_distillation(
     """
     settings = config.distillation
     plan = DistillationPlan()
+    for excluded in settings.exclude:
+        if not Path(excluded).is_file():
+            raise UsageError(f"--exclude {excluded} is not a file", "pass a COCO JSON file (e.g. the test split)")
     yolo: YoloTeacher | None = None
     if settings.ultralytics_teacher:
         yolo = YoloTeacher(
@@ -160,9 +163,6 @@ def plan_distillation(
             f"{len(class_names)} classes {list(class_names)}",
             "give one threshold per class, in this order, or null to calibrate them on --val",
         )
-    for excluded in settings.exclude:
-        if not Path(excluded).is_file():
-            raise UsageError(f"--exclude {excluded} is not a file", "pass a COCO JSON file (e.g. the test split)")
 
     if settings.unlabeled_images:
         if plan.labeller is None:  # asked for, yet it would change nothing: say so instead of ignoring it
