@@ -260,7 +260,7 @@ def test_a_given_teacher_is_used_by_default_and_refused_when_it_could_change_not
         assert plan.components[name].active, name
     assert not plan.components["mask_quality"].active  # a detection student has no masks to weight
     config = build_config(STUDENT_SECTIONS, overrides=["distillation.label_train_images=false"])
-    with pytest.raises(UsageError, match="would contribute nothing.*label_train_images is false"):
+    with pytest.raises(UsageError, match=r"would contribute nothing.*label_train_images is false"):
         plan_distillation(config, ["square", "disc"], "detect", 16, "cpu", teacher=FakeTeacher(["square", "disc"]))
 
 
@@ -275,7 +275,7 @@ class SilentTeacher(FakeTeacher):
 
 def test_a_teacher_that_contributes_nothing_is_an_error(shapes: tuple[Path, Path, Path], tmp_path: Path) -> None:
     train, val, _ = shapes
-    with pytest.raises(DataError, match="contributed nothing.*48 images"):
+    with pytest.raises(DataError, match=r"contributed nothing.*48 images"):
         train_student(train, val, tmp_path / "s", overrides=TINY, teacher=SilentTeacher(["square", "disc"]))
     assert not (tmp_path / "s" / "train").exists()
 
