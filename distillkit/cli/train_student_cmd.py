@@ -65,7 +65,8 @@ def train_student(
     student's loss. A YOLO teacher also adds KD loss terms (class logits, box distributions, neck
     features) weighted in defaults/distillation.yaml, and a student starting from scratch is
     initialised with weights selected out of it (same family, e.g. yolov8n from yolov8s;
-    DIR/student_init.pt). Teacher predictions are cached in DIR/cache/teacher_outputs; the teacher's
+    DIR/student_init.pt). Teacher predictions are cached in DIR/cache/teacher_outputs (EXP/cache/... for
+    --teacher-dir, shared with `label`); the teacher's
     validation scores are in DIR/teacher_calibration.json.
 
     Examples:

@@ -288,8 +288,12 @@ def add_pseudo_labels(
     settings = config.distillation
     with_masks = task == "segment"
     with ExitStack() as stack:
+        # A train-teacher experiment keeps one cache for its teachers (EXP/cache/teacher_outputs, as the
+        # design lays it out), shared by `label` and every student trained from it; other teachers' labels
+        # are cached in the student's own folder.
+        cache_home = plan.teacher_dir if plan.teacher_dir is not None else folder
         cache_dir = (
-            folder / CACHE_FOLDER
+            cache_home / CACHE_FOLDER
             if settings.cache
             else Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="distillkit-teacher-")))
         )
