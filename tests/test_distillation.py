@@ -245,6 +245,8 @@ def test_teacher_dir_pseudo_labels_and_cache_hit_on_resume(
     assert len(loads) == 2 and fake.images_seen == 80
     assert resumed.pseudo_labels["cache_hits"] == 64 and resumed.pseudo_labels["computed"] == 0
     assert resumed.dataset.reused and resumed.epochs_run == 2
+    rows = json.loads((out / "yolo_data" / "soft_targets.json").read_text())["rows"]
+    assert len(rows) > 16 and resumed.pseudo_labels["soft_targets_matched"] == len(rows)  # detection boxes match too
 
 
 def test_a_given_teacher_is_used_by_default_and_refused_when_it_could_change_nothing() -> None:

@@ -87,6 +87,7 @@ def test_teacher_dir_without_unlabeled_labels_training_images_with_soft_targets(
     assert all(len(row) == 2 + 3 for row in rows)  # score, mask quality, the three class scores
     assert any(row[1] < 1.0 for row in rows)  # SAM's predicted IoU weights the masks
     assert sum(len(entries) for entries in table["images"].values()) == len(rows)
+    assert labels["soft_targets_matched"] == len(rows)  # every row found its label line in ultralytics' dataset
     config = yaml.safe_load((out / "distillation_config.yaml").read_text())["distillation"]
     assert config["teacher_dir"] == str(teachers["exp"].resolve()) and config["soft_targets"] is True
     metadata = json.loads((out / "metadata.json").read_text())["extra"]

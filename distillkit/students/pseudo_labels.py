@@ -58,6 +58,7 @@ class PseudoLabelReport:
     labels_per_class: dict[str, int] = field(default_factory=dict)
     teacher_ap: float | None = None  # box AP50-95 of the teacher on --val, when it was scored
     thresholds: list[float] = field(default_factory=list)  # the per-class score gates applied
+    soft_targets_matched: int = 0  # labels the training dataset found their soft-target row for
     notices: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:

@@ -250,6 +250,7 @@ def train_student(
                 arguments.update(distill_model=str(plan.ultralytics_distill), dis=config.distillation.dis_weight)
             model.train(**arguments, **trainer_class)
     trainer = model.trainer
+    pseudo_report.soft_targets_matched = int(getattr(trainer, "soft_labels_matched", 0))
     metrics = {key: float(value) for key, value in (trainer.metrics or {}).items()}
 
     best = _export_checkpoint(run_dir / "weights" / "best.pt", folder / "best.pt", info.class_mapping)
