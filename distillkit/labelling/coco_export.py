@@ -80,17 +80,31 @@ def _segmentation(rle: dict[str, Any], mask_format: str) -> tuple[Any, list[floa
     return segmentation, bbox, area
 
 
+def class_score_vector(prediction: TeacherPrediction, index: int, num_classes: int) -> list[float]:
+    """The teacher's score for every class of detection ``index`` (one-hot times its score when it has none)."""
+    if prediction.class_scores is not None and prediction.class_scores.shape[1] == num_classes:
+        return [float(v) for v in np.clip(prediction.class_scores[index], 0.0, 1.0)]
+    vector = [0.0] * num_classes
+    vector[int(prediction.class_ids[index])] = float(prediction.scores[index])
+    return vector
+
+
 def prediction_annotations(
     prediction: TeacherPrediction,
     image_id: int,
     category_ids: Sequence[int],
     first_id: int,
     mask_format: str = "rle",
+    *,
+    soft_targets: bool = False,
+    source: str | None = None,
 ) -> list[dict[str, Any]]:
     """COCO annotations (ids from ``first_id``) for one image's detections, in the prediction's order.
 
     ``category_ids[i]`` is the COCO id of the teacher's class ``i``. Boxes are clipped to the image;
-    a box with no area left (and no mask) is left out.
+    a box with no area left (and no mask) is left out. With ``soft_targets`` each annotation also
+    keeps ``class_scores`` (the teacher's score per class) and, with a mask, ``mask_quality``;
+    ``source`` marks who made it.
     """
     annotations: list[dict[str, Any]] = []
     width, height = float(prediction.width), float(prediction.height)
@@ -115,7 +129,13 @@ def prediction_annotations(
             "iscrowd": 0,
             "score": min(1.0, max(0.0, float(prediction.scores[index]))),
         }
+        if source is not None:
+            annotation["source"] = source
+        if soft_targets:
+            annotation["class_scores"] = class_score_vector(prediction, index, len(category_ids))
         if segmentation is not None:
             annotation["segmentation"] = segmentation
+            if soft_targets and prediction.mask_quality is not None:
+                annotation["mask_quality"] = float(np.clip(prediction.mask_quality[index], 0.0, 1.0))
         annotations.append(annotation)
     return annotations

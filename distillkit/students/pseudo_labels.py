@@ -34,6 +34,8 @@ from torchvision.ops import box_iou as _torch_box_iou
 from distillkit.data.images import ImageLocator
 from distillkit.errors import UsageError
 from distillkit.labelling.cache import LabellingStats, image_content_key, label_images
+from distillkit.labelling.coco_export import class_score_vector
+from distillkit.labelling.coco_export import prediction_annotations as coco_annotations
 from distillkit.labelling.postprocess import LabelFilter, classwise_nms, suppress_cross_class_duplicates
 from distillkit.labelling.types import Teacher, TeacherPrediction
 from distillkit.progress import NULL_PROGRESS, Progress
@@ -119,18 +121,10 @@ def ground_truth_soft_scores(
     for index, (detection, overlap) in enumerate(zip(best, overlaps.max(axis=1), strict=True)):
         if overlap <= merge_iou:
             continue
-        vector = _class_vector(prediction, int(detection), num_classes)
+        vector = class_score_vector(prediction, int(detection), num_classes)
         vector[int(gt_classes[index])] = 1.0
         out[index] = vector
     return out
-
-
-def _class_vector(prediction: TeacherPrediction, index: int, num_classes: int) -> list[float]:
-    if prediction.class_scores is not None and prediction.class_scores.shape[1] == num_classes:
-        return [float(v) for v in np.clip(prediction.class_scores[index], 0.0, 1.0)]
-    vector = [0.0] * num_classes
-    vector[int(prediction.class_ids[index])] = float(prediction.scores[index])
-    return vector
 
 
 def prediction_annotations(
@@ -141,35 +135,20 @@ def prediction_annotations(
     with_masks: bool,
     soft_targets: bool = False,
 ) -> list[dict[str, Any]]:
-    """COCO annotations for a prediction (boxes clipped to the image; RLE masks when asked and present).
+    """COCO annotations for a prediction (``distillkit label``'s writer, RLE masks when asked and present).
 
-    With ``soft_targets`` each also carries ``class_scores`` and, with masks, ``mask_quality``.
+    Marked ``"source": "teacher"``; with ``soft_targets`` each also carries ``class_scores`` and, with
+    masks, ``mask_quality``.
     """
-    annotations = []
-    for index in range(len(prediction)):
-        x1, y1, x2, y2 = (float(v) for v in prediction.boxes[index])
-        x1, x2 = max(0.0, x1), min(float(prediction.width), x2)
-        y1, y2 = max(0.0, y1), min(float(prediction.height), y2)
-        if x2 <= x1 or y2 <= y1:
-            continue
-        annotation: dict[str, Any] = {
-            "id": first_id + len(annotations),
-            "image_id": image_id,
-            "category_id": int(category_ids[int(prediction.class_ids[index])]),
-            "bbox": [x1, y1, x2 - x1, y2 - y1],
-            "area": (x2 - x1) * (y2 - y1),
-            "iscrowd": 0,
-            "score": float(prediction.scores[index]),
-            "source": PSEUDO_SOURCE,
-        }
-        if soft_targets:
-            annotation["class_scores"] = _class_vector(prediction, index, len(category_ids))
-        if with_masks and prediction.masks is not None:
-            annotation["segmentation"] = prediction.masks[index]
-            if soft_targets and prediction.mask_quality is not None:
-                annotation["mask_quality"] = float(np.clip(prediction.mask_quality[index], 0.0, 1.0))
-        annotations.append(annotation)
-    return annotations
+    return coco_annotations(
+        prediction,
+        image_id,
+        category_ids,
+        first_id,
+        "rle" if with_masks else "none",
+        soft_targets=soft_targets,
+        source=PSEUDO_SOURCE,
+    )
 
 
 def list_images(folder: Path, limit: int | None = None) -> list[Path]:
