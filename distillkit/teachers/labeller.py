@@ -2,8 +2,9 @@
 
 Per batch of images: one Grounding DINO pass scores every class at once (the prompt holds all
 class names), then SAM, when the experiment has a SAM adapter, turns each kept box into a mask.
-A SAM-only experiment (masks without boxes in the data) is prompted with ground-truth boxes, which
-``load_teacher(..., ground_truth=...)`` supplies; so can a DINO+SAM one, when asked.
+Masks-only data trains both teachers (validate derives the boxes), so SAM is normally prompted with
+Grounding DINO's boxes; a SAM-only experiment (``train-teacher --only sam``) is prompted with
+ground-truth boxes, which ``load_teacher(..., ground_truth=...)`` supplies; so can a DINO+SAM one.
 
 ``identity`` hashes everything that changes the outputs (adapter files, base weights named,
 prompt, thresholds, the ground-truth file when used), so the content-keyed cache of
@@ -99,8 +100,10 @@ class DistilledTeacher:
     ) -> None:
         if dino is None and ground_truth is None:
             raise UsageError(
-                "this experiment has no Grounding DINO teacher, so SAM needs ground-truth boxes as prompts",
-                "pass the annotation file as ground truth (prompt SAM with its boxes)",
+                "this experiment has no Grounding DINO teacher (trained with --only sam), so SAM needs "
+                "ground-truth boxes as prompts",
+                "train it without --only sam so Grounding DINO gives the boxes, or pass the annotation file as "
+                "ground truth",
             )
         self._class_names = list(class_names)
         self.dino = dino
