@@ -48,6 +48,7 @@ def _global_options(
 def _register_commands() -> None:
     # Imported here so `distillkit --version` stays fast and import errors name the command.
     from distillkit.cli import (
+        checks_cmd,
         config_cmd,
         evaluate_cmd,
         infer_cmd,
@@ -70,6 +71,7 @@ def _register_commands() -> None:
     app.command(name="infer", no_args_is_help=True)(infer_cmd.infer)
     app.command(name="optimize", no_args_is_help=True)(optimize_cmd.optimize)
     app.command(name="config")(config_cmd.config)
+    app.command(name="checks")(checks_cmd.checks)
 
 
 _register_commands()
