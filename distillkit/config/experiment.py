@@ -38,7 +38,7 @@ TRACKED_PACKAGES: dict[str, tuple[str, ...]] = {
     "torchvision": ("torchvision",),
     "transformers": ("transformers",),
     "peft": ("peft",),
-    "ultralytics": ("ultralytics",),
+    "ultralytics": ("ultralytics", "ultralytics-opencv-headless"),  # the headless build is what we install
     "timm": ("timm",),
     "onnxruntime": ("onnxruntime", "onnxruntime-gpu"),
     "numpy": ("numpy",),
