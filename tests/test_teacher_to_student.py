@@ -94,3 +94,51 @@ def test_teacher_dir_without_unlabeled_labels_training_images_with_soft_targets(
     assert metadata["pseudo_labels"]["train_labels_added"] == labels["train_labels_added"]
     stored = json.loads((teachers["exp"] / "teachers" / "calibration.json").read_text())
     assert stored["class_names"] == ["red", "green", "blue"] and stored["teacher_identity"]
+
+
+def test_every_label_keeps_its_row_through_ultralytics_training_augmentations(
+    teachers: dict[str, Path], tmp_path: Path
+) -> None:
+    """Mosaic, random perspective, copy-paste, mixup and flips keep every encoded value exact.
+
+    A value rounded anywhere (a float32 cast, say) would decode into another class or a row that belongs
+    to another class's label.
+    """
+    import torch
+
+    from distillkit.students.soft_targets import SoftTargetSettings, decode_batch, soft_target_dataset
+    from distillkit.students.ultralytics_env import import_ultralytics
+
+    out = tmp_path / "student"
+    result = run_cli(
+        "train-student", "-d", teachers["train"], "-v", teachers["val"], "-o", out,
+        "--teacher-dir", teachers["exp"], "--force-teacher", *STUDENT,
+        "--set", "distillation.calibrate_thresholds=false", "--set", "distillation.pseudo_label_conf=0.0",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    import_ultralytics()
+    from ultralytics.cfg import get_cfg
+    from ultralytics.data import build_yolo_dataset
+    from ultralytics.data.utils import check_det_dataset
+
+    root = out / "yolo_data"
+    data = check_det_dataset(str(root / "dataset.yaml"))
+    cfg = get_cfg(overrides={"task": "segment", "imgsz": 64, "mosaic": 1.0, "copy_paste": 0.5, "mixup": 0.5,
+                             "degrees": 10.0, "fliplr": 0.5})  # fmt: skip
+    dataset = build_yolo_dataset(cfg, data["train"], 4, data, mode="train")
+    settings = SoftTargetSettings(root / "soft_targets.json", num_classes=3)
+    assert soft_target_dataset(dataset, settings) > 0
+    table = json.loads(settings.table_file.read_text())
+    class_of_row = {int(e[0]): int(e[1]) for entries in table["images"].values() for e in entries}
+    seen_rows = 0
+    torch.manual_seed(0)
+    for index in range(len(dataset)):
+        sample = dataset[index]
+        batch = decode_batch({"cls": sample["cls"]}, settings.base)
+        classes, rows = batch["cls"].view(-1).long().tolist(), batch["soft_row"].tolist()
+        assert all(0 <= c < 3 for c in classes)
+        for c, row in zip(classes, rows, strict=True):
+            if row >= 0:
+                assert class_of_row[row] == c  # the row travelled with its own label
+                seen_rows += 1
+    assert seen_rows > 0
