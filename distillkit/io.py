@@ -8,6 +8,7 @@ leaves a half-written file and a reader never sees one.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 from collections.abc import Iterator
@@ -84,7 +85,33 @@ def read_json(path: str | os.PathLike[str]) -> Any:
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as exc:
-        raise DataError(f"{file} is not valid JSON ({exc})", "fix or re-export the file") from exc
+        loaded = _loads_with_non_finite_numbers(data)
+        if loaded is None:
+            raise DataError(f"{file} is not valid JSON ({exc})", "fix or re-export the file") from exc
+        return loaded
+
+
+def _loads_with_non_finite_numbers(data: bytes) -> Any | None:
+    """The document parsed as Python's ``json`` does when orjson refused it only for ``NaN``/``Infinity``; else None.
+
+    Python's ``json.dump`` writes these literals by default (and pycocotools loads such files), so a COCO
+    file can hold them; they arrive as float NaN/inf and the checks that read numbers report each one
+    where it sits (a bbox with NaN is that annotation's invalid bbox). Anything else orjson rejects stays
+    "not valid JSON".
+    """
+    if not any(token in data for token in (b"NaN", b"Infinity")):
+        return None
+    constants: list[str] = []
+
+    def constant(name: str) -> float:
+        constants.append(name)
+        return float(name)
+
+    try:
+        loaded = json.loads(data.decode("utf-8"), parse_constant=constant)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    return loaded if constants else None
 
 
 def sha256_file(path: str | os.PathLike[str], chunk_size: int = 1 << 20) -> str:

@@ -2,10 +2,12 @@
 
 Exit codes: 0 success, 1 bad data or a failed check, 2 bad usage, 130 interrupted.
 ``--debug`` (anywhere on the command line) or ``DISTILLKIT_DEBUG=1`` re-raises with a traceback.
+With ``--json`` an error is also one JSON document on stdout: ``{"error", "hint", "exit_code"}``.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 
@@ -20,6 +22,26 @@ def _error_line(message: str) -> None:
     sys.stderr.flush()
 
 
+def _json_error(enabled: bool, error: str, hint: str | None, exit_code: int) -> None:
+    """Under ``--json``, the error as the run's one JSON document on stdout (unless the command wrote one)."""
+    from distillkit.cli.console import json_document_written
+
+    if not enabled or json_document_written():
+        return
+
+    def clean(text: str) -> str:
+        return " ".join(str(text).rstrip(". ").split())
+
+    document = {"error": clean(error), "hint": clean(hint) if hint else None, "exit_code": exit_code}
+    sys.stdout.write(json.dumps(document, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+def _wants_json(args: list[str]) -> bool:
+    options = args[: args.index("--")] if "--" in args else args
+    return "--json" in options
+
+
 def _usage_hint(exc: typer.TyperException) -> str:
     ctx = getattr(exc, "ctx", None)
     if ctx is not None and ctx.parent is not None:
@@ -27,8 +49,8 @@ def _usage_hint(exc: typer.TyperException) -> str:
     return " (see 'distillkit --help')"
 
 
-def _path_problem(exc: Exception) -> str | None:
-    """One line for an OS error caused by a path the user chose (a file where a folder goes...), else None.
+def _path_problem(exc: Exception) -> tuple[str, str] | None:
+    """(what, fix) for an OS error caused by a path the user chose (a file where a folder goes...), else None.
 
     Every command writes under paths from its options; checking each option for each of these cases
     would repeat itself everywhere and still miss one, so the operating system's answer is translated here.
@@ -39,21 +61,24 @@ def _path_problem(exc: Exception) -> str | None:
     if path is None:
         return None
     if isinstance(exc, FileExistsError):
-        return f"{path} exists and is not a folder; choose another output path, or remove that file"
+        return f"{path} exists and is not a folder", "choose another output path, or remove that file"
     if isinstance(exc, IsADirectoryError):
-        return f"{path} is a folder where a file goes; give a file path"
+        return f"{path} is a folder where a file goes", "give a file path"
     if isinstance(exc, NotADirectoryError):
-        return f"{path}: part of this path is a file, not a folder; choose another path"
-    return f"permission denied: {path}; choose a path you can read and write"
+        return f"{path}: part of this path is a file, not a folder", "choose another path"
+    return f"permission denied: {path}", "choose a path you can read and write"
 
 
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get("DISTILLKIT_DEBUG", "") not in ("", "0")
     args = [a for a in args if a != "--debug"]
+    json_mode = _wants_json(args)
 
     from distillkit.cli.app import app
+    from distillkit.cli.console import json_document_written
 
+    json_document_written(reset=True)
     try:
         exit_code = app(args=args, prog_name="distillkit", standalone_mode=False)
         if exit_code == 130:  # typer turns Ctrl-C into a silent Exit(130); say what happened
@@ -69,14 +94,18 @@ def main(argv: list[str] | None = None) -> None:
             usage = getattr(exc, "exit_code", 1) == 2
             _error_line(exc.format_message() + (_usage_hint(exc) if usage else ""))
             exit_code = getattr(exc, "exit_code", 1)
+            hint = _usage_hint(exc).strip(" ()") if usage else None
+            _json_error(json_mode, exc.format_message(), hint, exit_code)
     except typer.Abort:
         _error_line("interrupted")
         exit_code = 130
+        _json_error(json_mode, "interrupted", None, exit_code)
     except DistillkitError as exc:
         if debug:
             raise
         _error_line(exc.one_line())
         exit_code = exc.exit_code
+        _json_error(json_mode, exc.message, exc.hint, exit_code)
     except KeyboardInterrupt:
         resumable = bool(args) and args[0].startswith("train-")
         hint = "; continue it with the same command plus --resume" if resumable else ""
@@ -84,18 +113,26 @@ def main(argv: list[str] | None = None) -> None:
             hint = "; run the same command again to continue (finished images are kept)"
         _error_line("interrupted" + hint)
         exit_code = 130
+        _json_error(json_mode, "interrupted", hint.removeprefix("; ") or None, exit_code)
     except Exception as exc:
         if debug:
             raise
         problem = _path_problem(exc)
         if problem is not None:
-            _error_line(problem)
+            _error_line("; ".join(problem))
+            _json_error(json_mode, *problem, 2)
             sys.exit(2)
         _error_line(
             f"internal error: {type(exc).__name__}: {exc} "
             "(this is a distillkit bug; re-run with --debug and report the traceback)"
         )
         exit_code = 1
+        _json_error(
+            json_mode,
+            f"internal error: {type(exc).__name__}: {exc}",
+            "this is a distillkit bug; re-run with --debug and report the traceback",
+            exit_code,
+        )
     sys.exit(exit_code if isinstance(exit_code, int) else 0)
 
 

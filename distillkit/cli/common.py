@@ -8,7 +8,7 @@ from typing import Any
 import typer
 
 from distillkit.cli.console import Output
-from distillkit.data.split import SplitResult, split_dataset, write_splits
+from distillkit.data.split import SplitResult, check_no_empty_split, split_dataset, write_splits
 from distillkit.errors import UsageError
 
 JSON_OPTION = typer.Option(False, "--json", help="Print one JSON document on stdout (logs go to stderr).")
@@ -42,6 +42,7 @@ def split_and_write(
     output_dir: Path | None,
 ) -> tuple[SplitResult, dict[str, Path]]:
     """Split a validated dataset, write the split files, and show/return the summary."""
+    check_no_empty_split(len(dataset.get("images") or []), ratios)  # an empty split file: refused, none written
     result = split_dataset(
         dataset, ratios, seed=seed, stratify=stratify, min_per_class=min_per_class, progress=out.progress()
     )

@@ -22,6 +22,18 @@ from rich.progress import Progress as RichProgressBar
 from distillkit.io import dumps_json
 from distillkit.progress import ProgressTask
 
+# Whether this run wrote its JSON document: the entry point then adds no error document (one per run).
+_json_written = False
+
+
+def json_document_written(reset: bool = False) -> bool:
+    """Whether a ``--json`` document went to stdout in this run; ``reset`` starts a new run."""
+    global _json_written
+    written = _json_written
+    if reset:
+        _json_written = False
+    return written
+
 
 @dataclass
 class Output:
@@ -56,8 +68,10 @@ class Output:
 
     def emit_json(self, document: Any) -> None:
         """Write the single JSON document of a ``--json`` run to stdout."""
+        global _json_written
         sys.stdout.write(dumps_json(document, indent=True).decode("utf-8") + "\n")
         sys.stdout.flush()
+        _json_written = True
 
     def progress(self) -> RichProgress | QuietProgress:
         return RichProgress(self.stderr) if self.show_progress else QuietProgress()

@@ -39,7 +39,9 @@ def infer(
     with file_name, category_id (the training data's ids), category_name, bbox (x, y, w, h),
     score and, for segmentation models, an RLE mask. Entries are written as they come, so a
     100k-image folder never sits in memory. `distillkit evaluate --predictions` matches them to
-    ground truth by file name.
+    ground truth by file name. An image that cannot be read (truncated, not an image) is skipped
+    with a warning naming it and counted (`skipped` in --json); the exit code stays 0 unless no
+    image could be read.
 
     Examples:
 
@@ -80,13 +82,18 @@ def infer(
         device=device,
         save_vis=output / "vis" if save_vis else None,
         progress=out.progress(),
+        skip_unreadable=True,
     )
     write_predictions(predictions, target)
+    for skipped in run.skipped:
+        out.warning(f"skipped: {skipped['reason']}")
     summary = {
         "model": str(model),
         "task": loaded.task,
         "images": run.images,
         "detections": run.detections,
+        "skipped": len(run.skipped),
+        "skipped_images": run.skipped,
         "predictions": str(target),
         "median_latency_ms": round(run.median_latency_ms, 3),
         "vis": str(output / "vis") if save_vis else None,
@@ -94,9 +101,10 @@ def infer(
     if json_mode:
         out.emit_json(summary)
     else:
+        skipped = f"; {len(run.skipped)} unreadable images skipped" if run.skipped else ""
         out.print(
             f"{run.detections} detections on {run.images} images → {target} "
-            f"(median {run.median_latency_ms:.1f} ms per image)"
+            f"(median {run.median_latency_ms:.1f} ms per image{skipped})"
         )
 
 

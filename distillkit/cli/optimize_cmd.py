@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from distillkit.cli.common import JSON_OPTION, QUIET_OPTION, make_output
+from distillkit.cli.common import JSON_OPTION, make_output
 from distillkit.cli.console import Output
 from distillkit.cli.render import display_path
 from distillkit.export.optimize import OptimizeOptions, OptimizeResult, optimize_model
@@ -44,7 +44,8 @@ def optimize(
     threads: int | None = typer.Option(None, "--threads", min=1, help="CPU threads for latency [default: all]."),
     output: Path | None = typer.Option(None, "--output", "-o", help="Output folder [default: <model dir>/optimized]."),
     json_mode: bool = JSON_OPTION,
-    quiet: bool = QUIET_OPTION,
+    # -q is --quantize here (the examples use it), so --quiet has no short form in this command.
+    quiet: bool = typer.Option(False, "--quiet", help="Print nothing but errors."),
 ) -> None:
     """Export a trained model to ONNX (prompt-free: one input, `images`), quantize it, measure everything.
 

@@ -20,6 +20,7 @@ from distillkit.cli.common import (
 from distillkit.cli.render import render_split_summary
 from distillkit.data.split import parse_ratios
 from distillkit.data.validate import load_valid_dataset
+from distillkit.paths import check_output_outside_inputs, image_folders
 
 
 def split(
@@ -56,6 +57,8 @@ def split(
     """
     out = make_output(json_mode, quiet)
     parsed = parse_ratios(ratios)
+    if output_dir is not None:  # before any work: split files never land among the images
+        check_output_outside_inputs(output_dir, [data, *image_folders([data])], "--output-dir")
     result = load_valid_dataset(data, drop_invalid=drop_invalid, progress=out.progress())
     assert result.dataset is not None
     split_result, paths = split_and_write(

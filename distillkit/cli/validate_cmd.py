@@ -25,6 +25,7 @@ from distillkit.data.split import parse_ratios
 from distillkit.data.validate import validate_dataset
 from distillkit.errors import UsageError
 from distillkit.io import atomic_write_json
+from distillkit.paths import check_output_outside_inputs, image_folders
 
 
 def validate(
@@ -79,8 +80,17 @@ def validate(
     """
     out = make_output(json_mode, quiet)
     ratios = parse_ratios(split) if split is not None else None  # usage errors before any work
+    if images_dir is not None and not images_dir.is_dir():  # else every image is "not found" and the data passes
+        what = "is not a folder" if images_dir.exists() else "does not exist"
+        raise UsageError(f"--images-dir {images_dir} {what}", "give the folder that holds the images")
     if output is not None:
         refuse_overwriting_input(output, data, "--output")
+    inputs = [data, *image_folders([data], images_dir)]  # nothing written onto the input or among its images
+    for written, flag in ((output, "--output"), (preview_augmentation, "--preview-augmentation")):
+        if written is not None:
+            check_output_outside_inputs(written, inputs, flag)
+    if ratios is not None and output_dir is not None:
+        check_output_outside_inputs(output_dir, inputs, "--output-dir")
     augmentation = augmentation_config(overrides) if preview_augmentation is not None else None
     if augmentation is None and overrides:
         raise UsageError("--set only configures --preview-augmentation", "add --preview-augmentation PREVIEW.png")

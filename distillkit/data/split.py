@@ -132,6 +132,30 @@ def split_sizes(n: int, ratios: Sequence[float]) -> list[int]:
     return sizes
 
 
+def check_no_empty_split(n_images: int, ratios: dict[str, float]) -> None:
+    """``DataError`` naming the first split that ``ratios`` would leave without images out of ``n_images``.
+
+    ``split_dataset`` itself produces such a split (with an ``empty_split`` warning); the commands that
+    write split files refuse it instead: an empty val or test file is rejected by every command reading it.
+    """
+    if n_images < len(ratios):
+        return  # split_dataset says that there are fewer images than splits
+    for (name, ratio), size in zip(ratios.items(), split_sizes(n_images, list(ratios.values())), strict=True):
+        if size == 0:
+            raise DataError(
+                f"split '{name}' (ratio {ratio:g}) would get no images ({ratio:g} of {n_images} images rounds to 0), "
+                "so no split file was written",
+                f"raise its ratio to {_at_least(1 / n_images):g} or more, add images "
+                f"({math.ceil(1 / ratio - 1e-9)} or more at {ratio:g}) or ask for fewer splits",
+            )
+
+
+def _at_least(value: float) -> float:
+    """``value`` rounded up to 3 significant digits (a shown minimum must not fall below the real one)."""
+    scale = 10.0 ** (2 - math.floor(math.log10(value)))
+    return math.ceil(value * scale - 1e-9) / scale
+
+
 # ---------------------------------------------------------------------------------------------
 # result
 

@@ -815,6 +815,21 @@ def load_valid_dataset(
         raise DataError(
             f"{path} has errors: [{first.code}] {first.message}"
             + (f" (and {more} more kinds of error)" if more else ""),
-            "run 'distillkit validate' for the full report, or pass --drop-invalid",
+            _repair_hint(path, {issue.code for issue in result.report.errors}),
         )
     return result
+
+
+def _repair_hint(path: str | Path, codes: set[str]) -> str:
+    """What to do about a dataset that failed the checks, with options every command has (none of its own).
+
+    The commands reading datasets do not all take ``--drop-invalid``; ``validate`` does, and writes a
+    repaired copy any of them can read. Dropping is suggested only when it would clear every error.
+    """
+    report = f"run 'distillkit validate {path}' for the full report"
+    if codes <= DROPPABLE_ANNOTATION_CODES:
+        return (
+            f"{report}, or leave the unrepairable annotations out: "
+            f"'distillkit validate {path} --drop-invalid --output clean.json', then pass clean.json"
+        )
+    return report + " and fix the file"

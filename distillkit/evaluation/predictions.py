@@ -39,8 +39,11 @@ def prepare_predictions(
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """Normalise detections against the ground truth; return (detections, warnings).
 
-    Raises ``DataError`` (naming the entry) for detections that cannot be scored: unknown image or
-    category, missing score, malformed box or mask.
+    Detections for images the ground truth does not hold are left out with a warning counting them
+    (pycocotools ignores them too: predictions over a whole folder scored on its test split); when no
+    detection is for a ground-truth image, that is a ``DataError`` (the wrong --data). Raises
+    ``DataError`` (naming the entry) for detections that cannot be scored: unknown category, missing
+    score, malformed image reference, box or mask.
     """
     images = {image["id"]: image for image in gt["images"]}
     by_name: dict[str, int] = {}
@@ -53,11 +56,15 @@ def prepare_predictions(
 
     prepared: list[dict[str, Any]] = []
     below = 0
+    unknown: list[str] = []  # why each detection for an image outside the ground truth was left out
     for position, entry in enumerate(predictions):
         where = f"detection #{position}"
         if not isinstance(entry, dict):
             raise DataError(f"{where} is not an object", "each detection is {image_id, category_id, bbox, score}")
         image_id = _image_id(entry, images, by_name, where)
+        if isinstance(image_id, str):
+            unknown.append(image_id)
+            continue
         category_id = _category_id(entry, categories, names, where)
         score = entry.get("score")
         if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
@@ -82,7 +89,16 @@ def prepare_predictions(
         if "bbox" not in detection and "segmentation" not in detection:
             raise DataError(f"{where} has neither a bbox nor a segmentation", "give at least a box")
         prepared.append(detection)
+    if unknown and len(unknown) == len(predictions):
+        raise DataError(
+            f"none of the {len(unknown)} detections is for an image of the ground truth: {unknown[0]}",
+            "evaluate against the annotation file the predictions were made for (check --data)",
+        )
     warnings = []
+    if unknown:
+        warnings.append(
+            f"{len(unknown)} detections are for images not in the ground truth and were left out (e.g. {unknown[0]})"
+        )
     if below:
         warnings.append(f"{below} detections below --min-score {min_score} were left out")
     return prepared, warnings
@@ -104,25 +120,25 @@ def for_iou_type(detections: list[dict[str, Any]], iou_type: str) -> list[dict[s
     return out
 
 
-def _image_id(entry: dict[str, Any], images: dict[int, Any], by_name: dict[str, int], where: str) -> int:
+def _image_id(entry: dict[str, Any], images: dict[int, Any], by_name: dict[str, int], where: str) -> int | str:
+    """The ground-truth image id of a detection; a text saying so when its image is not in the ground truth."""
     raw = entry.get("image_id")
     if raw is not None:
         image_id = raw
         if isinstance(raw, str) and raw.strip().lstrip("-").isdigit():
             image_id = int(raw)
-        if isinstance(image_id, int) and not isinstance(image_id, bool) and image_id in images:
+        if not isinstance(image_id, int) or isinstance(image_id, bool):
+            raise DataError(f"{where} has image_id {raw!r}, which is not an integer", "use the images' COCO ids")
+        if image_id in images:
             return image_id
-        raise DataError(
-            f"{where} refers to image_id {raw!r}, which is not in the ground truth",
-            "evaluate against the annotation file the predictions were made for",
-        )
+        return f"{where} refers to image_id {raw!r}, which is not in the ground truth"
     name = entry.get("file_name")
     if isinstance(name, str):
         normalised = name.replace("\\", "/")
         for key in (normalised, normalised.rsplit("/", 1)[-1]):
             if key in by_name:
                 return by_name[key]
-        raise DataError(f"{where} is for file {name!r}, which is not in the ground truth", "check --data")
+        return f"{where} is for file {name!r}, which is not in the ground truth"
     raise DataError(f"{where} has neither image_id nor file_name", "every detection must name its image")
 
 

@@ -22,7 +22,7 @@ from pycocotools import mask as mask_utils
 
 from distillkit.errors import DataError, UsageError
 from distillkit.io import atomic_open, dumps_json
-from distillkit.progress import NULL_PROGRESS, Progress
+from distillkit.progress import NULL_PROGRESS, Progress, ProgressTask
 from distillkit.students.ultralytics_env import import_ultralytics
 
 SUPPORTED_SUFFIXES = (".pt", ".onnx", ".engine")
@@ -53,6 +53,7 @@ class PredictionRun:
     images: int = 0
     detections: int = 0
     latencies_ms: list[float] = field(default_factory=list)  # pre + inference + post, per image
+    skipped: list[dict[str, str]] = field(default_factory=list)  # unreadable images left out: file_name, reason
 
     @property
     def median_latency_ms(self) -> float:
@@ -110,12 +111,17 @@ def predict_images(
     image_ids: dict[Path, int] | None = None,
     save_vis: Path | None = None,
     progress: Progress = NULL_PROGRESS,
+    skip_unreadable: bool = False,
 ) -> Iterator[dict[str, Any]]:
     """Yield COCO-results detections one at a time, image by image; ``run`` collects the totals.
 
     Entries carry ``file_name``, ``category_id`` (the dataset's id), ``category_name``, ``bbox``
     (x, y, w, h in pixels), ``score``, ``segmentation`` (compressed RLE) for segmentation models,
     and ``image_id`` when ``image_ids`` knows the file. Nothing is kept in memory between images.
+
+    An image that cannot be read (truncated, not an image) is a ``DataError`` naming it; with
+    ``skip_unreadable`` it is left out and listed in ``run.skipped`` instead, and only a run where no
+    image could be read is an error.
     """
     if loaded.task == "classify":
         raise UsageError(f"{loaded.path.name} is a classifier", "detections come from detection or segmentation models")
@@ -138,8 +144,8 @@ def predict_images(
     chunk_size = max(batch, 1) * 8  # ultralytics reads a list source eagerly: feed it a few batches at a time
     with progress.task(f"predicting with {loaded.path.name}", total=len(images)) as bar:
         for start in range(0, len(images), chunk_size):
-            chunk = [str(p) for p in images[start : start + chunk_size]]
-            for result in _naming_unreadable_images(loaded.model.predict(source=chunk, **arguments)):
+            chunk = list(images[start : start + chunk_size])
+            for result in _chunk_results(loaded, chunk, arguments, run, skip_unreadable, bar):
                 path = Path(result.path)
                 run.images += 1
                 run.latencies_ms.append(float(sum(result.speed.values())))
@@ -149,13 +155,72 @@ def predict_images(
                 if save_vis is not None:
                     _save_overlay(result, save_vis / f"{path.stem}.jpg")
                 bar.advance()
+    if skip_unreadable and run.skipped and not run.images:
+        first = run.skipped[0]
+        raise DataError(
+            f"none of the {len(run.skipped)} images could be read (first: {first['reason']})",
+            "remove or re-save those files and run again",
+        )
+
+
+class _UnreadableImage(Exception):
+    """ultralytics could not read an image of the batch it was given (which one, it does not say)."""
+
+
+def _chunk_results(
+    loaded: LoadedModel,
+    chunk: list[Path],
+    arguments: dict[str, Any],
+    run: PredictionRun,
+    skip_unreadable: bool,
+    bar: ProgressTask,
+) -> Iterator[Any]:
+    """ultralytics' results for ``chunk``; an unreadable image is named (and skipped with ``skip_unreadable``).
+
+    ultralytics decodes a list source whole before predicting and stops at the first file it cannot
+    read, without its name. Only then are the images not yet predicted run one at a time, to find the
+    file and, when skipping, to predict the others: a folder of 100k images with one truncated file
+    costs one retried chunk.
+    """
+    done = 0  # results come in the order of the chunk
+    try:
+        for result in _naming_unreadable_images(loaded.model.predict(source=[str(p) for p in chunk], **arguments)):
+            done += 1
+            yield result
+        return
+    except _UnreadableImage:
+        pass
+    for path in chunk[done:]:
+        try:
+            results = list(_naming_unreadable_images(loaded.model.predict(source=[str(path)], **arguments)))
+        except _UnreadableImage as exc:
+            reason = _unreadable_reason(path, exc)
+            if not skip_unreadable:
+                raise DataError(reason, "remove or re-save that file and run again") from exc
+            run.skipped.append({"file_name": str(path), "reason": reason})
+            bar.advance()
+            continue
+        yield from results
+
+
+def _unreadable_reason(path: Path, exc: BaseException) -> str:
+    """Why ``path`` cannot be read, naming it: distillkit's reader says, else ultralytics' error."""
+    from distillkit.images import read_rgb
+
+    try:
+        read_rgb(path)
+    except DataError as error:
+        return error.message
+    cause = exc.__cause__ if exc.__cause__ is not None else exc
+    return f"cannot read image {path} ({' '.join(str(cause).split()) or type(cause).__name__})"
 
 
 def _naming_unreadable_images(results: Iterable[Any]) -> Iterator[Any]:
-    """ultralytics' results, with the OSError it raises for a file that is no readable image as one line.
+    """ultralytics' results, with the OSError it raises for a file that is no readable image as ``_UnreadableImage``.
 
     A folder of 100k images may hold one truncated or mislabelled file; the user needs its name, not a
-    traceback. Only the reading of the next result is guarded: errors while writing outputs stay as they are.
+    traceback (``_chunk_results`` finds it). Only the reading of the next result is guarded: errors while
+    writing outputs stay as they are.
     """
     iterator = iter(results)
     while True:
@@ -164,7 +229,7 @@ def _naming_unreadable_images(results: Iterable[Any]) -> Iterator[Any]:
         except StopIteration:
             return
         except OSError as exc:
-            raise DataError(f"an image could not be read ({exc})", "remove or re-save that file and run again") from exc
+            raise _UnreadableImage(str(exc)) from exc
         except Exception as exc:
             # onnxruntime refusing the graph's inputs/outputs: the .onnx is not a YOLO export, not a distillkit bug
             if not type(exc).__module__.startswith("onnxruntime"):

@@ -83,7 +83,8 @@ def calibrate_teacher(
     if not images:
         raise DataError(
             "none of the validation images were found, so the teacher cannot be scored",
-            "pass --val-images-dir (or --images-dir) with the folder holding them",
+            "pass --images-dir with the folder holding them, or keep them beside the --val file or in its "
+            "images/ folder",
         )
     category_ids = sorted(int(c["id"]) for c in dataset["categories"])
     detections: list[dict[str, Any]] = []
