@@ -177,7 +177,10 @@ def main() -> int:
                 *ROWS[row],
             ]
             if row in TEACHER_ROWS:
-                settings += [f"distillation.ultralytics_teacher={teacher}", f"distillation.unlabeled_images={data['pool']}"]
+                settings += [
+                    f"distillation.ultralytics_teacher={teacher}",
+                    f"distillation.unlabeled_images={data['pool']}",
+                ]
             best, seconds, _ = train(splits if row == "D" else quarter, images, run, settings, args.fresh)
             scores = score(best, splits["test"], images, args.imgsz)
             record["seeds"].append(seed)
@@ -203,7 +206,8 @@ def print_table(results: dict[str, Any]) -> None:
         per_seed = ", ".join(f"s{s} {ap:.3f}" for s, ap in zip(record["seeds"], record["AP"], strict=True))
         print(
             f"{row:<5} {mean[row]:8.3f} {statistics.mean(record['AP50']):7.3f} "
-            f"{(statistics.mean(labels) if labels else 0):7.0f} {statistics.mean(record['seconds']) / 60:8.1f}  [{per_seed}]"
+            f"{(statistics.mean(labels) if labels else 0):7.0f} "
+            f"{statistics.mean(record['seconds']) / 60:8.1f}  [{per_seed}]"
         )
     if "teacher" in results:
         print(f"teacher (yolov8s on the labelled quarter): AP {results['teacher']['AP']:.3f}")
