@@ -227,7 +227,9 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         from safetensors.torch import load_file
 
         return load_file(str(path))
-    loaded = torch.load(path, map_location="cpu", weights_only=True)
+    from distillkit.safe_load import safe_torch_load
+
+    loaded = safe_torch_load(path)  # under distillkit's allowlist (timm's argparse args included)
     for key in ("state_dict", "model"):
         if isinstance(loaded, dict) and isinstance(loaded.get(key), dict):
             loaded = loaded[key]

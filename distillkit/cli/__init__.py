@@ -74,6 +74,9 @@ def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in args or os.environ.get("DISTILLKIT_DEBUG", "") not in ("", "0")
     args = [a for a in args if a != "--debug"]
     json_mode = _wants_json(args)
+    from distillkit.safe_load import trust_model_files
+
+    trust_model_files(False)  # each run decides anew: --trust-model-file of the commands that read models
 
     from distillkit.cli.app import app
     from distillkit.cli.console import json_document_written

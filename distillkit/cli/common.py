@@ -13,6 +13,13 @@ from distillkit.errors import UsageError
 
 JSON_OPTION = typer.Option(False, "--json", help="Print one JSON document on stdout (logs go to stderr).")
 QUIET_OPTION = typer.Option(False, "--quiet", "-q", help="Print nothing but errors.")
+# Model files are read as data under an allowlist of checkpoint classes (distillkit.safe_load); this lifts it.
+TRUST_MODEL_FILE_OPTION = typer.Option(
+    False,
+    "--trust-model-file",
+    help="Load model files that need classes beyond distillkit's checkpoint allowlist. Such a file can run "
+    "code while it loads: only for files whose origin you trust.",
+)
 # Splitting options, the same for `validate --split` and `split` (same seed → same files).
 SEED_OPTION = typer.Option(42, "--seed", help="Seed of the split: the same seed gives the same files.")
 OUTPUT_DIR_OPTION = typer.Option(None, "--output-dir", help="Where split files go [default: the input's folder].")

@@ -8,13 +8,14 @@ import typer
 from rich.table import Table
 
 from distillkit.cli.classify_render import evaluate_classifiers_command, is_classifier_input
-from distillkit.cli.common import JSON_OPTION, QUIET_OPTION, make_output
+from distillkit.cli.common import JSON_OPTION, QUIET_OPTION, TRUST_MODEL_FILE_OPTION, make_output
 from distillkit.cli.console import Output
 from distillkit.cli.render import display_path
 from distillkit.errors import UsageError
 from distillkit.evaluation import EvaluationResult, evaluate_predictions
 from distillkit.evaluation.coco_metrics import STAT_KEYS
 from distillkit.paths import check_output_outside_inputs, image_folders
+from distillkit.safe_load import trust_model_files
 
 
 def evaluate(
@@ -41,6 +42,7 @@ def evaluate(
     threshold: float | None = typer.Option(
         None, "--threshold", min=0.0, max=1.0, help="Multi-label classifiers: one cut for all [default: per class]."
     ),
+    trust_model_file: bool = TRUST_MODEL_FILE_OPTION,
     json_mode: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,
 ) -> None:
@@ -72,6 +74,7 @@ def evaluate(
 
         distillkit evaluate -d data/test_tree -m exp/cls/best.pt --tta hflip --output exp/cls/eval
     """
+    trust_model_files(trust_model_file)  # before anything reads a model file
     out = make_output(json_mode, quiet)
     if output is not None:  # before any work: evaluation files never land on or among the inputs
         annotations = [data] if data.suffix.lower() == ".json" else []

@@ -7,10 +7,11 @@ from pathlib import Path
 import typer
 
 from distillkit.cli.classify_render import infer_classifier_command, is_classifier_input
-from distillkit.cli.common import JSON_OPTION, QUIET_OPTION, make_output
+from distillkit.cli.common import JSON_OPTION, QUIET_OPTION, TRUST_MODEL_FILE_OPTION, make_output
 from distillkit.errors import UsageError
 from distillkit.inference import PredictionRun, collect_images, load_model, predict_images, write_predictions
 from distillkit.paths import check_output_apart_from_files, check_output_outside_inputs
+from distillkit.safe_load import trust_model_files
 
 
 def infer(
@@ -30,6 +31,7 @@ def infer(
     threshold: float | None = typer.Option(
         None, "--threshold", min=0.0, max=1.0, help="Multi-label classifiers: one cut for all [default: per class]."
     ),
+    trust_model_file: bool = TRUST_MODEL_FILE_OPTION,
     json_mode: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,
 ) -> None:
@@ -57,6 +59,7 @@ def infer(
 
         distillkit infer -m exp/cls/best.pt new_images/ -o exp/cls/infer --gradcam exp/cls/infer/cam
     """
+    trust_model_files(trust_model_file)  # before anything reads a model file
     out = make_output(json_mode, quiet)
     images = collect_images(sources, recursive=recursive)
     _check_outputs(sources, images, model, output, save_vis, gradcam)

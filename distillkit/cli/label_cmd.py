@@ -8,11 +8,12 @@ from typing import TYPE_CHECKING
 import typer
 from rich.table import Table
 
-from distillkit.cli.common import JSON_OPTION, QUIET_OPTION, make_output
+from distillkit.cli.common import JSON_OPTION, QUIET_OPTION, TRUST_MODEL_FILE_OPTION, make_output
 from distillkit.cli.console import Output
 from distillkit.cli.render import display_path
 from distillkit.errors import UsageError
 from distillkit.paths import check_output_outside_inputs
+from distillkit.safe_load import trust_model_files
 
 if TYPE_CHECKING:
     from distillkit.labelling.to_coco import LabelResult
@@ -60,6 +61,7 @@ def label(
         "--cache-dir",
         help="Teacher-output cache [default: EXP/cache/teacher_outputs, else $DISTILLKIT_CACHE/teacher_outputs].",
     ),
+    trust_model_file: bool = TRUST_MODEL_FILE_OPTION,
     json_mode: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,
 ) -> None:
@@ -88,6 +90,7 @@ def label(
 
         distillkit label raw/ -o raw.json --classes "scratch,dent" --dino-weights /m/gdino --sam-weights /m/sam
     """
+    trust_model_files(trust_model_file)  # before anything reads a model file
     from distillkit.labelling.factory import load_labelling_teacher
     from distillkit.labelling.to_coco import label_to_coco
     from distillkit.teachers.zero_shot import parse_class_names

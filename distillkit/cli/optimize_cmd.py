@@ -7,11 +7,12 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from distillkit.cli.common import JSON_OPTION, make_output
+from distillkit.cli.common import JSON_OPTION, TRUST_MODEL_FILE_OPTION, make_output
 from distillkit.cli.console import Output
 from distillkit.cli.render import display_path
 from distillkit.export.optimize import OptimizeOptions, OptimizeResult, optimize_model
 from distillkit.export.quantize import DEFAULT_RECIPE
+from distillkit.safe_load import trust_model_files
 
 
 def optimize(
@@ -43,6 +44,7 @@ def optimize(
     prune_data: Path | None = typer.Option(None, "--prune-data", help="Train COCO file for the fine-tuning."),
     threads: int | None = typer.Option(None, "--threads", min=1, help="CPU threads for latency [default: all]."),
     output: Path | None = typer.Option(None, "--output", "-o", help="Output folder [default: <model dir>/optimized]."),
+    trust_model_file: bool = TRUST_MODEL_FILE_OPTION,
     json_mode: bool = JSON_OPTION,
     # -q is --quantize here (the examples use it), so --quiet has no short form in this command.
     quiet: bool = typer.Option(False, "--quiet", help="Print nothing but errors."),
@@ -67,6 +69,7 @@ def optimize(
 
         distillkit optimize -m best.pt -f onnx -f engine -q fp16 --calib-dir images/ --json
     """
+    trust_model_files(trust_model_file)  # before anything reads a model file
     out = make_output(json_mode, quiet)
     options = OptimizeOptions(
         formats=formats,

@@ -8,8 +8,9 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from distillkit.cli.common import JSON_OPTION, QUIET_OPTION, make_output
+from distillkit.cli.common import JSON_OPTION, QUIET_OPTION, TRUST_MODEL_FILE_OPTION, make_output
 from distillkit.errors import UsageError
+from distillkit.safe_load import trust_model_files
 
 _SIZE = re.compile(r"^\s*(\d+)\s*(?:[x,]\s*(\d+)\s*)?$")
 
@@ -57,6 +58,7 @@ def train_classifier(
     list_models: bool = typer.Option(
         False, "--list-models", help="List the model names that can be built (filter with --model 'pattern*')."
     ),
+    trust_model_file: bool = TRUST_MODEL_FILE_OPTION,
     json_mode: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,
 ) -> None:
@@ -83,6 +85,7 @@ def train_classifier(
 
         distillkit train-classifier --list-models --model 'efficientnet*'
     """
+    trust_model_files(trust_model_file)  # before anything reads a model file
     out = make_output(json_mode, quiet)
     if list_models:
         from distillkit.classify.models import list_models as names

@@ -7,7 +7,8 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from distillkit.cli.common import JSON_OPTION, QUIET_OPTION, make_output
+from distillkit.cli.common import JSON_OPTION, QUIET_OPTION, TRUST_MODEL_FILE_OPTION, make_output
+from distillkit.safe_load import trust_model_files
 from distillkit.students.trainer import train_student as run_training
 
 
@@ -42,6 +43,7 @@ def train_student(
     ),
     resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --output from last.pt."),
     overrides: list[str] = typer.Option([], "--set", help="Config override section.key=value (repeatable)."),
+    trust_model_file: bool = TRUST_MODEL_FILE_OPTION,
     json_mode: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,
 ) -> None:
@@ -83,6 +85,7 @@ def train_student(
 
         distillkit train-student -d data/train.json -v data/val.json -o exp/s --resume
     """
+    trust_model_files(trust_model_file)  # before anything reads a model file
     out = make_output(json_mode, quiet)
     settings = list(overrides)
     for key, value in (

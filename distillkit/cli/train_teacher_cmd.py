@@ -7,8 +7,9 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from distillkit.cli.common import JSON_OPTION, QUIET_OPTION, make_output
+from distillkit.cli.common import JSON_OPTION, QUIET_OPTION, TRUST_MODEL_FILE_OPTION, make_output
 from distillkit.cli.render import display_path
+from distillkit.safe_load import trust_model_files
 from distillkit.teachers.pipeline import TEACHER_LABELS, train_teachers
 
 
@@ -32,6 +33,7 @@ def train_teacher(
     resume: bool = typer.Option(False, "--resume", help="Continue interrupted runs in --output from last.pt."),
     merge: bool = typer.Option(False, "--merge", help="Also save each teacher with its adapters merged in (merged/)."),
     overrides: list[str] = typer.Option([], "--set", help="Config override section.key=value (repeatable)."),
+    trust_model_file: bool = TRUST_MODEL_FILE_OPTION,
     json_mode: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,
 ) -> None:
@@ -59,6 +61,7 @@ def train_teacher(
 
         torchrun --nproc_per_node 4 -m distillkit train-teacher -d train.json -v val.json -o exp/run1
     """
+    trust_model_files(trust_model_file)  # before anything reads a model file
     from distillkit.training import is_main_process
 
     out = make_output(json_mode, quiet or not is_main_process())

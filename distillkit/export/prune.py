@@ -23,6 +23,7 @@ from distillkit.errors import DataError, UsageError
 from distillkit.export.onnx_export import SourceModel
 from distillkit.io import atomic_open
 from distillkit.progress import NULL_PROGRESS, Progress
+from distillkit.safe_load import safe_torch_load
 
 
 @dataclass
@@ -93,7 +94,7 @@ def prune_model(
 
     if source.task == "classify":
         raise UsageError("--prune handles YOLO students", "prune classifiers with a smaller timm backbone instead")
-    checkpoint = torch.load(source.path, map_location="cpu", weights_only=False)
+    checkpoint = safe_torch_load(source.path)
     model = deepcopy(source.handle.model).float().eval()
     before = sum(p.numel() for p in model.parameters())
     _replace_c2f(model)
@@ -171,7 +172,7 @@ def _finetune(
     from ultralytics.models.yolo.detect import DetectionTrainer
     from ultralytics.models.yolo.segment import SegmentationTrainer
 
-    pruned = torch.load(target, map_location="cpu", weights_only=False)["model"].float()
+    pruned = safe_torch_load(target)["model"].float()
     base = SegmentationTrainer if source.task == "segment" else DetectionTrainer
 
     class PrunedTrainer(base):  # type: ignore[misc, valid-type]
@@ -199,8 +200,8 @@ def _finetune(
     best = work / "train" / "weights" / "best.pt"
     if not best.exists():
         raise DataError("fine-tuning the pruned model wrote no best.pt")
-    trained = torch.load(best, map_location="cpu", weights_only=False)
-    original = torch.load(target, map_location="cpu", weights_only=False)
+    trained = safe_torch_load(best)
+    original = safe_torch_load(target)
     trained["distillkit"] = original.get("distillkit")
     with atomic_open(target, "wb") as handle:
         torch.save(trained, handle)

@@ -77,6 +77,8 @@ def load_model(path: str | Path) -> LoadedModel:
 
     try:
         model = YOLO(str(model_path))
+    except UsageError:  # refused by distillkit.safe_load: its line says why
+        raise
     except Exception as exc:  # a corrupt or foreign file: say so in one line
         raise UsageError(
             f"{model_path} is not an ultralytics checkpoint ({exc})", "pass a .pt written by train-student"

@@ -140,7 +140,9 @@ def distillation_trainer(task: str, settings: KDSettings | None, soft: SoftTarge
                 ).to(self.device)
                 saved = Path(self.wdir) / PROJECTORS_FILE
                 if self.args.resume and saved.is_file():
-                    projectors.load_state_dict(torch.load(saved, map_location=self.device))
+                    from distillkit.safe_load import safe_torch_load
+
+                    projectors.load_state_dict(safe_torch_load(saved, map_location=self.device))
                 self.kd_projectors = projectors
 
     def _install_criterion(trainer: Any) -> None:

@@ -400,7 +400,9 @@ def _export_checkpoint(source: Path, target: Path, class_mapping: Mapping[int, i
     """Copy an ultralytics checkpoint, adding the COCO category mapping next to the names inside."""
     import torch
 
-    checkpoint = torch.load(source, map_location="cpu", weights_only=False)
+    from distillkit.safe_load import safe_torch_load
+
+    checkpoint = safe_torch_load(source)  # data only: never runs code a replaced last.pt could carry
     checkpoint[CHECKPOINT_KEY] = {
         "class_mapping": {int(k): int(v) for k, v in class_mapping.items()},
         "category_ids": sorted(int(k) for k in class_mapping),

@@ -4,6 +4,7 @@ Ultralytics probes DNS at import, fetches Arial.ttf during dataset checks, may p
 packages at export, syncs settings with its hub and reports to integrations (wandb, mlflow, ...).
 Users run distillkit on offline training servers, so all of that is switched off here, before the
 first import: environment variables, a private settings folder, local fonts, settings updates.
+Its checkpoint loader is routed through ``distillkit.safe_load`` (model files are data, not code).
 Always import ultralytics through ``import_ultralytics()``.
 """
 
@@ -83,6 +84,9 @@ def import_ultralytics() -> ModuleType:
     if updates:
         SETTINGS.update(updates)
     _keep_pillow_errors_plain()
+    from distillkit.safe_load import install_ultralytics_guard
+
+    install_ultralytics_guard()  # checkpoints are read under distillkit's allowlist, never as code
     return ultralytics
 
 

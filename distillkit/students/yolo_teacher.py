@@ -82,6 +82,8 @@ class YoloTeacher:
 
         try:
             self.model = YOLO(str(path))
+        except UsageError:  # refused by distillkit.safe_load: its line says why
+            raise
         except Exception as exc:  # ultralytics raises many types for a file that is not a checkpoint
             raise UsageError(f"{path} is not an ultralytics checkpoint ({exc})", "pass a .pt written by YOLO") from exc
         if self.model.task not in ("detect", "segment"):

@@ -2,8 +2,8 @@
 
 A checkpoint is a ``torch.save`` dict with everything a resumed run needs to continue exactly where
 it stopped (see ``CHECKPOINT_KEYS``). It holds only plain data and tensors, so ``torch.load`` with
-``weights_only=True`` (torch's safe loader) reads it; the ``extra`` dict a caller adds must obey the
-same rule (strings, numbers, lists, dicts, tensors).
+``weights_only=True`` (torch's safe loader, via ``distillkit.safe_load``) reads it; the ``extra`` dict a
+caller adds must obey the same rule (strings, numbers, lists, dicts, tensors).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from torch import nn
 
 from distillkit.errors import DataError, UsageError
 from distillkit.io import atomic_write_bytes
+from distillkit.safe_load import safe_torch_load
 
 CHECKPOINT_FORMAT = "distillkit.training/1"
 CHECKPOINT_KEYS = (
@@ -78,8 +79,8 @@ def read_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
     file = Path(path)
     if not file.is_file():
         raise UsageError(f"checkpoint not found: {file}", "check the path, or train without resuming")
-    try:
-        state = torch.load(file, map_location=map_location, weights_only=True)
+    try:  # under distillkit's allowlist: a replaced last.pt is refused (exit 2), never run
+        state = safe_torch_load(file, map_location=map_location)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(f"{file} is not a readable checkpoint ({first})", "delete it or pass another one") from exc
