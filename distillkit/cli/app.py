@@ -54,6 +54,7 @@ def _register_commands() -> None:
         infer_cmd,
         label_cmd,
         optimize_cmd,
+        report_cmd,
         split_cmd,
         train_classifier_cmd,
         train_student_cmd,
@@ -70,6 +71,7 @@ def _register_commands() -> None:
     app.command(name="evaluate", no_args_is_help=True)(evaluate_cmd.evaluate)
     app.command(name="infer", no_args_is_help=True)(infer_cmd.infer)
     app.command(name="optimize", no_args_is_help=True)(optimize_cmd.optimize)
+    app.command(name="report", no_args_is_help=True)(report_cmd.report)
     app.command(name="config")(config_cmd.config)
     app.command(name="checks")(checks_cmd.checks)
 
