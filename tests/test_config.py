@@ -597,3 +597,17 @@ def test_small_conveniences() -> None:
     assert build_config(["student"], overrides=["student.cache=true"]).student.cache == "ram"
     assert build_config(["training_dynamics"], overrides=["training_dynamics.amp=false"]).training_dynamics.amp == "off"
     assert build_config(["training_dynamics"], overrides=["training_dynamics.device=0"]).training_dynamics.device == "0"
+
+
+def test_a_config_written_before_a_key_existed_reads_back_with_that_keys_default(tmp_path: Path) -> None:
+    import yaml
+
+    from distillkit.config import build_config, load_experiment_config, write_experiment_config
+
+    config = build_config(["distillation"], overrides=["distillation.merge_iou=0.7"])
+    write_experiment_config(tmp_path, config, filename="old.yaml")
+    document = yaml.safe_load((tmp_path / "old.yaml").read_text())
+    del document["distillation"]["soft_targets"]  # as an earlier distillkit wrote it
+    (tmp_path / "old.yaml").write_text(yaml.safe_dump(document))
+    loaded = load_experiment_config(tmp_path / "old.yaml").sections["distillation"]
+    assert loaded.soft_targets is True and loaded.merge_iou == 0.7  # shipped default filled, saved value kept

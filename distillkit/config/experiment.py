@@ -24,8 +24,9 @@ import yaml
 
 from distillkit import __version__
 from distillkit.config.build import ExperimentConfig, validate_section
+from distillkit.config.defaults import load_defaults
 from distillkit.config.explain import unknown_section_error
-from distillkit.config.schema import ALL_SCHEMAS
+from distillkit.config.schema import ALL_SCHEMAS, SECTIONS
 from distillkit.errors import ConfigError, UsageError
 from distillkit.io import atomic_write_json, atomic_write_text, sha256_bytes, sha256_file
 
@@ -209,6 +210,8 @@ def write_experiment_config(
 def load_experiment_config(path: str | os.PathLike[str]) -> ExperimentConfig:
     """Read a configuration written by ``write_experiment_config`` back, validating every section.
 
+    Keys added to a section since the file was written take their shipped defaults.
+
     Later commands use this to pick up what an earlier one resolved (e.g. the student reading the
     teacher's ``data`` section). The dataset path comes from the ``data`` section when present.
     """
@@ -226,7 +229,10 @@ def load_experiment_config(path: str | os.PathLike[str]) -> ExperimentConfig:
         if name in tree:
             if not isinstance(tree[name], dict):
                 raise ConfigError(f"section '{name}' in {file} must be a mapping of keys")
-            sections[name] = validate_section(name, tree[name])
+            # A config written by an earlier version lacks the keys added since: they take the shipped
+            # defaults, so older experiments stay readable (keys it holds keep their values).
+            shipped = load_defaults(name) if name in SECTIONS else {}
+            sections[name] = validate_section(name, {**shipped, **tree[name]})
     for name in tree:
         if name not in ALL_SCHEMAS:
             raise unknown_section_error(str(name), list(ALL_SCHEMAS))
