@@ -9,15 +9,11 @@ load as before.
 from __future__ import annotations
 
 import json
-import os
-import pathlib
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from distillkit.errors import UsageError
 from distillkit.safe_load import (
@@ -29,6 +25,7 @@ from distillkit.safe_load import (
     trust_model_files,
 )
 from distillkit.students.ultralytics_env import import_ultralytics
+from tests.malicious_payloads import BoundTouch, ModelConstructor, PathTouch, ShellCommand, malicious_checkpoint
 from tests.optimize_helpers import make_checkpoint, make_images
 from tests.test_cli import run
 
@@ -45,64 +42,12 @@ def private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
 # --------------------------------------------------------------------------------------------- payloads
 
 
-class ShellCommand:
-    """The classic: ``os.system`` (pickled as ``posix.system``) with a command."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self) -> Any:
-        return (os.system, (f"touch '{self.marker}'",))
-
-
-class PathTouch:
-    """``pathlib.Path.touch`` called on the marker (pickled as getattr of pathlib.Path)."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self) -> Any:
-        return (pathlib.Path.touch, (self.marker,))
-
-
-class BoundTouch:
-    """Only allowlisted globals (getattr, PosixPath): the bound method ``PosixPath(marker).touch`` is the attack."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self) -> Any:
-        return (pathlib.PosixPath(self.marker).touch, ())
-
-
-class ModelConstructor:
-    """An allowlisted class *called* with a config whose activation string ultralytics would ``eval``."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self) -> Any:
-        import_ultralytics()
-        from ultralytics.nn.tasks import DetectionModel
-
-        code = f"__import__('pathlib').Path({str(self.marker)!r}).touch()"
-        return (DetectionModel, ({"activation": code, "backbone": [], "head": [], "nc": 1},))
-
-
 PAYLOADS = {
     ShellCommand: "posix.system",
     PathTouch: "pathlib.Path",
     BoundTouch: "pathlib.PosixPath.touch",
     ModelConstructor: "a call of ultralytics.nn.tasks.DetectionModel",
 }
-
-
-def malicious_checkpoint(path: Path, marker: Path, payload: type = ShellCommand) -> Path:
-    """Looks like an ultralytics checkpoint (a model, train_args, a date); the date runs the payload."""
-    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.SiLU())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"model": model, "train_args": {"imgsz": 64, "task": "detect"}, "date": payload(marker)}, path)
-    return path
 
 
 def assert_refused(code: int, stderr: str, marker: Path, needs: str = "posix.system", path: Path | None = None) -> None:

@@ -191,25 +191,13 @@ def teacher_weight_checks(given: dict[str, str | None]) -> tuple[list[Check], di
 
 
 def ultralytics_weight_folders() -> list[Path]:
-    """Where train-student looks for a ``--student NAME``'s ``NAME.pt`` (see students/selection.py)."""
-    folders = [Path.cwd()]
-    if os.environ.get("DISTILLKIT_WEIGHTS"):
-        folders.append(Path(os.environ["DISTILLKIT_WEIGHTS"]))
+    """Where train-student looks for a ``--student NAME``'s ``NAME.pt`` (students/selection.py's own list)."""
+    from distillkit.students.selection import local_weight_folders
+
     try:
-        from distillkit.students.ultralytics_env import import_ultralytics
-
-        import_ultralytics()
-        from ultralytics.utils import SETTINGS
-
-        folders.append(Path(SETTINGS["weights_dir"]))
-    except Exception:  # ultralytics broken: reported in packages
-        pass
-    unique: list[Path] = []
-    for folder in folders:
-        folder = folder.expanduser().absolute()
-        if folder not in unique:
-            unique.append(folder)
-    return unique
+        return local_weight_folders()
+    except Exception:  # ultralytics broken (reported under packages): the folders that need no import
+        return [Path.cwd().absolute()]
 
 
 def ultralytics_weight_check() -> Check:

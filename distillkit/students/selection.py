@@ -80,7 +80,8 @@ def load_student_model(source: str, name: str) -> Any:
         ) from exc
 
 
-def _find_local_weights(file_name: str) -> Path | None:
+def local_weight_folders() -> list[Path]:
+    """Where a ``--student NAME``'s ``NAME.pt`` is looked for, in order (duplicates removed)."""
     folders = [Path.cwd()]
     if os.environ.get("DISTILLKIT_WEIGHTS"):
         folders.append(Path(os.environ["DISTILLKIT_WEIGHTS"]))
@@ -93,7 +94,16 @@ def _find_local_weights(file_name: str) -> Path | None:
         folders.append(Path(SETTINGS["weights_dir"]))
     except (ImportError, KeyError):
         pass
+    unique: list[Path] = []
     for folder in folders:
+        folder = folder.expanduser().absolute()
+        if folder not in unique:
+            unique.append(folder)
+    return unique
+
+
+def _find_local_weights(file_name: str) -> Path | None:
+    for folder in local_weight_folders():
         candidate = folder / file_name
         if candidate.is_file():
             return candidate.resolve()

@@ -163,19 +163,24 @@ def train_student(
     notices += plan.notices
 
     folder.mkdir(parents=True, exist_ok=True)
-    write_experiment_config(
-        folder,
-        config,
-        filename="distillation_config.yaml",
-        dataset_path=train,
-        extra_metadata={
-            "val": str(Path(val).resolve()),
-            "student": spec.source,
-            "task": task,
-            "resume": resume,
-            "distillation": plan.to_dict(),
-        },
-    )
+
+    def record_config(**extra: Any) -> None:
+        write_experiment_config(
+            folder,
+            config,
+            filename="distillation_config.yaml",
+            dataset_path=train,
+            extra_metadata={
+                "val": str(Path(val).resolve()),
+                "student": spec.source,
+                "task": task,
+                "resume": resume,
+                "distillation": plan.to_dict(),
+                **extra,
+            },
+        )
+
+    record_config()
     info = train_data.info
     atomic_write_yaml(
         folder / "class_mapping.yaml",
@@ -198,20 +203,7 @@ def train_student(
     notices += pseudo_report.notices
     _check_teacher_contributed(plan, pseudo_report)
     if plan.components["pseudo_labels"].active:  # the calibrated gates and labelling figures, written down
-        write_experiment_config(
-            folder,
-            config,
-            filename="distillation_config.yaml",
-            dataset_path=train,
-            extra_metadata={
-                "val": str(Path(val).resolve()),
-                "student": spec.source,
-                "task": task,
-                "resume": resume,
-                "distillation": plan.to_dict(),
-                "pseudo_labels": pseudo_report.to_dict(),
-            },
-        )
+        record_config(pseudo_labels=pseudo_report.to_dict())
     dataset = prepare_yolo_dataset(
         splits,
         folder / "yolo_data",

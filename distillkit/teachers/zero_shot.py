@@ -20,8 +20,7 @@ from distillkit.config.build import section_defaults
 from distillkit.config.schema import GroundingDinoLoraConfig, PreprocessingConfig, SamLoraConfig
 from distillkit.errors import UsageError
 from distillkit.io import sha256_file
-from distillkit.teachers.grounding_dino.model import WEIGHTS_FLAG as DINO_WEIGHTS_FLAG
-from distillkit.teachers.grounding_dino.model import GroundingDinoBundle
+from distillkit.teachers.grounding_dino.model import GroundingDinoBundle, load_base_model
 from distillkit.teachers.grounding_dino.prompt import ClassPrompt, build_prompt, check_prompt_length
 from distillkit.teachers.labeller import DistilledTeacher
 from distillkit.teachers.weights import PREPROCESSOR_FILES, load_processor, quiet_transformers, resolve_weights
@@ -94,17 +93,9 @@ def parse_class_names(text: str | Sequence[str]) -> list[str]:
 
 
 def _load_base_dino(source: str, preprocessing: PreprocessingConfig) -> GroundingDinoBundle:
-    from transformers import GroundingDinoForObjectDetection, GroundingDinoProcessor
+    from transformers import GroundingDinoProcessor
 
-    folder = resolve_weights(source, flag=DINO_WEIGHTS_FLAG)
-    quiet_transformers()
-    try:
-        model = GroundingDinoForObjectDetection.from_pretrained(folder, local_files_only=True)
-    except (OSError, ValueError) as exc:
-        raise UsageError(
-            f"cannot load Grounding DINO weights from {folder} ({' '.join(str(exc).split())[:160]})",
-            f"pass {DINO_WEIGHTS_FLAG} DIR holding a GroundingDinoForObjectDetection saved with save_pretrained",
-        ) from exc
+    model, folder = load_base_model(source)
     # The preprocessing stored with the weights is the one the model was trained with: kept as is.
     processor = load_processor(GroundingDinoProcessor, folder, preprocessing)
     model.eval()

@@ -22,60 +22,23 @@ from __future__ import annotations
 
 import argparse
 import os
-import pathlib
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-
-class ShellCommand:
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self) -> Any:
-        return (os.system, (f"touch '{self.marker}'",))
-
-
-class PathTouch:
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self) -> Any:
-        return (pathlib.Path.touch, (self.marker,))
-
-
-class BoundTouch:
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self) -> Any:
-        return (pathlib.PosixPath(self.marker).touch, ())
-
-
-class ModelConstructor:
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self) -> Any:
-        from ultralytics.nn.tasks import DetectionModel
-
-        code = f"__import__('pathlib').Path({str(self.marker)!r}).touch()"
-        return (DetectionModel, ({"activation": code, "backbone": [], "head": [], "nc": 1},))
-
-
-class Exec:
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self) -> Any:
-        return (exec, (f"open({str(self.marker)!r}, 'w').close()",))
-
+from tests.malicious_payloads import (  # noqa: E402
+    BoundTouch,
+    Exec,
+    ModelConstructor,
+    PathTouch,
+    ShellCommand,
+    malicious_checkpoint,
+)
 
 PAYLOADS = {
     "posix.system": ShellCommand,
@@ -84,16 +47,6 @@ PAYLOADS = {
     "DetectionModel(cfg) eval": ModelConstructor,
     "builtins.exec": Exec,
 }
-
-
-def malicious(path: Path, marker: Path, payload: type = ShellCommand) -> Path:
-    import torch
-    from torch import nn
-
-    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.SiLU())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"model": model, "train_args": {"imgsz": 64, "task": "detect"}, "date": payload(marker)}, path)
-    return path
 
 
 def build(work: Path, marker: Path) -> list[tuple[str, list[str]]]:
@@ -108,16 +61,16 @@ def build(work: Path, marker: Path) -> list[tuple[str, list[str]]]:
     from tests.test_train_student import make_shapes
     from tests.tiny_teachers import write_shapes_dataset, write_tiny_grounding_dino
 
-    evil = malicious(work / "models" / "best.pt", marker)
+    evil = malicious_checkpoint(work / "models" / "best.pt", marker)
     images = make_images(work / "images", count=2)
     train, val = make_shapes(work / "shapes" / "train", 8, 0), make_shapes(work / "shapes" / "val", 4, 1)
     tree = make_tree(work / "tree", 3)
     weights = write_tiny_grounding_dino(work / "dino")
     dino_train = write_shapes_dataset(work / "dino_data", 2, "boxes", seed=0, name="train.json")
     dino_val = write_shapes_dataset(work / "dino_data", 2, "boxes", seed=1, name="val.json")
-    malicious(work / "student_run" / "train" / "weights" / "last.pt", marker)
-    malicious(work / "classifier_run" / "checkpoints" / "last.pt", marker)
-    malicious(work / "teacher_run" / "teachers" / "grounding_dino_lora" / "checkpoints" / "last.pt", marker)
+    malicious_checkpoint(work / "student_run" / "train" / "weights" / "last.pt", marker)
+    malicious_checkpoint(work / "classifier_run" / "checkpoints" / "last.pt", marker)
+    malicious_checkpoint(work / "teacher_run" / "teachers" / "grounding_dino_lora" / "checkpoints" / "last.pt", marker)
     student = ["train-student", "-d", str(train), "-v", str(val), "--epochs", "1", "--imgsz", "64"]
     classifier = ["train-classifier", "-d", str(tree), *[p for s in CLASSIFIER_FAST for p in ("--set", s)]]
     cases = [
@@ -141,7 +94,7 @@ def build(work: Path, marker: Path) -> list[tuple[str, list[str]]]:
     ]  # fmt: skip
     for label, payload in PAYLOADS.items():
         if payload is not ShellCommand:
-            path = malicious(work / "payloads" / f"{payload.__name__}.pt", marker, payload)
+            path = malicious_checkpoint(work / "payloads" / f"{payload.__name__}.pt", marker, payload)
             cases.append((f"infer -m ({label})", ["infer", "-m", str(path), str(images[0]), "-o", str(work / "o")]))
     return cases
 

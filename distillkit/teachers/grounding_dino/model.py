@@ -56,11 +56,11 @@ def processor_size(section: GroundingDinoLoraConfig) -> dict[str, int]:
     return {"shortest_edge": section.shortest_edge, "longest_edge": section.longest_edge}
 
 
-def load_base(section: GroundingDinoLoraConfig, preprocessing: PreprocessingConfig) -> GroundingDinoBundle:
-    """The base model and processor named by ``section.weights`` (local folder, cache, or download)."""
-    from transformers import GroundingDinoForObjectDetection, GroundingDinoProcessor
+def load_base_model(source: str) -> tuple[Any, Path]:
+    """The Grounding DINO weights named by ``source`` (local folder, cache, or download) and their folder."""
+    from transformers import GroundingDinoForObjectDetection
 
-    folder = resolve_weights(section.weights, flag=WEIGHTS_FLAG)
+    folder = resolve_weights(source, flag=WEIGHTS_FLAG)
     quiet_transformers()
     try:
         model = GroundingDinoForObjectDetection.from_pretrained(folder, local_files_only=True)
@@ -69,6 +69,14 @@ def load_base(section: GroundingDinoLoraConfig, preprocessing: PreprocessingConf
             f"cannot load Grounding DINO weights from {folder} ({' '.join(str(exc).split())[:160]})",
             f"pass {WEIGHTS_FLAG} DIR holding a GroundingDinoForObjectDetection saved with save_pretrained",
         ) from exc
+    return model, Path(folder)
+
+
+def load_base(section: GroundingDinoLoraConfig, preprocessing: PreprocessingConfig) -> GroundingDinoBundle:
+    """The base model and processor named by ``section.weights`` (local folder, cache, or download)."""
+    from transformers import GroundingDinoProcessor
+
+    model, folder = load_base_model(section.weights)
     processor = load_processor(GroundingDinoProcessor, folder, preprocessing, size=processor_size(section))
     _delegate_input_embeddings(model)
     return GroundingDinoBundle(model, processor, section.weights, folder)
