@@ -288,7 +288,7 @@ def test_exclude_keeps_held_out_images_out_of_the_unlabelled_pool(
     import shutil
 
     from distillkit.labelling.postprocess import LabelFilter
-    from distillkit.students.distillation import excluded_image_keys
+    from distillkit.labelling.sources import ImageKeyIndex, excluded_images
     from distillkit.students.pseudo_labels import PseudoLabelReport, label_unlabeled_images
 
     train, val, unlabeled = shapes
@@ -308,7 +308,7 @@ def test_exclude_keeps_held_out_images_out_of_the_unlabelled_pool(
         label_filter=LabelFilter([0.5, 0.5]),
         with_masks=False,
         report=report,
-        exclude_keys=excluded_image_keys([str(held_out)]),
+        exclude_keys=excluded_images([held_out], ImageKeyIndex()).keys,
     )
     assert report.skipped_duplicate_images == 3 and len(coco["images"]) == 16
     names = {image["file_name"] for image in coco["images"]}

@@ -106,7 +106,12 @@ def test_every_label_keeps_its_row_through_ultralytics_training_augmentations(
     """
     import torch
 
-    from distillkit.students.soft_targets import SoftTargetSettings, decode_batch, soft_target_dataset
+    from distillkit.students.soft_targets import (
+        SoftTargetSettings,
+        decode_batch,
+        load_soft_targets,
+        soft_target_dataset,
+    )
     from distillkit.students.ultralytics_env import import_ultralytics
 
     out = tmp_path / "student"
@@ -127,7 +132,7 @@ def test_every_label_keeps_its_row_through_ultralytics_training_augmentations(
                              "degrees": 10.0, "fliplr": 0.5})  # fmt: skip
     dataset = build_yolo_dataset(cfg, data["train"], 4, data, mode="train")
     settings = SoftTargetSettings(root / "soft_targets.json", num_classes=3)
-    assert soft_target_dataset(dataset, settings) > 0
+    assert soft_target_dataset(dataset, settings, load_soft_targets(settings)[1]) > 0
     table = json.loads(settings.table_file.read_text())
     class_of_row = {int(e[0]): int(e[1]) for entries in table["images"].values() for e in entries}
     seen_rows = 0

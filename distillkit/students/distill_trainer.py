@@ -89,13 +89,16 @@ def distillation_trainer(task: str, settings: KDSettings | None, soft: SoftTarge
             self.kd_teacher: nn.Module | None = None
             self.kd_projectors: nn.ModuleList | None = None
             self.soft_labels_matched = 0
+            # the table is read once: its rows go to the loss, its per-image entries to the dataset
+            self.soft_table = load_soft_targets(self.soft_settings) if self.soft_settings is not None else None
             self.add_callback("on_train_start", _install_criterion)
             self.add_callback("on_model_save", _save_projectors)
 
         def build_dataset(self, img_path: str, mode: str = "train", batch: int | None = None) -> Any:
             dataset = super().build_dataset(img_path, mode, batch)
             if mode == "train" and self.soft_settings is not None:
-                self.soft_labels_matched = soft_target_dataset(dataset, self.soft_settings)
+                assert self.soft_table is not None
+                self.soft_labels_matched = soft_target_dataset(dataset, self.soft_settings, self.soft_table[1])
             return dataset
 
         def preprocess_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
@@ -162,7 +165,7 @@ def distillation_trainer(task: str, settings: KDSettings | None, soft: SoftTarge
             mixins.append(KDLossMixin)
         criterion = type(f"Distill{plain.__name__}", (*mixins, plain), {})(model)
         if trainer.soft_settings is not None:
-            criterion.attach_soft_targets(load_soft_targets(trainer.soft_settings)[0])
+            criterion.attach_soft_targets(trainer.soft_table[0])
         if trainer.kd_settings is not None:
             criterion.attach_teacher(
                 trainer.kd_teacher, trainer.kd_settings.class_index, trainer.kd_projectors, trainer.kd_settings.weights

@@ -29,10 +29,10 @@ from typing import Any
 
 import yaml
 
-from distillkit.data.images import ImageLocator, default_image_roots
+from distillkit.data.images import ImageLocator
 from distillkit.data.yolo_format import SplitSource, YoloDataset
-from distillkit.errors import DataError, UsageError
-from distillkit.io import atomic_write_json, atomic_write_text, read_json
+from distillkit.errors import UsageError
+from distillkit.io import atomic_write_json, atomic_write_text
 from distillkit.labelling.cache import image_content_key
 from distillkit.labelling.calibration import (
     CALIBRATION_FILE,
@@ -41,6 +41,7 @@ from distillkit.labelling.calibration import (
     check_teacher_quality,
 )
 from distillkit.labelling.postprocess import LabelFilter
+from distillkit.labelling.sources import ImageKeyIndex, excluded_images
 from distillkit.labelling.types import Teacher
 from distillkit.progress import NULL_PROGRESS, Progress
 from distillkit.students.distill_trainer import KDSettings
@@ -319,7 +320,8 @@ def add_pseudo_labels(
             splits["train"] = SplitSource(merged, train.image_roots)
         if settings.unlabeled_images:
             images = list_images(Path(settings.unlabeled_images), settings.unlabeled_max_images)
-            known = [*_image_keys(train), *_image_keys(val), *excluded_image_keys(settings.exclude)]
+            held_out = excluded_images([Path(f) for f in settings.exclude], ImageKeyIndex()).keys
+            known = [*_image_keys(train), *_image_keys(val), *held_out]
             coco, root = label_unlabeled_images(
                 images,
                 train.dataset["categories"],
@@ -401,28 +403,6 @@ def _store_calibration(calibration: TeacherCalibration, folder: Path, teacher_di
     atomic_write_json(folder / CALIBRATION_FILE, calibration.to_dict())
     if teacher_dir is not None and (teacher_dir / "teachers").is_dir():
         atomic_write_json(teacher_dir / "teachers" / "calibration.json", calibration.to_dict())
-
-
-def read_calibration(folder: Path) -> TeacherCalibration | None:
-    """The calibration a run wrote (None before it labelled anything)."""
-    path = folder / CALIBRATION_FILE
-    return TeacherCalibration.from_dict(read_json(path)) if path.is_file() else None
-
-
-def excluded_image_keys(files: Sequence[str]) -> list[str]:
-    """Content keys of the images of every ``--exclude`` COCO file (images that cannot be found are skipped)."""
-    keys: list[str] = []
-    for name in files:
-        path = Path(name)
-        try:
-            document = read_json(path)
-            images = document["images"]
-        except Exception as exc:  # any unreadable or non-COCO file: one line naming it
-            raise DataError(
-                f"--exclude {path} is not a COCO file ({exc})", "pass a COCO JSON with an images list"
-            ) from exc
-        keys += _image_keys(SplitSource({"images": images}, default_image_roots(path, None)))
-    return keys
 
 
 def _image_keys(source: SplitSource) -> list[str]:

@@ -90,9 +90,11 @@ def decode(encoded: torch.Tensor, base: int) -> tuple[torch.Tensor, torch.Tensor
     return classes.float().view(-1, 1), rows
 
 
-def soft_target_dataset(dataset: Any, settings: SoftTargetSettings) -> int:
-    """Turn ultralytics' training ``dataset`` into one that encodes each label's row; returns labels matched."""
-    _, images = load_soft_targets(settings)
+def soft_target_dataset(dataset: Any, settings: SoftTargetSettings, images: dict[str, list[list[float]]]) -> int:
+    """Turn ultralytics' training ``dataset`` into one that encodes each label's row; returns labels matched.
+
+    ``images`` is the per-image part of the table (``load_soft_targets``).
+    """
     per_image = []
     matched = 0
     for labels in dataset.labels:
