@@ -28,8 +28,9 @@ from typing import Any
 from distillkit.data.images import ImageLocator
 from distillkit.errors import DataError
 from distillkit.labelling.cache import LabellingStats, label_images
+from distillkit.labelling.coco_export import prediction_annotations
 from distillkit.labelling.postprocess import classwise_nms, suppress_cross_class_duplicates
-from distillkit.labelling.types import Teacher, TeacherPrediction
+from distillkit.labelling.types import Teacher
 from distillkit.progress import NULL_PROGRESS, Progress
 
 CALIBRATION_FILE = "teacher_calibration.json"
@@ -93,7 +94,8 @@ def calibrate_teacher(
     )
     for (image, _), (_, raw) in zip(images, predictions, strict=True):
         cleaned = suppress_cross_class_duplicates(classwise_nms(raw, nms_iou), cross_class_iou)
-        detections += _coco_detections(cleaned, image, category_ids)
+        scaled = cleaned.scaled_to(int(image["width"]), int(image["height"]))
+        detections += prediction_annotations(scaled, image["id"], category_ids, len(detections) + 1, "none")
     # pycocotools' COCOeval writes "ignore" keys into the ground truth it is given: score a copy, so the
     # caller's validation split (converted for training next) stays byte-identical across runs.
     result = evaluate_predictions(copy.deepcopy(validation), detections, iou_types="bbox")
@@ -160,27 +162,3 @@ def check_teacher_quality(
         problem,
         "train the teacher longer or on more data, or pass --force-teacher to use it anyway",
     )
-
-
-def _coco_detections(
-    prediction: TeacherPrediction, image: dict[str, Any], category_ids: Sequence[int]
-) -> list[dict[str, Any]]:
-    """COCO result entries for one image, scaled to the COCO file's width/height when they differ."""
-    sx = float(image["width"]) / prediction.width if prediction.width else 1.0
-    sy = float(image["height"]) / prediction.height if prediction.height else 1.0
-    out = []
-    for (x1, y1, x2, y2), score, class_id in zip(
-        prediction.boxes.tolist(), prediction.scores.tolist(), prediction.class_ids.tolist(), strict=True
-    ):
-        width, height = (x2 - x1) * sx, (y2 - y1) * sy
-        if width <= 0 or height <= 0:
-            continue
-        out.append(
-            {
-                "image_id": image["id"],
-                "category_id": int(category_ids[int(class_id)]),
-                "bbox": [x1 * sx, y1 * sy, width, height],
-                "score": float(score),
-            }
-        )
-    return out

@@ -72,6 +72,25 @@ class TeacherPrediction:
             mask_quality=None if self.mask_quality is None else self.mask_quality[keep],
         )
 
+    def scaled_to(self, width: int, height: int) -> TeacherPrediction:
+        """The detections in a ``width`` x ``height`` frame (a COCO file's size for the same image).
+
+        Masks are dropped when the size changes: an RLE of another size cannot be used as is, and the
+        box stands in for it.
+        """
+        if (self.width, self.height) == (width, height):
+            return self
+        scale = np.array([width / self.width, height / self.height] * 2, dtype=np.float32)
+        return TeacherPrediction(
+            width=width,
+            height=height,
+            boxes=self.boxes * scale,
+            scores=self.scores,
+            class_ids=self.class_ids,
+            class_scores=self.class_scores,
+            extra=dict(self.extra),
+        )
+
     def to_record(self) -> dict[str, Any]:
         return {
             "width": self.width,

@@ -203,7 +203,7 @@ def label_training_images(
         stats=stats,
     )
     for image, (_, raw) in zip(images, predictions, strict=True):
-        raw = _rescaled(raw, image["width"], image["height"])
+        raw = raw.scaled_to(image["width"], image["height"])
         truth = gt_of[image["id"]]
         gt_boxes = np.array([_xyxy(ann["bbox"]) for ann in truth]).reshape(-1, 4)
         if soft_targets:  # the teacher's view of the annotated objects, before any score gate
@@ -292,23 +292,6 @@ def label_unlabeled_images(
     report.cache_hits += stats.hits
     report.computed += stats.computed
     return coco, root
-
-
-def _rescaled(prediction: TeacherPrediction, width: int, height: int) -> TeacherPrediction:
-    """Predictions are in the image file's pixels; COCO ``width``/``height`` must agree (validate checks it)."""
-    if (prediction.width, prediction.height) == (width, height):
-        return prediction
-    scale = np.array([width / prediction.width, height / prediction.height] * 2, dtype=np.float32)
-    return TeacherPrediction(
-        width=width,
-        height=height,
-        boxes=prediction.boxes * scale,
-        scores=prediction.scores,
-        class_ids=prediction.class_ids,
-        class_scores=prediction.class_scores,
-        masks=None,  # RLE at another size cannot be used as is; the box stands in for the mask
-        extra=prediction.extra,
-    )
 
 
 def _common_root(paths: Sequence[Path]) -> Path:
