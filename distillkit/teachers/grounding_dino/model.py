@@ -56,7 +56,7 @@ def processor_size(section: GroundingDinoLoraConfig) -> dict[str, int]:
     return {"shortest_edge": section.shortest_edge, "longest_edge": section.longest_edge}
 
 
-def load_base_model(source: str) -> tuple[Any, Path]:
+def load_base_model(source: str) -> tuple[Any, str]:
     """The Grounding DINO weights named by ``source`` (local folder, cache, or download) and their folder."""
     from transformers import GroundingDinoForObjectDetection
 
@@ -69,7 +69,7 @@ def load_base_model(source: str) -> tuple[Any, Path]:
             f"cannot load Grounding DINO weights from {folder} ({' '.join(str(exc).split())[:160]})",
             f"pass {WEIGHTS_FLAG} DIR holding a GroundingDinoForObjectDetection saved with save_pretrained",
         ) from exc
-    return model, Path(folder)
+    return model, folder
 
 
 def load_base(section: GroundingDinoLoraConfig, preprocessing: PreprocessingConfig) -> GroundingDinoBundle:
