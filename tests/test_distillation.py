@@ -25,7 +25,14 @@ from distillkit.students.yolo_teacher import YoloTeacher, teacher_class_index
 from tests.test_cli import run
 from tests.test_train_student import FAST, make_shapes
 
-TINY = [*FAST, "student.epochs=2", "student.imgsz=64", "distillation.teacher_min_ap=0"]  # tiny teachers score ~0
+# tiny teachers score ~0: neither refused nor declared ignorant of every class
+TINY = [
+    *FAST,
+    "student.epochs=2",
+    "student.imgsz=64",
+    "distillation.teacher_min_ap=0",
+    "distillation.unknown_class_ap=0",
+]
 KD_OFF = ["distillation.logit_weight=0", "distillation.dfl_weight=0", "distillation.feature_weight=0"]
 
 
@@ -65,6 +72,12 @@ def test_kd_terms_are_trained_logged_and_kept_out_of_the_checkpoint(
 ) -> None:
     train, val, unlabeled = shapes
     out = tmp_path / "student"
+    class_masks: list[list[float]] = []
+
+    def record_class_mask(trainer: object) -> None:
+        criterion = trainer.model.criterion  # type: ignore[attr-defined]
+        class_masks.append(criterion.class_mask.tolist())
+
     result = train_student(
         train,
         val,
@@ -74,8 +87,12 @@ def test_kd_terms_are_trained_logged_and_kept_out_of_the_checkpoint(
             f"distillation.ultralytics_teacher={yolo_teacher}",
             f"distillation.unlabeled_images={unlabeled}",
             "distillation.teacher_conf=0.01",
+            "distillation.unknown_classes=[disc]",  # as if --val had shown the teacher cannot find discs
         ],
+        callbacks={"on_train_epoch_end": record_class_mask},
     )
+    assert class_masks == [[1.0, 0.0]] * 2  # logit KD leaves the disc class out
+    assert result.pseudo_labels["unknown_classes"] == ["disc"] and result.pseudo_labels["ignore_regions"] == 16
     components = result.distillation
     assert all(
         components[name]["active"] for name in ("pseudo_labels", "logit_kd", "dfl_kd", "feature_kd", "weight_selection")
@@ -249,6 +266,64 @@ def test_teacher_dir_pseudo_labels_and_cache_hit_on_resume(
     assert len(rows) > 16 and resumed.pseudo_labels["soft_targets_matched"] == len(rows)  # detection boxes match too
 
 
+class SquaresOnlyTeacher(FakeTeacher):
+    """Finds every square exactly (from the ground truth next to the image) and never a disc."""
+
+    identity = "squares-only-1"
+
+    def predict(self, images: Sequence[Path]) -> list[TeacherPrediction]:
+        predictions = []
+        for path in images:
+            coco = json.loads((Path(path).parent.parent / "annotations.json").read_text())
+            image = next(i for i in coco["images"] if Path(i["file_name"]).name == Path(path).name)
+            squares = [a["bbox"] for a in coco["annotations"] if a["image_id"] == image["id"] and a["category_id"] == 5]
+            predictions.append(
+                TeacherPrediction(
+                    width=image["width"],
+                    height=image["height"],
+                    boxes=[[x, y, x + w, y + h] for x, y, w, h in squares],
+                    scores=[0.9] * len(squares),
+                    class_ids=[0] * len(squares),
+                    class_scores=[[0.9, 0.0]] * len(squares),
+                )
+            )
+        return predictions
+
+
+def test_a_class_the_teacher_never_finds_is_not_taught_as_background_on_unlabelled_images(
+    shapes: tuple[Path, Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    train, val, unlabeled = shapes
+    teacher = SquaresOnlyTeacher(["square", "disc"])
+    monkeypatch.setitem(sys.modules, "distillkit.teachers", types.SimpleNamespace(load_teacher=lambda *a, **k: teacher))
+    (tmp_path / "exp").mkdir()
+    out = tmp_path / "student"
+    settings = [
+        *FAST, "student.epochs=1", "student.imgsz=64",
+        f"distillation.teacher_dir={tmp_path / 'exp'}", f"distillation.unlabeled_images={unlabeled}",
+    ]  # fmt: skip
+    result = train_student(train, val, out, overrides=settings)
+    labels = result.pseudo_labels
+    assert labels["unknown_classes"] == ["disc"] and labels["ignore_regions"] == 16
+    assert labels["teacher_ap"] == pytest.approx(0.5, abs=0.01) and set(labels["labels_per_class"]) == {"square"}
+    assert any("does not know disc" in notice for notice in result.notices)
+    config = yaml.safe_load((out / "distillation_config.yaml").read_text())["distillation"]
+    assert config["unknown_classes"] == ["disc"]  # decided on --val, written down (a resumed run reuses it)
+
+    # every pool image carries one whole-image region line whose row ignores the disc class only
+    table = json.loads((out / "yolo_data" / "soft_targets.json").read_text())
+    regions = [
+        (key, entry) for key, entries in table["images"].items() for entry in entries if table["rows"][entry[0]][0] < 0
+    ]
+    assert len(regions) == 16 and all(key.startswith("pseudo/") for key, _ in regions)
+    assert all(entry[1:] == [1, 0.5, 0.5, 1.0, 1.0] for _, entry in regions)
+    assert all(table["rows"][entry[0]][2:] == [0.0, 1.0] for _, entry in regions)
+    pool_lines = [p.read_text().splitlines() for p in (out / "yolo_data" / "labels" / "pseudo").glob("*.txt")]
+    assert all(lines[-1] == "1 0.500000 0.500000 1.000000 1.000000" for lines in pool_lines)
+    assert labels["soft_targets_matched"] == len(table["rows"])  # the regions reached ultralytics' dataset too
+    assert result.dataset.label_counts["pseudo"] == labels["unlabeled_labels"]  # regions are not labels
+
+
 def test_a_given_teacher_is_used_by_default_and_refused_when_it_could_change_nothing() -> None:
     # `--teacher-dir EXP` alone used to load the teachers and then change nothing, with a notice (issue 13)
     from distillkit.config import build_config
@@ -405,6 +480,15 @@ def test_kd_terms_vanish_when_the_student_matches_the_teacher() -> None:
     assert torch.isfinite(loss) and loss > 0
     loss.backward()
     assert all(p.grad is not None for p in projectors.parameters())  # the projectors learn
+
+
+def test_logit_kd_leaves_out_the_classes_the_teacher_does_not_know() -> None:
+    generator = torch.Generator().manual_seed(0)
+    student, teacher = torch.randn(2, 3, 50, generator=generator), torch.randn(2, 3, 50, generator=generator)
+    weights = anchor_weights(teacher[:, [0, 2]])
+    masked = logit_kd(student, teacher, weights, 2.0, class_mask=torch.tensor([1.0, 0.0, 1.0]))
+    assert torch.isclose(masked, logit_kd(student[:, [0, 2]], teacher[:, [0, 2]], weights, 2.0), rtol=1e-5)
+    assert masked < logit_kd(student, teacher, weights, 2.0)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -115,3 +115,51 @@ def test_one_hot_rows_change_nothing_and_soft_rows_change_the_class_and_mask_los
         assert changed[seg_index] < want[seg_index]  # mask quality 0.1 / 0.2 weighs those masks down
     without_rows, _ = soft(preds, {**batch, "soft_row": torch.tensor([-1, -1, -1])})
     assert torch.allclose(without_rows, want, rtol=1e-5, atol=1e-6)  # ground truth only: ultralytics' own loss
+
+
+def test_ignored_class_mask_marks_the_anchors_inside_each_region_for_its_classes() -> None:
+    from distillkit.students.soft_targets import ignored_class_mask
+
+    anchors = torch.tensor([[5.0, 5.0], [15.0, 5.0], [5.0, 15.0], [15.0, 15.0]])
+    boxes = torch.tensor([[[0.0, 0.0, 10.0, 20.0], [0.0, 0.0, 20.0, 20.0]], [[0.0, 0.0, 20.0, 10.0], [0, 0, 0, 0]]])
+    is_region = torch.tensor([[True, False], [True, False]])  # image 0's second box is an object: no effect
+    classes = torch.tensor([[[0.0, 1.0], [1.0, 1.0]], [[1.0, 0.0], [0.0, 0.0]]])
+    mask = ignored_class_mask(anchors, boxes, is_region, classes)
+    assert mask.shape == (2, 4, 2)
+    assert mask[0].tolist() == [[False, True], [False, False], [False, True], [False, False]]  # left half, class 1
+    assert mask[1].tolist() == [[True, False], [True, False], [False, False], [False, False]]  # top half, class 0
+
+
+def test_an_ignore_region_is_never_assigned_and_removes_only_its_classes_background_loss() -> None:
+    torch.set_num_threads(1)
+    model, plain = _criterion("detect", soft=False)
+    _, soft = _criterion("detect", soft=True)
+    batch = _batch("detect", rows=[-1, -1, -1])
+    preds = model(batch["img"])
+    want, _ = plain(preds, {k: v for k, v in batch.items() if k != "soft_row"})
+    order = [0, 1, 3, 2]  # collated batches are sorted by image
+    with_region = {  # a whole-image region on image 0 (row 0), written as a class-2 label line
+        **batch,
+        "batch_idx": torch.cat([batch["batch_idx"], torch.tensor([0.0])])[order],
+        "cls": torch.cat([batch["cls"], torch.tensor([[2.0]])])[order],
+        "bboxes": torch.cat([batch["bboxes"], torch.tensor([[0.5, 0.5, 1.0, 1.0]])])[order],
+        "soft_row": torch.tensor([-1, -1, 0, -1]),
+    }
+    names = list(plain.loss_names)
+    box, cls = names.index("box_loss"), names.index("cls_loss")
+    soft.attach_soft_targets(torch.tensor([[-1.0, 1.0, 0.0, 0.0, 0.0]]))  # ignores no class
+    unchanged, _ = soft(preds, with_region)
+    assert torch.allclose(unchanged, want, rtol=1e-5, atol=1e-6)  # the region itself is no object
+    soft.soft_table = torch.tensor([[-1.0, 1.0, 0.0, 0.0, 1.0]])  # class 2 is not taught on image 0
+    ignored, _ = soft(preds, with_region)
+    assert torch.isclose(ignored[box], want[box], rtol=1e-5)  # the same assignment
+    assert ignored[cls] < want[cls]
+    # exactly ultralytics' loss with image 0's class-2 terms weighted 0 where no label claims the anchor
+    plain_batch = {k: v for k, v in batch.items() if k != "soft_row"}
+    (fg_mask, *_), _, _ = plain.get_assigned_targets_and_loss(plain.parse_output(preds), plain_batch)
+    weights = torch.ones(*fg_mask.shape, 3)
+    weights[0, :, 2] = fg_mask[0].float()
+    plain.class_weights = weights
+    expected, _ = plain(preds, plain_batch)
+    assert torch.allclose(ignored, expected, rtol=1e-5, atol=1e-6)
+    assert soft.class_weights is None  # the per-batch weights do not outlive the call

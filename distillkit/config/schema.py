@@ -364,6 +364,8 @@ class DistillationConfig(SectionModel):
     merge_iou: Probability = Field(description="IoU above which a pseudo-label duplicates a GT box")
     teacher_min_ap: Probability = Field(description="refuse a teacher below this AP50-95 on --val")
     force_teacher: bool = Field(description="use a teacher that fails teacher_min_ap anyway")
+    unknown_class_ap: Probability = Field(description="per-class AP on --val below which a class is unknown")
+    unknown_classes: list[str] | None = Field(description="classes the teacher does not know; null: decided on --val")
     exclude: list[str] = Field(description="COCO files whose images are never labelled for training")
     feature_weight: NonNegativeFloat = Field(description="feature-imitation loss weight")
     logit_weight: NonNegativeFloat = Field(description="logit KD loss weight")

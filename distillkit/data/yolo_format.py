@@ -137,7 +137,8 @@ def prepare_yolo_dataset(
 class SoftTargetTable:
     """Soft targets of teacher-made (or teacher-scored) labels, one row per label line.
 
-    ``rows[t]`` = ``[score, mask_quality, p_0 .. p_{C-1}]``; ``images["split/name"]`` lists
+    ``rows[t]`` = ``[score, mask_quality, p_0 .. p_{C-1}]`` (an ignore region, ``"ignore_region"`` in
+    its annotation, has score -1 and ``p_c = 1`` for the classes not taught there); ``images["split/name"]`` lists
     ``[t, class, cx, cy, w, h]`` per label (the box as ultralytics reads it back: the line's box for
     detection, the polygon's extent for segmentation), so the training dataset can find each label's
     row whatever order ultralytics keeps the lines in.
@@ -156,7 +157,7 @@ class SoftTargetTable:
             xy = points.reshape(-1, 2)
             low, high = xy.min(axis=0), xy.max(axis=0)
             box = np.r_[(low + high) / 2, high - low]
-        score = float(ann.get("score", 1.0))
+        score = IGNORE_REGION_SCORE if ann.get("ignore_region") else float(ann.get("score", 1.0))
         vector = ann.get("class_scores")
         if vector is None or len(vector) != self.num_classes:
             vector = [score if c == class_index else 0.0 for c in range(self.num_classes)]
@@ -166,6 +167,9 @@ class SoftTargetTable:
 
     def to_dict(self) -> dict[str, Any]:
         return {"num_classes": self.num_classes, "rows": self.rows, "images": self.images}
+
+
+IGNORE_REGION_SCORE = -1.0  # soft_targets.IGNORE_SCORE (kept here so the conversion needs no torch)
 
 
 def has_soft_target(ann: dict[str, Any]) -> bool:
@@ -301,7 +305,7 @@ def _write_split(
                     soft.add(f"{split}/{name}", ann, line)
             label = root / "labels" / split / (Path(name).stem + ".txt")
             label.write_text("\n".join(lines) + ("\n" if lines else ""))
-            written += len(lines)
+            written += sum(1 for ann, _ in rows if not ann.get("ignore_region"))
             task_bar.advance()
     return written
 

@@ -33,11 +33,15 @@ class LabelFilter:
     thresholds: Sequence[float]  # one per class, in the dataset's class order
     nms_iou: float = 0.6  # same-class overlap above this is one object
     cross_class_iou: float = 0.8  # different-class overlap above this is one object
+    dropped_classes: frozenset[int] = frozenset()  # classes the teacher does not know: never a label
 
     def apply(self, prediction: TeacherPrediction) -> TeacherPrediction:
         kept = classwise_nms(prediction, self.nms_iou)
         kept = suppress_cross_class_duplicates(kept, self.cross_class_iou)
-        return apply_class_thresholds(kept, self.thresholds)
+        kept = apply_class_thresholds(kept, self.thresholds)
+        if self.dropped_classes and len(kept):
+            kept = kept.subset(~np.isin(kept.class_ids, list(self.dropped_classes)))
+        return kept
 
 
 def classwise_nms(prediction: TeacherPrediction, iou: float) -> TeacherPrediction:

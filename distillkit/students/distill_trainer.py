@@ -48,6 +48,7 @@ class KDSettings:
     teacher: Path
     class_index: list[int]
     weights: KDWeights
+    taught_classes: tuple[bool, ...] | None = None  # per student class; False: the teacher does not know it
 
 
 def load_frozen_teacher(path: Path, device: torch.device) -> nn.Module:
@@ -168,7 +169,11 @@ def distillation_trainer(task: str, settings: KDSettings | None, soft: SoftTarge
             criterion.attach_soft_targets(trainer.soft_table[0])
         if trainer.kd_settings is not None:
             criterion.attach_teacher(
-                trainer.kd_teacher, trainer.kd_settings.class_index, trainer.kd_projectors, trainer.kd_settings.weights
+                trainer.kd_teacher,
+                trainer.kd_settings.class_index,
+                trainer.kd_projectors,
+                trainer.kd_settings.weights,
+                trainer.kd_settings.taught_classes,
             )
         model.criterion = criterion
 

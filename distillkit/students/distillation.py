@@ -23,7 +23,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -301,7 +301,13 @@ def add_pseudo_labels(
         thresholds = _gates(
             plan, config, validation, val, folder, cache_dir, resume, student_reference, report, progress
         )
-        label_filter = LabelFilter(thresholds, nms_iou=settings.nms_iou, cross_class_iou=settings.cross_class_iou)
+        unknown = _unknown_classes(settings, plan.labeller.class_names, report, plan)
+        label_filter = LabelFilter(
+            thresholds,
+            nms_iou=settings.nms_iou,
+            cross_class_iou=settings.cross_class_iou,
+            dropped_classes=frozenset(unknown),
+        )
         report.thresholds = [float(t) for t in thresholds]
         if settings.label_train_images:
             merged = label_training_images(
@@ -332,6 +338,7 @@ def add_pseudo_labels(
                 report=report,
                 soft_targets=settings.soft_targets,
                 exclude_keys=known,
+                unknown_classes=unknown,
                 batch_size=config.student.batch,
                 progress=progress,
             )
@@ -390,12 +397,50 @@ def _gates(
         )
         if notice:
             report.notices.append(notice)
+    if settings.unknown_classes is None and settings.unknown_class_ap > 0:
+        settings.unknown_classes = [
+            name
+            for name, ap, instances in zip(
+                calibration.class_names, calibration.per_class_ap, calibration.per_class_instances, strict=True
+            )
+            if instances > 0 and ap < settings.unknown_class_ap
+        ]
     if settings.class_thresholds is not None:
         return list(settings.class_thresholds)
     if not calibrate:
         return [settings.pseudo_label_conf] * num_classes
     settings.class_thresholds = [round(float(t), 4) for t in calibration.thresholds]
     return list(settings.class_thresholds)
+
+
+def _unknown_classes(
+    settings: Any, class_names: Sequence[str], report: PseudoLabelReport, plan: DistillationPlan
+) -> list[int]:
+    """Indices of the classes the teacher does not know (``distillation.unknown_classes``), reported.
+
+    Such a class (validation AP below ``unknown_class_ap``: Unbiased Teacher's observation that a
+    teacher's errors on a class it cannot find are amplified by the student) gets no teacher labels,
+    is not taught as background on the teacher-labelled unlabelled images, and is left out of logit KD.
+    """
+    names = list(settings.unknown_classes or [])
+    missing = [name for name in names if name not in class_names]
+    if missing:
+        raise UsageError(
+            f"distillation.unknown_classes names {missing}, which are not classes of this dataset",
+            f"use names from {list(class_names)}, or null to decide them on --val",
+        )
+    unknown = sorted(class_names.index(name) for name in names)
+    if not unknown:
+        return []
+    report.unknown_classes = [class_names[i] for i in unknown]
+    report.notices.append(
+        f"the teacher does not know {', '.join(report.unknown_classes)} (AP below "
+        f"distillation.unknown_class_ap={settings.unknown_class_ap:g} on --val): it gives them no labels, "
+        "unlabelled images do not teach them as background, and KD leaves them out"
+    )
+    if plan.kd is not None:
+        plan.kd = replace(plan.kd, taught_classes=tuple(i not in unknown for i in range(len(class_names))))
+    return unknown
 
 
 def _store_calibration(calibration: TeacherCalibration, folder: Path, teacher_dir: Path | None) -> None:

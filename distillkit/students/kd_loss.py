@@ -14,8 +14,10 @@ the two heads predict on the same anchors, so they can be compared anchor by anc
 
 Every term is averaged over anchors weighted by the teacher's best class score there, so the
 student imitates the teacher where it sees objects rather than on the background that fills
-most anchors. Terms are multiplied by their weight and, like ultralytics' own terms, by the batch
-size; each appears as a loss column (``kd_logit``, ``kd_dfl``, ``kd_feat``) in results.csv.
+most anchors. Classes the teacher does not know (``taught_classes``, decided on --val) are left
+out of the logit term and of those weights: its low scores on them are ignorance, not knowledge.
+Terms are multiplied by their weight and, like ultralytics' own terms, by the batch size; each
+appears as a loss column (``kd_logit``, ``kd_dfl``, ``kd_feat``) in results.csv.
 """
 
 from __future__ import annotations
@@ -57,12 +59,24 @@ def _weighted_mean(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     return (values * weights).sum() / weights.sum().clamp(min=1e-6)
 
 
-def logit_kd(student: torch.Tensor, teacher: torch.Tensor, weights: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Binary KL of per-class sigmoid scores; ``student``/``teacher`` are (B, C, A) logits."""
+def logit_kd(
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    weights: torch.Tensor,
+    temperature: float,
+    class_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Binary KL of per-class sigmoid scores; ``student``/``teacher`` are (B, C, A) logits.
+
+    ``class_mask`` (C,) of 0/1 leaves classes out.
+    """
     target = (teacher / temperature).sigmoid()
     bce = F.binary_cross_entropy_with_logits(student.float() / temperature, target.float(), reduction="none")
     entropy = F.binary_cross_entropy(target.float(), target.float(), reduction="none")
-    return _weighted_mean((bce - entropy).sum(dim=1), weights) * temperature**2
+    divergence = bce - entropy
+    if class_mask is not None:
+        divergence = divergence * class_mask.view(1, -1, 1)
+    return _weighted_mean(divergence.sum(dim=1), weights) * temperature**2
 
 
 def dfl_kd(
@@ -105,17 +119,28 @@ class KDLossMixin:
 
     teacher: nn.Module
     class_index: torch.Tensor
+    class_mask: torch.Tensor | None
     projectors: nn.ModuleList | None
     kd: KDWeights
     reg_max: int
     use_dfl_kd: bool
 
     def attach_teacher(
-        self, teacher: nn.Module, class_index: Sequence[int], projectors: nn.ModuleList | None, weights: KDWeights
+        self,
+        teacher: nn.Module,
+        class_index: Sequence[int],
+        projectors: nn.ModuleList | None,
+        weights: KDWeights,
+        taught_classes: Sequence[bool] | None = None,
     ) -> None:
         device = next(teacher.parameters()).device
         self.teacher = teacher
         self.class_index = torch.as_tensor(list(class_index), dtype=torch.long, device=device)
+        self.class_mask = (
+            None
+            if taught_classes is None or all(taught_classes)
+            else torch.as_tensor([float(t) for t in taught_classes], device=device)
+        )
         self.projectors = projectors
         self.kd = weights
         self.use_dfl_kd = weights.dfl > 0 and int(teacher.model[-1].reg_max) == self.reg_max
@@ -126,12 +151,14 @@ class KDLossMixin:
         with torch.no_grad():
             teacher = head_outputs(self.teacher(batch["img"]))
             teacher_scores = teacher["scores"].index_select(1, self.class_index)
-            weights = anchor_weights(teacher_scores)
+            known = teacher_scores if self.class_mask is None else teacher_scores[:, self.class_mask > 0]
+            weights = anchor_weights(known)
         zero = total.new_zeros(())
         terms = {name: zero for name in KD_TERMS}
         if self.kd.logit > 0:
             terms["kd_logit"] = (
-                logit_kd(student["scores"], teacher_scores, weights, self.kd.temperature) * self.kd.logit
+                logit_kd(student["scores"], teacher_scores, weights, self.kd.temperature, self.class_mask)
+                * self.kd.logit
             )
         if self.use_dfl_kd:
             terms["kd_dfl"] = (

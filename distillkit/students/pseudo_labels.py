@@ -61,6 +61,8 @@ class PseudoLabelReport:
     teacher_ap: float | None = None  # box AP50-95 of the teacher on --val, when it was scored
     thresholds: list[float] = field(default_factory=list)  # the per-class score gates applied
     soft_targets_matched: int = 0  # labels the training dataset found their soft-target row for
+    unknown_classes: list[str] = field(default_factory=list)  # classes the teacher does not know (per-class AP)
+    ignore_regions: int = 0  # unlabelled images where those classes are not taught as background
     notices: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -243,6 +245,7 @@ def label_unlabeled_images(
     report: PseudoLabelReport,
     soft_targets: bool = True,
     exclude_keys: Iterable[str] = (),
+    unknown_classes: Sequence[int] = (),
     batch_size: int = 8,
     progress: Progress = NULL_PROGRESS,
 ) -> tuple[dict[str, Any], Path]:
@@ -250,7 +253,8 @@ def label_unlabeled_images(
 
     Images whose content equals an image in ``exclude_keys`` (training, validation or ``--exclude``
     images), or an earlier image of the list, are left out: they would be labelled twice, or leak
-    held-out images into training.
+    held-out images into training. With ``unknown_classes`` (class indices the teacher does not know)
+    and soft targets, each image also gets an ignore region (``ignore_region_annotation``).
     """
     resolved = [Path(p).resolve() for p in images]
     root = _common_root(resolved)
@@ -288,10 +292,38 @@ def label_unlabeled_images(
         coco["annotations"].extend(added)
         report.count(added, names)
         report.unlabeled_labels += len(added)
+        if unknown_classes and soft_targets:
+            region = ignore_region_annotation(coco["images"][-1], unknown_classes, category_ids)
+            coco["annotations"].append({**region, "id": len(coco["annotations"]) + 1})
+            report.ignore_regions += 1
     report.unlabeled_images += len(coco["images"])
     report.cache_hits += stats.hits
     report.computed += stats.computed
     return coco, root
+
+
+def ignore_region_annotation(
+    image: dict[str, Any], unknown_classes: Sequence[int], category_ids: Sequence[int]
+) -> dict[str, Any]:
+    """A whole-image region of a teacher-labelled image where ``unknown_classes`` are not taught.
+
+    The teacher labelled only the classes it knows; left as they are, the image's unlabelled objects
+    of the other classes would be taught as background. The region rides through the YOLO
+    conversion as a label line with a soft-target row of score -1 (see ``soft_targets``).
+    """
+    width, height = int(image["width"]), int(image["height"])
+    flags = [1.0 if index in set(unknown_classes) else 0.0 for index in range(len(category_ids))]
+    return {
+        "image_id": image["id"],
+        "category_id": category_ids[min(unknown_classes)],
+        "bbox": [0.0, 0.0, float(width), float(height)],
+        "area": float(width * height),
+        "iscrowd": 0,
+        "score": 0.0,
+        "class_scores": flags,
+        "ignore_region": True,
+        "source": PSEUDO_SOURCE,
+    }
 
 
 def _common_root(paths: Sequence[Path]) -> Path:

@@ -22,6 +22,15 @@ label's row through ultralytics' data pipeline and into the loss:
   ``pseudo_labels``), so annotations are never overruled.
 * **Mask quality.** For segmentation, each positive anchor's mask loss is multiplied by its label's
   mask quality (SAM's predicted IoU; 1 for ground truth).
+* **Ignore regions.** A row whose score is negative (``IGNORE_SCORE``) is not an object but a region
+  where some classes are not taught: ``p_c = 1`` for each such class. The teacher labels unlabelled
+  images only with the classes it knows; an image region it labelled must not teach the others as
+  background (the student would learn that an unlabelled platelet is background, the partial-label
+  problem of semi-supervised detection). Such rows are taken out of the assignment (never a
+  positive), and the class loss of the anchors inside them that no label claims is weighted 0 for
+  those classes — through ultralytics' own ``class_weights`` hook, set per batch as an (B, A, C)
+  tensor. The region is written as a label line covering its image, so mosaic and the other
+  augmentations crop and move it with the image it belongs to.
 """
 
 from __future__ import annotations
@@ -36,6 +45,7 @@ import torch
 from distillkit.io import read_json
 
 MATCH_TOLERANCE = 1e-4  # label boxes are written with 6 decimals; ultralytics reads them as float32
+IGNORE_SCORE = -1.0  # the score of a table row that is an ignore region, not an object
 
 
 @dataclass(frozen=True)
@@ -132,7 +142,10 @@ def decode_batch(batch: dict[str, Any], base: int) -> dict[str, Any]:
 
 
 class _SoftAssigner:
-    """Wraps the criterion's task-aligned assigner: teacher rows replace one-hot class targets."""
+    """Wraps the criterion's task-aligned assigner: teacher rows replace one-hot class targets.
+
+    Called as ultralytics calls it: ``(pd_scores, pd_bboxes, anc_points, gt_labels, gt_bboxes, mask_gt)``.
+    """
 
     def __init__(self, assigner: Any, criterion: SoftTargetLossMixin) -> None:
         self.assigner = assigner
@@ -142,15 +155,19 @@ class _SoftAssigner:
         return getattr(self.assigner, name)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        labels, bboxes, scores, fg_mask, gt_index = self.assigner(*args, **kwargs)
         padded = self.criterion._padded_rows
         self.criterion._anchor_quality = None
         if padded is None or padded.shape[1] == 0:
-            return labels, bboxes, scores, fg_mask, gt_index
+            return self.assigner(*args, **kwargs)
+        table = self.criterion.soft_table
+        entries_of_gt = table[padded.clamp(min=0)]  # (B, n, 2 + C)
+        ignore_gt = (padded >= 0) & (entries_of_gt[..., 0] < 0)  # (B, n)
+        if ignore_gt.any():  # regions, not objects: never assigned
+            args = (*args[:5], args[5] * (~ignore_gt).unsqueeze(-1).to(args[5].dtype), *args[6:])
+        labels, bboxes, scores, fg_mask, gt_index = self.assigner(*args, **kwargs)
         rows = padded.gather(1, gt_index.clamp(max=padded.shape[1] - 1))  # (B, anchors)
         taught = fg_mask & (rows >= 0)
         if taught.any():
-            table = self.criterion.soft_table
             entries = table[rows[taught]]
             alignment = scores[taught].amax(dim=-1, keepdim=True)
             scores = scores.clone()
@@ -158,13 +175,42 @@ class _SoftAssigner:
             quality = torch.ones(fg_mask.shape, device=scores.device, dtype=scores.dtype)
             quality[taught] = entries[:, 1].to(scores.dtype)
             self.criterion._anchor_quality = quality
+        if ignore_gt.any():
+            anchor_points, gt_bboxes = args[2], args[4]
+            ignored = ignored_class_mask(anchor_points, gt_bboxes, ignore_gt, entries_of_gt[..., 2:])
+            ignored &= ~fg_mask[..., None]  # an anchor a label claims keeps its whole target
+            weights = (~ignored).to(scores.dtype)
+            base = self.criterion._base_class_weights
+            self.criterion.class_weights = weights if base is None else weights * base
         return labels, bboxes, scores, fg_mask, gt_index
+
+
+def ignored_class_mask(
+    anchor_points: torch.Tensor, gt_bboxes: torch.Tensor, ignore_gt: torch.Tensor, classes: torch.Tensor
+) -> torch.Tensor:
+    """(B, A, C) bool: anchor ``a`` of image ``b`` lies inside an ignore region of ``b`` that ignores class ``c``.
+
+    ``anchor_points`` (A, 2) and ``gt_bboxes`` (B, n, 4, xyxy) in the same pixels; ``ignore_gt`` (B, n)
+    marks the regions, ``classes`` (B, n, C) their per-class flags.
+    """
+    image, slot = ignore_gt.nonzero(as_tuple=True)  # a few regions per batch: no (B, n, A) tensor
+    boxes = gt_bboxes[image, slot]  # (K, 4)
+    x, y = anchor_points[:, 0], anchor_points[:, 1]
+    inside = (
+        (x[None] > boxes[:, 0:1]) & (x[None] < boxes[:, 2:3]) & (y[None] > boxes[:, 1:2]) & (y[None] < boxes[:, 3:4])
+    )  # (K, A)
+    flags = (classes[image, slot] > 0).float()  # (K, C)
+    counts = torch.zeros(gt_bboxes.shape[0], anchor_points.shape[0], classes.shape[-1], device=boxes.device)
+    counts.index_add_(0, image, inside.float()[:, :, None] * flags[:, None, :])
+    return counts > 0
 
 
 class SoftTargetLossMixin:
     """Mixed into a ``v8DetectionLoss`` / ``v8SegmentationLoss`` subclass (see ``distill_trainer``)."""
 
     soft_table: torch.Tensor
+    class_weights: torch.Tensor | None
+    _base_class_weights: torch.Tensor | None = None
     _padded_rows: torch.Tensor | None = None
     _anchor_quality: torch.Tensor | None = None
     _mask_weights: list[torch.Tensor] | None = None
@@ -172,6 +218,7 @@ class SoftTargetLossMixin:
     def attach_soft_targets(self, table: torch.Tensor) -> None:
         self.soft_table = table.to(self.device)  # type: ignore[attr-defined]
         self.assigner = _SoftAssigner(self.assigner, self)  # type: ignore[has-type]
+        self._base_class_weights = self.class_weights  # ignore regions multiply these, per batch
 
     def loss(self, preds: dict[str, Any], batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         rows = batch.get("soft_row")
@@ -193,6 +240,7 @@ class SoftTargetLossMixin:
         finally:
             self._padded_rows = None
             self._anchor_quality = None
+            self.class_weights = self._base_class_weights
 
     def calculate_segmentation_loss(self, fg_mask: torch.Tensor, *args: Any) -> torch.Tensor:
         quality = self._anchor_quality
