@@ -90,8 +90,10 @@ def score(model: Path, test: Path, images: Path, imgsz: int) -> dict[str, float]
     from distillkit.evaluation.models import evaluate_models
 
     evaluation = evaluate_models(test, [model], images_dir=images, imgsz=imgsz)[0]
-    stats = next(iter(evaluation.result.metrics.values())).stats
-    return {"AP": float(stats["AP"]), "AP50": float(stats["AP50"])}
+    metrics = next(iter(evaluation.result.metrics.values()))
+    stats = metrics.stats
+    per_class = {c.name: round(max(0.0, float(c.AP)), 4) for c in metrics.per_class}
+    return {"AP": float(stats["AP"]), "AP50": float(stats["AP50"]), "per_class_AP": per_class}
 
 
 def pseudo_label_count(run: Path) -> int | None:
@@ -164,7 +166,14 @@ def main() -> int:
             return 0
 
     for row in rows_wanted:
-        record: dict[str, Any] = {"seeds": [], "AP": [], "AP50": [], "seconds": [], "pseudo_labels": []}
+        record: dict[str, Any] = {
+            "seeds": [],
+            "AP": [],
+            "AP50": [],
+            "per_class_AP": [],
+            "seconds": [],
+            "pseudo_labels": [],
+        }
         for seed in seeds:
             run = work / f"{row}_s{seed}_{args.epochs}e"
             if args.existing_only and not (run / "bench_done.json").exists():
@@ -186,6 +195,7 @@ def main() -> int:
             record["seeds"].append(seed)
             record["AP"].append(scores["AP"])
             record["AP50"].append(scores["AP50"])
+            record["per_class_AP"].append(scores["per_class_AP"])
             record["seconds"].append(seconds + (teacher_seconds if row in TEACHER_ROWS else 0.0))
             record["pseudo_labels"].append(pseudo_label_count(run))
             print(f"{row} seed {seed}: {scores} in {seconds:.0f} s (+teacher {teacher_seconds:.0f} s)", flush=True)
@@ -204,6 +214,12 @@ def print_table(results: dict[str, Any]) -> None:
             continue
         labels = [n for n in record["pseudo_labels"] if n is not None]
         per_seed = ", ".join(f"s{s} {ap:.3f}" for s, ap in zip(record["seeds"], record["AP"], strict=True))
+        classes = record.get("per_class_AP") or []
+        if classes:
+            names = list(classes[0])
+            per_seed += "; per class " + ", ".join(
+                f"{name} {statistics.mean(c[name] for c in classes):.3f}" for name in names
+            )
         print(
             f"{row:<5} {mean[row]:8.3f} {statistics.mean(record['AP50']):7.3f} "
             f"{(statistics.mean(labels) if labels else 0):7.0f} "
