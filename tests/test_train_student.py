@@ -330,3 +330,52 @@ def test_rare_class_paste_is_installed_in_a_segmentation_run(tmp_path: Path) -> 
         overrides=[*settings[:-2], "student.model=yolov8n", "augmentation.copy_paste_rare_classes=true"],
     )
     assert any("copy_paste_rare_classes has no effect" in notice for notice in detect.notices)
+
+
+def test_piped_run_prints_one_line_per_epoch_with_losses_and_metrics(shapes: tuple[Path, Path], tmp_path: Path) -> None:
+    train, val = shapes
+    sets = [arg for item in [*FAST, "student.imgsz=64"] for arg in ("--set", item)]
+    code, out, err = run(
+        "train-student", "-d", str(train), "-v", str(val), "-o", str(tmp_path / "s"), "--epochs", "2", *sets, "--json"
+    )
+    assert code == 0, err
+    document = json.loads(out)  # stdout stays one JSON document: the lines go to stderr
+    lines = [line for line in err.splitlines() if line.startswith("epoch ")]
+    assert [line.split()[1] for line in lines] == ["1/2", "2/2"]  # ultralytics' closing validation is not an epoch
+    assert any(line.startswith("best.pt  precision(B) ") for line in err.splitlines())
+    for line in lines:
+        for name in ("box_loss", "cls_loss", "dfl_loss", "precision(B)", "recall(B)", "mAP50(B)", "mAP50-95(B)"):
+            assert f"  {name} " in line, (name, line)
+    final = {k: v for k, v in document["metrics"].items() if k.startswith("metrics/")}
+    zero = all(v == 0 for v in final.values())
+    assert ("every validation metric is 0" in err) == zero  # warned exactly when the run learnt nothing
+
+
+def test_all_zero_warning_names_the_likely_causes() -> None:
+    from distillkit.students.trainer import all_zero_warning
+
+    zeros = {"metrics/precision(B)": 0.0, "metrics/recall(B)": 0.0, "metrics/mAP50(B)": 0.0, "metrics/mAP50-95(B)": 0.0}
+    warning = all_zero_warning(zeros, epochs=20, steps_per_epoch=2, pretrained=False)
+    assert warning is not None and "40 optimiser steps" in warning and "student.pretrained=false" in warning
+    assert "--epochs" in warning and "\n" not in warning
+    assert "pretrained" not in (all_zero_warning(zeros, 20, 2, pretrained=True) or "").split("(")[1]
+    assert all_zero_warning({**zeros, "metrics/mAP50(B)": 0.01}, 20, 2, pretrained=False) is None
+    assert all_zero_warning({}, 20, 2, pretrained=False) is None
+
+
+def test_epoch_lines_reach_a_piped_console() -> None:
+    import io
+
+    from rich.console import Console
+
+    from distillkit.cli.console import LineProgress, Output
+    from distillkit.progress import epoch_line
+
+    line = epoch_line(3, 20, {"box_loss": 1.23456, "lr": 0.00001, "mAP50-95(B)": 0.0}, 12.34)
+    assert line == "epoch 3/20  box_loss 1.2346  lr 1.00e-05  mAP50-95(B) 0.0000  12.3s"
+    buffer = io.StringIO()
+    progress = Output(stderr=Console(file=buffer, force_terminal=False, width=40)).progress()
+    assert isinstance(progress, LineProgress)
+    progress.log(line)
+    assert buffer.getvalue() == line + "\n"  # whole, unwrapped, no escape codes
+    assert Output(quiet=True).progress().log(line) is None

@@ -547,6 +547,10 @@ class RecordingProgress:
     def __init__(self) -> None:
         self.tasks: list[tuple[str, float | None]] = []
         self.advanced = 0.0
+        self.lines: list[str] = []
+
+    def log(self, message: str) -> None:
+        self.lines.append(message)
 
     @contextmanager
     def task(self, description: str, total: float | None = None) -> Iterator[Any]:
@@ -577,6 +581,8 @@ def test_progress_per_epoch_and_custom_param_groups() -> None:
     )
     trainer.fit()
     assert progress.tasks == [("epoch 1/2", 3), ("epoch 2/2", 3)] and progress.advanced == 6
+    assert [line.split("  ")[0] for line in progress.lines] == ["epoch 1/2", "epoch 2/2"]  # one line per epoch
+    assert all("  train/loss " in line and line.endswith("s") for line in progress.lines)
     assert trainer.optimizer is not None
     assert [group["lr"] for group in trainer.optimizer.param_groups] == [1e-3, 1e-2]
 

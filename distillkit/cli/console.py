@@ -73,8 +73,11 @@ class Output:
         sys.stdout.flush()
         _json_written = True
 
-    def progress(self) -> RichProgress | QuietProgress:
-        return RichProgress(self.stderr) if self.show_progress else QuietProgress()
+    def progress(self) -> RichProgress | LineProgress | QuietProgress:
+        if self.quiet:
+            return QuietProgress()
+        # piped or logged: no bars (they would be escape codes), but the per-epoch lines, as they come
+        return RichProgress(self.stderr) if self.show_progress else LineProgress(self.stderr)
 
 
 class _RichTask:
@@ -105,6 +108,9 @@ class RichProgress:
             task_id = bar.add_task(description, total=total)
             yield _RichTask(bar, task_id)
 
+    def log(self, message: str) -> None:
+        self._console.print(message, markup=False, highlight=False)  # rich keeps live bars below it
+
 
 class _SilentTask:
     def advance(self, amount: float = 1) -> None:
@@ -115,3 +121,17 @@ class QuietProgress:
     @contextmanager
     def task(self, description: str, total: float | None = None) -> Iterator[ProgressTask]:
         yield _SilentTask()
+
+    def log(self, message: str) -> None:
+        return None
+
+
+class LineProgress(QuietProgress):
+    """stderr is not a terminal: no bars, but every logged line, flushed at once (tail -f, CI logs)."""
+
+    def __init__(self, console: Console) -> None:
+        self._console = console
+
+    def log(self, message: str) -> None:
+        self._console.print(message, markup=False, highlight=False, soft_wrap=True)
+        self._console.file.flush()

@@ -29,7 +29,7 @@ from distillkit.errors import DataError, UsageError
 from distillkit.io import atomic_open, atomic_write_yaml
 from distillkit.labelling.types import Teacher
 from distillkit.paths import check_output_outside_inputs, image_folders
-from distillkit.progress import NULL_PROGRESS, Progress
+from distillkit.progress import NULL_PROGRESS, Progress, epoch_line, log_line, values_text
 from distillkit.students.copy_paste import with_rare_class_paste
 from distillkit.students.distill_trainer import distillation_trainer
 from distillkit.students.distillation import (
@@ -223,12 +223,20 @@ def train_student(
 
     epochs = student_cfg.epochs
     with progress.task(f"training {Path(spec.source).stem}", total=epochs) as bar:
+        shown = {"epochs": 0}
 
         def on_epoch_end(trainer: Any) -> None:
-            bar.advance(1)
+            if int(trainer.epoch) >= int(trainer.epochs):  # ultralytics' final validation of best.pt calls back too
+                log_line(progress, best_validation_line(trainer))
+                return
+            done = int(trainer.epoch) + 1
+            bar.advance(max(0, done - shown["epochs"]))
+            shown["epochs"] = done
+            log_line(progress, student_epoch_line(trainer))
 
         def on_start(trainer: Any) -> None:
-            bar.advance(trainer.start_epoch)  # resumed runs start part-way
+            shown["epochs"] = int(trainer.start_epoch)  # resumed runs start part-way
+            bar.advance(shown["epochs"])
 
         model.add_callback("on_train_start", on_start)
         model.add_callback("on_fit_epoch_end", on_epoch_end)
@@ -244,6 +252,14 @@ def train_student(
     trainer = model.trainer
     pseudo_report.soft_targets_matched = int(getattr(trainer, "soft_labels_matched", 0))
     metrics = {key: float(value) for key, value in (trainer.metrics or {}).items()}
+    warning = all_zero_warning(
+        metrics,
+        int(trainer.epochs),
+        len(getattr(trainer, "train_loader", None) or []),
+        bool(spec.pretrained or plan.student_init is not None or resume),
+    )
+    if warning:
+        notices.append(warning)
 
     best = _export_checkpoint(run_dir / "weights" / "best.pt", folder / "best.pt", info.class_mapping)
     last = _export_checkpoint(run_dir / "weights" / "last.pt", folder / "last.pt", info.class_mapping)
@@ -268,6 +284,46 @@ def train_student(
         notices=notices,
         distillation=plan.to_dict()["components"],
         pseudo_labels=pseudo_report.to_dict(),
+    )
+
+
+def student_epoch_line(trainer: Any) -> str:
+    """One line per epoch as ultralytics prints it: the epoch's mean training losses, then validation."""
+    values: dict[str, float] = {}
+    if getattr(trainer, "tloss", None) is not None:
+        values.update(
+            {k.removeprefix("train/"): float(v) for k, v in trainer.label_loss_items(trainer.tloss, "train").items()}
+        )
+    for key, value in (trainer.metrics or {}).items():
+        if key.startswith("metrics/"):
+            values[key.removeprefix("metrics/")] = float(value)
+    seconds = getattr(trainer, "epoch_time", None)
+    return epoch_line(int(trainer.epoch) + 1, int(trainer.epochs), values, float(seconds) if seconds else None)
+
+
+def best_validation_line(trainer: Any) -> str:
+    """The line for ultralytics' closing validation of ``best.pt``."""
+    values = {
+        k.removeprefix("metrics/"): float(v) for k, v in (trainer.metrics or {}).items() if k.startswith("metrics/")
+    }
+    return f"best.pt  {values_text(values)}" if values else "best.pt validated"
+
+
+ZERO_METRICS = ("metrics/precision(B)", "metrics/recall(B)", "metrics/mAP50(B)", "metrics/mAP50-95(B)")
+
+
+def all_zero_warning(metrics: dict[str, float], epochs: int, steps_per_epoch: int, pretrained: bool) -> str | None:
+    """A warning when a run ends with every validation metric at 0, with the likely causes."""
+    found = [metrics[k] for k in ZERO_METRICS if k in metrics]
+    if not found or any(v > 0 for v in found):
+        return None
+    causes = [f"{epochs} epochs x {steps_per_epoch} batches = {epochs * steps_per_epoch} optimiser steps"]
+    if not pretrained:
+        causes.append("the student starts from random weights (student.pretrained=false)")
+    return (
+        "warning: every validation metric is 0 at the end of training: the student learnt nothing usable yet ("
+        + "; ".join(causes)
+        + "). Train longer (--epochs), start from pretrained weights (--student yolov8n.pt), or check the labels"
     )
 
 

@@ -29,7 +29,7 @@ from distillkit import __version__
 from distillkit.config.build import section_defaults
 from distillkit.config.schema import CheckpointingConfig, TrainingDynamicsConfig
 from distillkit.errors import ConfigError, UsageError
-from distillkit.progress import NULL_PROGRESS, Progress
+from distillkit.progress import NULL_PROGRESS, Progress, epoch_line, log_line
 from distillkit.training.batch import move_to_device
 from distillkit.training.checkpoint import (
     CHECKPOINT_FORMAT,
@@ -401,6 +401,9 @@ class Trainer:
             self.epoch = epoch
             self.stopped_early = self._monitor.should_stop
             self._call("on_epoch_end", self, epoch, row)
+            if self.world.is_main:
+                shown = {k: v for k, v in row.items() if k not in ("epoch", "time/epoch_s") and _is_number(v)}
+                log_line(self.progress, epoch_line(epoch, self.dynamics.epochs, shown, row["time/epoch_s"]))
             self._save_epoch(epoch, row, improved, tensorboard)
             if self.stopped_early:
                 break
@@ -745,3 +748,7 @@ def usable_workers(requested: int) -> int:
     except AttributeError:  # not on Linux
         available = os.cpu_count() or 1
     return max(0, min(requested, available))
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
