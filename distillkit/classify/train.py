@@ -46,6 +46,7 @@ from distillkit.config.build import ExperimentConfig
 from distillkit.data.info import CategoryInfo, DatasetInfo
 from distillkit.errors import DataError, UsageError
 from distillkit.io import atomic_write_json
+from distillkit.locking import output_lock
 from distillkit.paths import check_output_outside_inputs
 from distillkit.progress import NULL_PROGRESS, Progress
 
@@ -423,10 +424,29 @@ def train_classifier(
     progress: Progress = NULL_PROGRESS,
 ) -> ClassifierTrainingResult:
     """Train an image classifier; see the module docstring. Raises DataError / UsageError / ConfigError."""
+    exp = Path(output)
+    check_output_outside_inputs(exp, [data, val, images_dir, val_images_dir])
+    with output_lock(exp):  # a second run into this folder is refused before anything is read or written
+        return _train_classifier_locked(
+            data, exp, val, overrides, images_dir, val_images_dir, val_fraction, teacher, resume, progress
+        )
+
+
+def _train_classifier_locked(
+    data: PathLike,
+    exp: Path,
+    val: PathLike | None,
+    overrides: Sequence[str],
+    images_dir: PathLike | None,
+    val_images_dir: PathLike | None,
+    val_fraction: float,
+    teacher: PathLike | None,
+    resume: bool | PathLike,
+    progress: Progress,
+) -> ClassifierTrainingResult:
     started = time.perf_counter()
     from distillkit.training import Trainer
 
-    exp = Path(output)
     # Checked before anything is written: a new run would overwrite the old run's best.pt and last.pt.
     state = exp / "checkpoints" / "last.pt"  # where Trainer keeps the loop's state
     if not resume and state.exists():
@@ -435,8 +455,6 @@ def train_classifier(
         )
     if resume is True and not state.exists():
         raise UsageError(f"nothing to resume in {exp} (no {state})", "start a new run without --resume")
-    # An experiment folder in a class-per-folder tree would become part of the data (or overwrite a label file).
-    check_output_outside_inputs(exp, [data, val, images_dir, val_images_dir])
     settings = list(overrides)
     if teacher is not None:
         settings.append(f"classifier.kd_teacher={Path(teacher).as_posix()}")

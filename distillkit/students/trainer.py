@@ -28,6 +28,7 @@ from distillkit.data.yolo_format import SOFT_TARGETS_FILE, SplitSource, YoloData
 from distillkit.errors import DataError, UsageError
 from distillkit.io import atomic_open, atomic_write_yaml
 from distillkit.labelling.types import Teacher
+from distillkit.locking import output_lock
 from distillkit.paths import check_output_outside_inputs, image_folders
 from distillkit.progress import NULL_PROGRESS, Progress
 from distillkit.students.copy_paste import with_rare_class_paste
@@ -109,6 +110,24 @@ def train_student(
     # Before any work: the run never lands on an input file or inside an images folder.
     image_roots = image_folders([train], images_dir) + image_folders([val], val_images_dir or images_dir)
     check_output_outside_inputs(folder, [train, val, *image_roots])
+    with output_lock(folder):  # a second run into this folder is refused before anything is read or written
+        return _train_locked(
+            folder, train, val, overrides, images_dir, val_images_dir, resume, progress, callbacks, teacher
+        )
+
+
+def _train_locked(
+    folder: Path,
+    train: str | Path,
+    val: str | Path,
+    overrides: Sequence[str],
+    images_dir: str | Path | None,
+    val_images_dir: str | Path | None,
+    resume: bool,
+    progress: Progress,
+    callbacks: Mapping[str, Callable[[Any], None]] | None,
+    teacher: Teacher | None,
+) -> StudentTrainingResult:
     run_dir = folder / RUN_NAME
     last_checkpoint = run_dir / "weights" / "last.pt"
     if resume and not last_checkpoint.exists():
