@@ -232,7 +232,8 @@ class ExactResume:
         def restored_iterator() -> Any:
             del loader._get_iterator  # back to the class's own method
             generator = getattr(loader, "generator", None)
-            if closes_at == trainer.start_epoch:
+            closing_now = closes_at == trainer.start_epoch
+            if closing_now:
                 # The uninterrupted run closed mosaic here too: it drew the new iterator's seed after the state.
                 if generator is not None and state["loader_generator"] is not None:
                     generator.set_state(state["loader_generator"])
@@ -245,7 +246,8 @@ class ExactResume:
                     _draw_pending_permutation(loader)
             _replay_image_buffer(loader.dataset, state["buffer"])
             owners = _albumentations_generators(loader.dataset)
-            if len(owners) == len(state["albumentations"]):
+            # Closing mosaic built new transforms in both runs, fresh generators included: nothing to restore.
+            if not closing_now and len(owners) == len(state["albumentations"]):
                 for owner, saved in zip(owners, state["albumentations"], strict=True):
                     _set_generator_state(owner, saved)
             restore_rng_state(state["rng"])
