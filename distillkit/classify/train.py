@@ -49,6 +49,7 @@ from distillkit.io import atomic_write_json
 from distillkit.locking import output_lock
 from distillkit.paths import check_output_outside_inputs
 from distillkit.progress import NULL_PROGRESS, Progress
+from distillkit.training.rng import seed_everything
 
 PathLike = str | os.PathLike[str]
 
@@ -489,6 +490,9 @@ def _train_classifier_locked(
         notices.append("classifier.tune_thresholds has no effect on single-label data (the prediction is the arg-max)")
     size = _input_size(config, train_data, val_data)
     pre = config.preprocessing
+    # Seeded first: a model built from a timm name (and the KD projector) starts from the same random
+    # weights on every run with the same seed, as the training loop after it already does.
+    seed_everything(config.training_dynamics.seed)
     model, model_notices = _build_model(config, train_data.num_classes)
     notices.extend(model_notices)
 
