@@ -181,12 +181,15 @@ class ExactResume:
 
         loader = trainer.train_loader
         generator = getattr(loader, "generator", None)
+        projectors = getattr(trainer, "kd_projectors", None)
         state = {
             "epoch": int(trainer.epoch),
             "model": unwrap_model(trainer.model).state_dict(),
             "ema": trainer.ema.ema.state_dict(),
             "updates": int(trainer.ema.updates),
             "optimizer": trainer.optimizer.state_dict(),
+            # distillkit's KD projectors train with the student; kd_projectors.pt is written after last.pt
+            "kd_projectors": projectors.state_dict() if projectors is not None else None,
             "rng": capture_rng_state(),
             "loader_generator": generator.get_state() if generator is not None else None,
             "buffer": [int(i) for i in getattr(loader.dataset, "buffer", [])],
@@ -218,6 +221,9 @@ class ExactResume:
             if "fused" in group:
                 saved["fused"] = group["fused"]  # the device of this run picks the kernel, as ultralytics does
         trainer.optimizer.load_state_dict(state["optimizer"])
+        projectors = getattr(trainer, "kd_projectors", None)
+        if projectors is not None and state.get("kd_projectors") is not None:
+            projectors.load_state_dict(state["kd_projectors"])
         loader = trainer.train_loader
         if not hasattr(loader, "_get_iterator") or not hasattr(loader, "iterator"):
             restore_rng_state(state["rng"])
