@@ -7,7 +7,8 @@
 (b) SIGKILL of train-student at a random instant (every other trial: the moment a checkpoint is being
     staged): last.pt is loadable or absent, and --resume (or, with no last.pt, a fresh run) finishes;
 (c) SIGINT at a random instant of train-student and train-classifier (to the process, or to its
-    whole process group as a terminal's Ctrl-C, in turn; output piped): the process exits 130 within 5 s, --resume finishes, and the final weights equal those of an uninterrupted run bit for bit.
+    whole process group as a terminal's Ctrl-C, in turn; output piped): the process exits 130 within
+    5 s, --resume finishes, and the final weights equal those of an uninterrupted run bit for bit.
 Every run is a subprocess on tiny data (12 shapes images at 64 px, yolov8n from scratch; the timm
 test_resnet at 32 px). Exit code 1 when any trial breaks a rule.
 """
