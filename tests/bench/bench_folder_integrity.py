@@ -254,19 +254,20 @@ def main() -> int:
     print(f"uninterrupted, training phase: train-student {student_s:.1f} s, train-classifier {classifier_s:.1f} s")
 
     few = min(args.trials, 10)
-    rows = {
-        "a) two runs, one folder": concurrent(bench, few),
-        "b) SIGKILL train-student": sigkill(bench, few, student_s, rng),
-        "c) SIGINT train-student": sigint(
+    cases = {  # the most telling first: a run cut short by the load of a shared machine still says something
+        "c) SIGINT train-student": lambda: sigint(
             bench, "train-student", args.trials, student_s, rng, student_weights(root / "reference-student")
         ),
-        "c) SIGINT train-classifier": sigint(
+        "b) SIGKILL train-student": lambda: sigkill(bench, few, student_s, rng),
+        "a) two runs, one folder": lambda: concurrent(bench, few),
+        "c) SIGINT train-classifier": lambda: sigint(
             bench, "train-classifier", args.trials, classifier_s, rng, classifier_weights(root / "reference-classifier")
         ),
     }
     failed = False
-    for title, row in rows.items():
-        print(f"{title:28s} " + ", ".join(f"{key}: {value}" for key, value in row.items()))
+    for title, case in cases.items():
+        row = case()
+        print(f"{title:28s} " + ", ".join(f"{key}: {value}" for key, value in row.items()), flush=True)
         failed |= row.get("damaged", 0) > 0 or any(row[key] != row["trials"] for key in row if key in MUST_ALL)
     if args.workdir is None:
         shutil.rmtree(root, ignore_errors=True)
