@@ -301,3 +301,25 @@ def test_train_classifier_from_a_timm_name_is_seeded_before_the_model_is_built(t
     state_a, state_b = a["model"], b["model"]
     assert state_a.keys() == state_b.keys()
     assert all(torch.equal(state_a[k], state_b[k]) for k in state_a)
+
+
+class SigintDisposition(torch.utils.data.Dataset):
+    """Each item says whether the worker producing it ignores SIGINT."""
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return torch.tensor(signal.getsignal(signal.SIGINT) == signal.SIG_IGN)
+
+
+def test_loader_workers_leave_ctrl_c_to_the_main_process() -> None:
+    from distillkit.students.ultralytics_env import import_ultralytics
+
+    import_ultralytics()
+    from ultralytics.data import build
+
+    workers = {"num_workers": 2, "worker_init_fn": build.seed_worker, "multiprocessing_context": "fork"}
+    loader = torch.utils.data.DataLoader(SigintDisposition(), batch_size=2, **workers)
+    assert all(bool(flag) for batch in loader for flag in batch)
+    assert signal.getsignal(signal.SIGINT) is not signal.SIG_IGN  # the main process still takes Ctrl-C

@@ -69,13 +69,20 @@ def install_atomic_checkpoints() -> None:
     base.save_model = atomic_save_model
     engine.strip_optimizer = _atomic_strip_optimizer(engine.strip_optimizer)
 
-    seed_worker = build.seed_worker
-
-    def quiet_seed_worker(worker_id: int) -> None:
-        ignore_in_worker()
-        seed_worker(worker_id)
-
+    build._distillkit_seed_worker = build.seed_worker
     build.seed_worker = quiet_seed_worker
+
+
+def quiet_seed_worker(worker_id: int) -> None:
+    """Ultralytics' loader ``worker_init_fn``, leaving Ctrl-C to the main process first.
+
+    Module level, so a worker started by ``spawn`` (macOS) can unpickle it; there the patch was never
+    installed and ``seed_worker`` is still ultralytics' own.
+    """
+    from ultralytics.data import build
+
+    ignore_in_worker()
+    getattr(build, "_distillkit_seed_worker", build.seed_worker)(worker_id)
 
 
 def _publish(staging: Path, final_dir: Path) -> None:
