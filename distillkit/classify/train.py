@@ -46,8 +46,10 @@ from distillkit.config.build import ExperimentConfig
 from distillkit.data.info import CategoryInfo, DatasetInfo
 from distillkit.errors import DataError, UsageError
 from distillkit.io import atomic_write_json
+from distillkit.locking import output_lock
 from distillkit.paths import check_output_outside_inputs
 from distillkit.progress import NULL_PROGRESS, Progress
+from distillkit.training.rng import seed_everything
 
 PathLike = str | os.PathLike[str]
 
@@ -423,10 +425,29 @@ def train_classifier(
     progress: Progress = NULL_PROGRESS,
 ) -> ClassifierTrainingResult:
     """Train an image classifier; see the module docstring. Raises DataError / UsageError / ConfigError."""
+    exp = Path(output)
+    check_output_outside_inputs(exp, [data, val, images_dir, val_images_dir])
+    with output_lock(exp):  # a second run into this folder is refused before anything is read or written
+        return _train_classifier_locked(
+            data, exp, val, overrides, images_dir, val_images_dir, val_fraction, teacher, resume, progress
+        )
+
+
+def _train_classifier_locked(
+    data: PathLike,
+    exp: Path,
+    val: PathLike | None,
+    overrides: Sequence[str],
+    images_dir: PathLike | None,
+    val_images_dir: PathLike | None,
+    val_fraction: float,
+    teacher: PathLike | None,
+    resume: bool | PathLike,
+    progress: Progress,
+) -> ClassifierTrainingResult:
     started = time.perf_counter()
     from distillkit.training import Trainer
 
-    exp = Path(output)
     # Checked before anything is written: a new run would overwrite the old run's best.pt and last.pt.
     state = exp / "checkpoints" / "last.pt"  # where Trainer keeps the loop's state
     if not resume and state.exists():
@@ -435,8 +456,6 @@ def train_classifier(
         )
     if resume is True and not state.exists():
         raise UsageError(f"nothing to resume in {exp} (no {state})", "start a new run without --resume")
-    # An experiment folder in a class-per-folder tree would become part of the data (or overwrite a label file).
-    check_output_outside_inputs(exp, [data, val, images_dir, val_images_dir])
     settings = list(overrides)
     if teacher is not None:
         settings.append(f"classifier.kd_teacher={Path(teacher).as_posix()}")
@@ -471,6 +490,9 @@ def train_classifier(
         notices.append("classifier.tune_thresholds has no effect on single-label data (the prediction is the arg-max)")
     size = _input_size(config, train_data, val_data)
     pre = config.preprocessing
+    # Seeded first: a model built from a timm name (and the KD projector) starts from the same random
+    # weights on every run with the same seed, as the training loop after it already does.
+    seed_everything(config.training_dynamics.seed)
     model, model_notices = _build_model(config, train_data.num_classes)
     notices.extend(model_notices)
 

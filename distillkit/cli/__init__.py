@@ -78,11 +78,12 @@ def main(argv: list[str] | None = None) -> None:
 
     trust_model_files(False)  # each run decides anew: --trust-model-file of the commands that read models
 
-    from distillkit.cli.app import app
-    from distillkit.cli.console import json_document_written
-
-    json_document_written(reset=True)
     try:
+        # Imported inside: a Ctrl-C during the seconds torch and ultralytics take to import is a plain "interrupted".
+        from distillkit.cli.app import app
+        from distillkit.cli.console import json_document_written
+
+        json_document_written(reset=True)
         exit_code = app(args=args, prog_name="distillkit", standalone_mode=False)
         if exit_code == 130:  # typer turns Ctrl-C into a silent Exit(130); say what happened
             raise KeyboardInterrupt

@@ -12,6 +12,7 @@ from distillkit.cli.common import JSON_OPTION, QUIET_OPTION, TRUST_MODEL_FILE_OP
 from distillkit.cli.console import Output
 from distillkit.cli.render import display_path
 from distillkit.errors import UsageError
+from distillkit.locking import output_lock
 from distillkit.paths import check_output_outside_inputs
 from distillkit.safe_load import trust_model_files
 
@@ -111,34 +112,35 @@ def label(
     check_output_outside_inputs(output, inputs)
     if cache_dir is not None:
         check_output_outside_inputs(cache_dir, inputs, "--cache-dir")
-    loaded = load_labelling_teacher(
-        teacher_dir=teacher_dir,
-        checkpoint=teacher,
-        classes=names,
-        dino_weights=dino_weights,
-        sam_weights=sam_weights,
-        device=device,
-        batch_size=batch,
-        conf=conf,
-        imgsz=imgsz,
-    )
-    result = label_to_coco(
-        loaded.teacher,
-        images,
-        output,
-        cache_dir if cache_dir is not None else loaded.cache_dir,
-        categories=loaded.categories,
-        exclude=exclude,
-        exclude_images_dir=exclude_images_dir,
-        conf=conf,
-        class_thresholds=loaded.class_thresholds,
-        nms_iou=iou,
-        mask_format=mask_format,
-        batch_size=batch,
-        max_images=max_images,
-        info={"teacher": loaded.describe()},
-        progress=out.progress(),
-    )
+    with output_lock(output, kind="file"):  # two label runs writing one COCO file: refuse the second
+        loaded = load_labelling_teacher(
+            teacher_dir=teacher_dir,
+            checkpoint=teacher,
+            classes=names,
+            dino_weights=dino_weights,
+            sam_weights=sam_weights,
+            device=device,
+            batch_size=batch,
+            conf=conf,
+            imgsz=imgsz,
+        )
+        result = label_to_coco(
+            loaded.teacher,
+            images,
+            output,
+            cache_dir if cache_dir is not None else loaded.cache_dir,
+            categories=loaded.categories,
+            exclude=exclude,
+            exclude_images_dir=exclude_images_dir,
+            conf=conf,
+            class_thresholds=loaded.class_thresholds,
+            nms_iou=iou,
+            mask_format=mask_format,
+            batch_size=batch,
+            max_images=max_images,
+            info={"teacher": loaded.describe()},
+            progress=out.progress(),
+        )
     result.notices[:0] = loaded.notices
     for notice in result.notices:
         out.notice(notice, style="yellow")

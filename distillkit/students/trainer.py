@@ -20,16 +20,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
+import yaml
+
 from distillkit.augmentation.ultralytics_hook import ultralytics_augmentation_arguments
 from distillkit.config import build_config, write_experiment_config
 from distillkit.data.images import default_image_roots
 from distillkit.data.validate import ValidationResult, load_valid_dataset
 from distillkit.data.yolo_format import SOFT_TARGETS_FILE, SplitSource, YoloDataset, prepare_yolo_dataset
 from distillkit.errors import DataError, UsageError
+from distillkit.interrupts import deferred_interrupt
 from distillkit.io import atomic_open, atomic_write_yaml
 from distillkit.labelling.types import Teacher
+from distillkit.locking import output_lock
 from distillkit.paths import check_output_outside_inputs, image_folders
 from distillkit.progress import NULL_PROGRESS, Progress, epoch_line, log_line, values_text
+from distillkit.students.checkpoints import ExactResume, inspect_checkpoint
 from distillkit.students.copy_paste import with_rare_class_paste
 from distillkit.students.distill_trainer import distillation_trainer
 from distillkit.students.distillation import (
@@ -58,11 +64,12 @@ class StudentTrainingResult:
     student: StudentSpec
     epochs_run: int
     metrics: dict[str, float]
-    dataset: YoloDataset
+    dataset: YoloDataset | None  # None: --resume of a run that had already finished (nothing was done)
     resumed: bool
     notices: list[str] = field(default_factory=list)
     distillation: dict[str, Any] = field(default_factory=dict)  # components: weight, active, reason
     pseudo_labels: dict[str, int] = field(default_factory=dict)
+    already_finished: bool = False  # --resume found a finished run: nothing was trained
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -78,11 +85,12 @@ class StudentTrainingResult:
             },
             "epochs_run": self.epochs_run,
             "metrics": self.metrics,
-            "dataset_reused": self.dataset.reused,
+            "dataset_reused": self.dataset.reused if self.dataset is not None else None,
             "resumed": self.resumed,
             "notices": self.notices,
             "distillation": self.distillation,
             "pseudo_labels": self.pseudo_labels,
+            "already_finished": self.already_finished,
         }
 
 
@@ -109,11 +117,37 @@ def train_student(
     # Before any work: the run never lands on an input file or inside an images folder.
     image_roots = image_folders([train], images_dir) + image_folders([val], val_images_dir or images_dir)
     check_output_outside_inputs(folder, [train, val, *image_roots])
+    with output_lock(folder):  # a second run into this folder is refused before anything is read or written
+        return _train_locked(
+            folder, train, val, overrides, images_dir, val_images_dir, resume, progress, callbacks, teacher
+        )
+
+
+def _train_locked(
+    folder: Path,
+    train: str | Path,
+    val: str | Path,
+    overrides: Sequence[str],
+    images_dir: str | Path | None,
+    val_images_dir: str | Path | None,
+    resume: bool,
+    progress: Progress,
+    callbacks: Mapping[str, Callable[[Any], None]] | None,
+    teacher: Teacher | None,
+) -> StudentTrainingResult:
     run_dir = folder / RUN_NAME
     last_checkpoint = run_dir / "weights" / "last.pt"
-    if resume and not last_checkpoint.exists():
+    state = inspect_checkpoint(last_checkpoint)
+    if resume and state.kind == "missing":
         raise UsageError(f"nothing to resume in {folder} (no {last_checkpoint})", "start a new run without --resume")
-    if not resume and last_checkpoint.exists():
+    if state.kind == "damaged":  # e.g. written by a version without atomic checkpoints, or a failing disk
+        raise DataError(
+            f"{last_checkpoint} is damaged ({state.problem}), so the run in {folder} cannot be resumed",
+            f"start it again: delete {run_dir} and run the same command without --resume (or choose another --output)",
+        )
+    if resume and state.kind == "finished":
+        return _finished_run(folder, train)
+    if not resume and state.kind != "missing":
         raise UsageError(
             f"{folder} already holds a training run", "pass --resume to continue it, or choose another --output"
         )
@@ -240,15 +274,25 @@ def train_student(
 
         model.add_callback("on_train_start", on_start)
         model.add_callback("on_fit_epoch_end", on_epoch_end)
+        exact = ExactResume()
+        exact.attach(model)
         for event, function in (callbacks or {}).items():
             model.add_callback(event, function)
-        if resume:
-            model.train(resume=True, data=str(dataset.yaml_path), **trainer_class)
-        else:
-            arguments = ultralytics_train_arguments(config, dataset, folder)
-            if plan.ultralytics_distill is not None:
-                arguments.update(distill_model=str(plan.ultralytics_distill), dis=config.distillation.dis_weight)
-            model.train(**arguments, **trainer_class)
+        with deferred_interrupt() as interrupt:
+            # Ctrl-C stops at the next batch boundary, where nothing swallows the KeyboardInterrupt
+            # and last.pt is the previous epoch's, complete; before the loop starts it stops at once.
+            model.add_callback("on_train_start", lambda trainer: interrupt.defer())
+            for event in ("on_train_batch_end", "on_train_epoch_start", "on_val_batch_end", "on_fit_epoch_end"):
+                model.add_callback(event, interrupt.check)
+            if resume:
+                model.train(resume=True, data=str(dataset.yaml_path), **trainer_class)
+            else:
+                arguments = ultralytics_train_arguments(config, dataset, folder)
+                if plan.ultralytics_distill is not None:
+                    arguments.update(distill_model=str(plan.ultralytics_distill), dis=config.distillation.dis_weight)
+                model.train(**arguments, **trainer_class)
+            interrupt.defer(False)
+        notices += exact.notices
     trainer = model.trainer
     pseudo_report.soft_targets_matched = int(getattr(trainer, "soft_labels_matched", 0))
     metrics = {key: float(value) for key, value in (trainer.metrics or {}).items()}
@@ -325,6 +369,62 @@ def all_zero_warning(metrics: dict[str, float], epochs: int, steps_per_epoch: in
         + "; ".join(causes)
         + "). Train longer (--epochs), start from pretrained weights (--student yolov8n.pt), or check the labels"
     )
+
+
+def _finished_run(folder: Path, train: str | Path) -> StudentTrainingResult:
+    """``--resume`` of a run that already ended: say so, touch no training, only finish the folder's exports."""
+    run_dir = folder / RUN_NAME
+    epochs = _epochs_in(run_dir / "results.csv")
+    metadata = _read_metadata(folder)
+    source = str(metadata.get("student") or "student")
+    spec = StudentSpec(Path(source).stem, source, source.endswith(".pt"))
+    mapping_file = folder / "class_mapping.yaml"
+    mapping = yaml.safe_load(mapping_file.read_text()).get("class_mapping", {}) if mapping_file.is_file() else {}
+    exported = {}
+    for name in ("best.pt", "last.pt"):  # a run killed after training but before its exports gets them now
+        target, source_file = folder / name, run_dir / "weights" / name
+        if not target.is_file() and source_file.is_file():
+            _export_checkpoint(source_file, target, mapping)
+        exported[name] = target
+    if (run_dir / "results.csv").is_file() and not (folder / "results.csv").is_file():
+        shutil.copyfile(run_dir / "results.csv", folder / "results.csv")
+    notice = (
+        f"{folder} already finished its training ({epochs} epochs): nothing to resume, nothing was trained; "
+        f"to train longer, start a new run from its weights, e.g. --student {exported['best.pt']} --output OTHER"
+    )
+    return StudentTrainingResult(
+        output_dir=folder,
+        best=exported["best.pt"],
+        last=exported["last.pt"],
+        results_csv=folder / "results.csv",
+        task=str(metadata.get("task") or "detect"),
+        student=spec,
+        epochs_run=epochs,
+        metrics=_last_metrics(run_dir / "results.csv"),
+        dataset=None,
+        resumed=False,
+        notices=[notice],
+        already_finished=True,
+    )
+
+
+def _read_metadata(folder: Path) -> dict[str, Any]:
+    try:
+        document = orjson.loads((folder / "metadata.json").read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return {}
+    extra = document.get("extra") if isinstance(document, dict) else None  # what train_student recorded
+    return extra if isinstance(extra, dict) else {}
+
+
+def _last_metrics(results_csv: Path) -> dict[str, float]:
+    if not results_csv.is_file():
+        return {}
+    with open(results_csv, newline="") as handle:
+        rows = [{k.strip(): v for k, v in row.items()} for row in csv.DictReader(handle)]
+    if not rows:
+        return {}
+    return {key: float(value) for key, value in rows[-1].items() if key.startswith("metrics/")}
 
 
 def ultralytics_train_arguments(config: Any, dataset: YoloDataset, folder: Path) -> dict[str, Any]:

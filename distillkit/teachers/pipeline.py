@@ -23,6 +23,7 @@ from typing import Any, Literal
 from distillkit.config import ExperimentConfig, build_config, write_experiment_config
 from distillkit.data.validate import ValidationResult, load_valid_dataset
 from distillkit.errors import DataError, UsageError
+from distillkit.locking import output_lock
 from distillkit.paths import check_output_outside_inputs, image_folders
 from distillkit.progress import NULL_PROGRESS, Progress
 from distillkit.teachers.results import TeacherTrainResult
@@ -152,11 +153,42 @@ def train_teachers(
 
     ``overrides`` are ``section.key=value`` strings (``--set``). ``resume`` continues interrupted
     runs from their ``checkpoints/last.pt`` (a teacher that never started starts fresh); without it,
-    an existing run in ``exp_dir`` is refused rather than overwritten.
+    an existing run in ``exp_dir`` is refused rather than overwritten, and so is a second run into
+    ``exp_dir`` while one is going on.
     """
+    _check_output(exp_dir, train, val, images_dir, val_images_dir)
+    with output_lock(exp_dir):
+        return _train_teachers_locked(
+            train,
+            val,
+            exp_dir,
+            overrides=overrides,
+            only=only,
+            resume=resume,
+            merge=merge,
+            device=device,
+            images_dir=images_dir,
+            val_images_dir=val_images_dir,
+            progress=progress,
+        )
+
+
+def _train_teachers_locked(
+    train: ValidationResult | str | os.PathLike[str],
+    val: ValidationResult | str | os.PathLike[str],
+    exp_dir: str | os.PathLike[str],
+    *,
+    overrides: Sequence[str] = (),
+    only: Literal["dino", "sam"] | None = None,
+    resume: bool = False,
+    merge: bool = False,
+    device: str | None = None,
+    images_dir: Path | None = None,
+    val_images_dir: Path | None = None,
+    progress: Progress = NULL_PROGRESS,
+) -> TeachersResult:
     from distillkit.training import barrier, is_main_process
 
-    _check_output(exp_dir, train, val, images_dir, val_images_dir)
     train_result = _load(train, "training", progress)
     val_result = _load(val, "validation", progress)
     _check_same_classes(train_result, val_result)
