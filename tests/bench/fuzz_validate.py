@@ -1,0 +1,736 @@
+"""Fuzz campaign: ``distillkit validate`` on mutated real COCO files must never crash, hang or trace back.
+
+Not a pytest test (``tests/test_validate_fuzz.py`` runs a few seeded cases of it in the default suite).
+Run from the repository root::
+
+    nice -n 19 python tests/bench/fuzz_validate.py --cases 1000 --jobs 2 --seed 0
+
+Each case starts from one of the real COCO files in ``../shared/data`` (bccd, fruits_nuts, brain_tumor,
+coco_quirks; a random subset of their images unless the case keeps the whole file), applies seeded
+mutations (wrong types everywhere, missing keys, huge polygons up to 1M vertices, bad RLEs, NaN/Infinity,
+huge and negative numbers, 100k-deep nesting) and sometimes byte-level damage (truncation, non-UTF-8
+bytes, binary garbage, BOM/UTF-16), then runs ``validate FILE --json`` with a random mix of
+``--skip-images``, ``--images-dir``, ``--split --output-dir``, ``--output`` and ``--drop-invalid``.
+
+Every case runs in its own process so a crash is visible: by default a child forked from this
+process, which imported distillkit once (the CLI's import takes seconds; forking makes 1000 cases
+affordable); ``--exec-share`` of the cases instead run the real ``python -m distillkit``. Counted per
+case: crashes (killed by a signal), tracebacks on stderr, "internal error" lines, hangs (over
+``--timeout`` s, killed), exit codes outside {0, 1, 2}, stdout that is not exactly one JSON object
+(strict JSON: no NaN), and memory over ``--max-rss-mb`` (the case is killed: it would starve the
+machine). The first failing cases are saved under ``--failures`` (input file, command, stdout,
+stderr) for reproduction; exit code 1 when any case failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import json
+import os
+import random
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+DATA = REPO.parent / "shared" / "data"
+if not DATA.is_dir():
+    DATA = Path("/work/shared/data")
+
+SOURCES = [
+    "bccd/annotations.json",
+    "fruits_nuts/trainval.json",
+    "brain_tumor/train/_annotations.coco.json",
+    "brain_tumor/valid/_annotations.coco.json",
+    "brain_tumor/test/_annotations.coco.json",
+    "coco_quirks/01_coco_val2014_100img_gt.json",
+    "coco_quirks/02_panopticapi_detection_format_rle_strings.json",
+    "coco_quirks/03_cvat_logseg_instances_extra_rle_lists.json",
+    "coco_quirks/04_cvat_cardash_instances_default_polygons_attributes.json",
+    "coco_quirks/05_labelme2coco_annotations.json",
+    "coco_quirks/06_labelstudio_input_tasks.json",
+    "coco_quirks/06_labelstudio_sdk_2.1.2_export_result.json",
+    "coco_quirks/07_coco_annotator_style_export.json",
+    "coco_quirks/08_roboflow_facade_valid_dup_category_names.json",
+]
+IMAGE_FOLDERS = {
+    "bccd/annotations.json": "bccd/images",
+    "fruits_nuts/trainval.json": "fruits_nuts/images",
+    "brain_tumor/train/_annotations.coco.json": "brain_tumor/train",
+    "brain_tumor/valid/_annotations.coco.json": "brain_tumor/valid",
+    "brain_tumor/test/_annotations.coco.json": "brain_tumor/test",
+    "coco_quirks/02_panopticapi_detection_format_rle_strings.json": "coco_quirks/02_panopticapi_images",
+    "coco_quirks/04_cvat_cardash_instances_default_polygons_attributes.json": "coco_quirks/04_cvat_cardash_images",
+    "coco_quirks/05_labelme2coco_annotations.json": "coco_quirks/05_labelme2coco_images",
+}
+FAILURE_KINDS = ("crash", "traceback", "internal_error", "hang", "bad_exit", "bad_json", "memory")
+_DEEP = "\u0000DEEP:"  # a string replaced by deeply nested brackets after serialisation
+_HUGE = "\u0000HUGEPOLY:"  # a string replaced by a huge polygon written directly as text
+
+
+# ---------------------------------------------------------------------------------------------
+# case generation
+
+
+@dataclass
+class Case:
+    number: int
+    source: str
+    mutations: list[str]
+    payload: bytes
+    options: list[str]  # the arguments after FILE; "{dir}" is the case's folder
+    use_exec: bool
+
+
+def load_sources() -> dict[str, Any]:
+    loaded = {}
+    for name in SOURCES:
+        path = DATA / name
+        if path.is_file():
+            loaded[name] = json.loads(path.read_text(encoding="utf-8"))
+    if not loaded:
+        sys.exit(f"no source files under {DATA}")
+    return loaded
+
+
+def _subset(doc: Any, rng: random.Random) -> Any:
+    """A smaller copy: a few random images and their annotations (cases stay fast), or the whole file."""
+    if type(doc) is not dict or rng.random() < 0.1:
+        return copy.deepcopy(doc)
+    images = doc.get("images")
+    annotations = doc.get("annotations")
+    if type(images) is not list or type(annotations) is not list or len(images) <= 12:
+        return copy.deepcopy(doc)
+    chosen = rng.sample(images, rng.randint(2, 12))
+    ids = {image.get("id") for image in chosen if type(image) is dict}
+    out = {key: value for key, value in doc.items() if key not in ("images", "annotations")}
+    out["images"] = chosen
+    out["annotations"] = [a for a in annotations if type(a) is dict and a.get("image_id") in ids]
+    return copy.deepcopy(out)
+
+
+def _weird(rng: random.Random) -> Any:
+    choices: list[Any] = [
+        None,
+        "",
+        "12",
+        "abc",
+        "1e400",
+        "-3",
+        "nan",
+        "Infinity",
+        -1,
+        0,
+        1,
+        -(2**31),
+        2**32,
+        2**63,
+        2**70,
+        -(2**70),
+        10**400,
+        1e308,
+        -1e308,
+        5e-324,
+        float("nan"),
+        float("inf"),
+        float("-inf"),
+        -0.0,
+        0.5,
+        True,
+        False,
+        [],
+        {},
+        [[]],
+        [None],
+        {"a": 1},
+        {"counts": None},
+        "\x00\x01",
+        "\ud800",
+        "é" * 3,
+        [1, 2, 3],
+        [[1, 2], [3]],
+        {"1": [1, {"2": None}]},
+    ]
+    roll = rng.random()
+    if roll < 0.05:
+        return _DEEP + str(rng.choice([300, 1100, 5000, 100_000]))
+    if roll < 0.08:
+        return "x" * rng.choice([10_000, 1_000_000])
+    if roll < 0.10:
+        return [rng.random() for _ in range(rng.choice([100, 10_000]))]
+    return copy.deepcopy(rng.choice(choices))
+
+
+def _random_path(doc: Any, rng: random.Random) -> list[Any]:
+    """Keys/indexes from the root to a random node (biased towards going deep)."""
+    path: list[Any] = []
+    node = doc
+    while True:
+        if type(node) is dict and node and rng.random() < 0.85:
+            key = rng.choice(list(node))
+        elif type(node) is list and node and rng.random() < 0.85:
+            key = rng.randrange(len(node))
+        else:
+            return path
+        path.append(key)
+        node = node[key]
+
+
+def _set(doc: Any, path: list[Any], value: Any) -> Any:
+    if not path:
+        return value
+    parent = doc
+    for key in path[:-1]:
+        parent = parent[key]
+    parent[path[-1]] = value
+    return doc
+
+
+def _random_entry(doc: Any, key: str, rng: random.Random) -> dict[str, Any] | None:
+    if type(doc) is not dict:
+        return None
+    entries = doc.get(key)
+    if type(entries) is not list:
+        return None
+    dicts = [entry for entry in entries if type(entry) is dict]
+    return rng.choice(dicts) if dicts else None
+
+
+def _image_of(doc: Any, ann: dict[str, Any]) -> tuple[int, int]:
+    for image in doc.get("images") or []:
+        if type(image) is dict and image.get("id") == ann.get("image_id"):
+            width, height = image.get("width"), image.get("height")
+            if type(width) is int and type(height) is int and 0 < width < 10_000 and 0 < height < 10_000:
+                return width, height
+    return 640, 480
+
+
+def _polygon(rng: random.Random, vertices: int, width: int, height: int, scale: float = 1.0) -> list[float]:
+    out: list[float] = []
+    for _ in range(vertices):
+        out += [round(rng.uniform(0, width * scale), 2), round(rng.uniform(0, height * scale), 2)]
+    return out
+
+
+def _rle_string(rng: random.Random, length: int) -> str:
+    return "".join(chr(rng.randint(40, 120)) for _ in range(length))
+
+
+def _mutate_segmentation(doc: Any, rng: random.Random) -> str:
+    ann = _random_entry(doc, "annotations", rng)
+    if ann is None:
+        return "segmentation:none"
+    width, height = _image_of(doc, ann)
+    kind = rng.choice(
+        [
+            "huge_polygon",
+            "many_vertices",
+            "many_parts",
+            "odd",
+            "short",
+            "nan",
+            "strings",
+            "far",
+            "flat",
+            "nested",
+            "rle_list",
+            "rle_list_bad",
+            "rle_string",
+            "rle_size",
+            "rle_types",
+            "zigzag",
+            "empty",
+        ]
+    )
+    seg: Any
+    if kind == "huge_polygon":
+        seg = [_HUGE + str(rng.choice([150_000, 400_000, 1_000_000])) + f":{width}:{height}"]
+    elif kind == "many_vertices":
+        seg = [_polygon(rng, rng.choice([5_000, 60_000]), width, height)]
+    elif kind == "many_parts":
+        seg = [_polygon(rng, 3, width, height) for _ in range(rng.choice([1_000, 20_000]))]
+    elif kind == "zigzag":  # few vertices, enormous boundary: what makes pycocotools' rasteriser explode
+        seg = [[v for i in range(rng.choice([2_000, 30_000])) for v in ((0, i % height), (width, i % height))[i % 2]]]
+    elif kind == "odd":
+        seg = [_polygon(rng, 4, width, height)[:-1]]
+    elif kind == "short":
+        seg = [[1.0, 2.0]]
+    elif kind == "nan":
+        poly: list[Any] = _polygon(rng, 5, width, height)
+        poly[rng.randrange(len(poly))] = rng.choice([float("nan"), float("inf"), float("-inf"), 1e308, -1e308])
+        seg = [poly]
+    elif kind == "strings":
+        poly = _polygon(rng, 5, width, height)
+        poly[rng.randrange(len(poly))] = rng.choice(["12", "x", None, [], {}, True])
+        seg = [poly]
+    elif kind == "far":
+        seg = [_polygon(rng, 5, width, height, scale=rng.choice([10.0, 1e6, 1e12, -1e9]))]
+    elif kind == "flat":
+        seg = _polygon(rng, 5, width, height)
+    elif kind == "nested":
+        seg = [[_polygon(rng, 3, width, height)]]
+    elif kind == "rle_list":
+        total = width * height
+        cut = rng.randint(0, total)
+        seg = {"size": [height, width], "counts": [cut, total - cut]}
+    elif kind == "rle_list_bad":
+        seg = {
+            "size": [height, width],
+            "counts": rng.choice(
+                [[-1, width * height + 1], [2**40, 3], [width * height * 2], ["1", 2], [1.5, 2.5], [None], []]
+            ),
+        }
+    elif kind == "rle_string":
+        seg = {"size": [height, width], "counts": _rle_string(rng, rng.choice([1, 5, 40, 400, 100_000]))}
+    elif kind == "rle_size":
+        seg = {
+            "size": rng.choice([[-height, width], [0, 0], [2**31, 2**31], [height], [height, width, 3], ["1", "2"]]),
+            "counts": rng.choice([[0, 1], "PPZ8"]),
+        }
+    elif kind == "rle_types":
+        seg = {"size": _weird(rng), "counts": _weird(rng)}
+    else:
+        seg = rng.choice([[], {}, [[]], [[], []], None, "", 0])
+    ann["segmentation"] = seg
+    if rng.random() < 0.5:
+        ann.pop("bbox", None)
+        ann.pop("area", None)
+    return f"segmentation:{kind}"
+
+
+def _mutate_field(doc: Any, rng: random.Random) -> str:
+    key = rng.choice(["annotations", "annotations", "images", "categories"])
+    entry = _random_entry(doc, key, rng)
+    if entry is None:
+        return f"field:{key}:none"
+    fields = {
+        "annotations": ["id", "image_id", "category_id", "bbox", "area", "iscrowd", "segmentation"],
+        "images": ["id", "width", "height", "file_name"],
+        "categories": ["id", "name", "supercategory"],
+    }[key]
+    name = rng.choice(fields)
+    roll = rng.random()
+    if roll < 0.15:
+        entry.pop(name, None)
+        return f"field:{key}.{name}:deleted"
+    if name == "bbox" and roll < 0.5:
+        entry[name] = [rng.choice([0, -5, 1e308, float("nan"), float("inf"), "3", 1e-300, 10**30]) for _ in range(4)]
+        return f"field:{key}.{name}:numbers"
+    if name in ("width", "height") and roll < 0.6:
+        entry[name] = rng.choice([0, -1, -600, 65_535, 65_536, 10**9, 2**31, 2**63, 1.5, "600", 1e308, float("nan")])
+        return f"field:{key}.{name}:size"
+    entry[name] = _weird(rng)
+    return f"field:{key}.{name}:weird"
+
+
+def _mutate_anywhere(doc: Any, rng: random.Random) -> tuple[Any, str]:
+    path = _random_path(doc, rng)
+    roll = rng.random()
+    if roll < 0.2 and path:
+        parent = doc
+        for key in path[:-1]:
+            parent = parent[key]
+        if type(parent) is dict:
+            parent.pop(path[-1], None)
+        else:
+            parent.pop(path[-1])
+        return doc, "anywhere:delete"
+    if roll < 0.3 and path:
+        parent = doc
+        for key in path[:-1]:
+            parent = parent[key]
+        if type(parent) is list:
+            parent.append(copy.deepcopy(parent[path[-1]]))  # a duplicate entry (same ids)
+            return doc, "anywhere:duplicate"
+    return _set(doc, path, _weird(rng)), f"anywhere:depth{len(path)}"
+
+
+def _mutate_top(doc: Any, rng: random.Random) -> tuple[Any, str]:
+    if type(doc) is dict and rng.random() < 0.7:
+        key = rng.choice(["images", "annotations", "categories"])
+        doc[key] = _weird(rng) if rng.random() < 0.7 else None
+        if doc[key] is None:
+            del doc[key]
+        return doc, f"top:{key}"
+    return _weird(rng), "top:replaced"
+
+
+def _serialise(doc: Any, rng: random.Random) -> bytes:
+    text = json.dumps(doc, allow_nan=True, ensure_ascii=rng.random() < 0.5)
+    if "\\u0000" in text or "\x00" in text:
+        for marker in (_DEEP, _HUGE):
+            escaped = json.dumps(marker)[1:-1]
+            while escaped in text:
+                start = text.index(escaped) - 1
+                end = text.index('"', start + 1 + len(escaped))
+                body = text[start + 1 + len(escaped) : end].split(":")
+                if marker == _DEEP:
+                    depth = int(body[0])
+                    replacement = "[" * depth + "]" * depth
+                else:
+                    vertices, width, height = (int(v) for v in body)
+                    replacement = (
+                        "["
+                        + ",".join(f"{rng.uniform(0, width):.6f},{rng.uniform(0, height):.6f}" for _ in range(vertices))
+                        + "]"
+                    )
+                text = text[:start] + replacement + text[end + 1 :]
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate with ensure_ascii off: write it as Python would not
+        return text.encode("utf-8", "surrogatepass")
+
+
+def _damage_bytes(payload: bytes, rng: random.Random) -> tuple[bytes, str]:
+    kind = rng.choice(["truncate", "flip", "non_utf8", "garbage", "empty", "bom", "utf16", "deep_raw", "nan_raw"])
+    if kind == "truncate":
+        return payload[: rng.randrange(max(1, len(payload)))], kind
+    if kind == "flip":
+        data = bytearray(payload)
+        for _ in range(rng.randint(1, 20)):
+            if data:
+                data[rng.randrange(len(data))] = rng.randrange(256)
+        return bytes(data), kind
+    if kind == "non_utf8":
+        position = rng.randrange(max(1, len(payload)))
+        return payload[:position] + rng.choice([b"\xff\xfe", b"\xc3\x28", b"\x80", b"\xed\xa0\x80"]) + payload[
+            position:
+        ], kind
+    if kind == "garbage":
+        return rng.randbytes(rng.choice([1, 100, 100_000])), kind
+    if kind == "empty":
+        return b"", kind
+    if kind == "bom":
+        return b"\xef\xbb\xbf" + payload, kind
+    if kind == "utf16":
+        return payload.decode("utf-8", "replace").encode("utf-16"), kind
+    if kind == "deep_raw":
+        depth = rng.choice([1_000, 100_000, 1_000_000])
+        return b"[" * depth + b"]" * depth, kind
+    return payload.replace(b"0.", b"NaN", 1).replace(b"1", b"Infinity", 1), kind
+
+
+def make_case(number: int, seed: int, sources: dict[str, Any]) -> Case:
+    rng = random.Random(seed * 1_000_003 + number)
+    source = rng.choice(list(sources))
+    doc = _subset(sources[source], rng)
+    mutations: list[str] = []
+    for _ in range(rng.choice([0, 1, 1, 2, 2, 3, 4])):
+        roll = rng.random()
+        if roll < 0.35:
+            mutations.append(_mutate_segmentation(doc, rng))
+        elif roll < 0.7:
+            mutations.append(_mutate_field(doc, rng))
+        elif roll < 0.93:
+            doc, what = _mutate_anywhere(doc, rng)
+            mutations.append(what)
+        else:
+            doc, what = _mutate_top(doc, rng)
+            mutations.append(what)
+    payload = _serialise(doc, rng)
+    if rng.random() < 0.15:
+        payload, what = _damage_bytes(payload, rng)
+        mutations.append(f"bytes:{what}")
+    options = ["--json"]
+    roll = rng.random()
+    if roll < 0.4:
+        options.append("--skip-images")
+    elif roll < 0.8 and source in IMAGE_FOLDERS:
+        options += ["--images-dir", str(DATA / IMAGE_FOLDERS[source])]
+    if rng.random() < 0.25:
+        options += [
+            "--split",
+            rng.choice(["0.7,0.3", "0.8,0.1,0.1", "train:0.5,val:0.5"]),
+            "--output-dir",
+            "{dir}/split",
+        ]
+    if rng.random() < 0.2:
+        options += ["--output", "{dir}/repaired.json"]
+    if rng.random() < 0.2:
+        options.append("--drop-invalid")
+    if rng.random() < 0.05:
+        options += ["--min-per-class", str(rng.choice([0, 5, 1000]))]
+    return Case(number, source, mutations, payload, options, use_exec=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# running
+
+
+@dataclass
+class Outcome:
+    case: Case
+    exit_code: int | None
+    signal: int | None
+    seconds: float
+    max_rss_mb: float
+    stdout: bytes
+    stderr: bytes
+    failures: list[str] = field(default_factory=list)
+
+
+def _strict_json(text: bytes) -> Any:
+    def refuse(name: str) -> Any:
+        raise ValueError(f"non-standard constant {name}")
+
+    return json.loads(text.decode("utf-8"), parse_constant=refuse)
+
+
+def classify(outcome: Outcome, timed_out: bool, over_memory: bool) -> list[str]:
+    failures = []
+    err = outcome.stderr.decode("utf-8", "replace")
+    if timed_out:
+        failures.append("hang")
+    elif over_memory:
+        failures.append("memory")
+    elif outcome.signal is not None:
+        failures.append("crash")
+    if "Traceback (most recent call last)" in err:
+        failures.append("traceback")
+    if "internal error" in err:
+        failures.append("internal_error")
+    if outcome.exit_code is not None and outcome.exit_code not in (0, 1, 2):
+        failures.append("bad_exit")
+    if not (timed_out or over_memory or outcome.signal is not None):
+        try:
+            document = _strict_json(outcome.stdout)
+            if type(document) is not dict:
+                raise ValueError("not an object")
+        except ValueError:
+            failures.append("bad_json")
+    return failures
+
+
+def _rss_mb(pid: int) -> float:
+    """Resident memory of ``pid`` and its children (validate may fork mask workers)."""
+    total = 0
+    pids = [pid]
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as handle:
+            pids += [int(p) for p in handle.read().split()]
+    except OSError:
+        pass
+    for one in pids:
+        try:
+            with open(f"/proc/{one}/statm") as handle:
+                total += int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError, IndexError):
+            pass
+    return total / 2**20
+
+
+class Runner:
+    """Up to ``jobs`` cases at a time, each in a process of its own (forked, or exec'ed when asked)."""
+
+    def __init__(self, workdir: Path, timeout: float, max_rss_mb: float) -> None:
+        self.workdir = workdir
+        self.timeout = timeout
+        self.max_rss_mb = max_rss_mb
+        self.running: dict[int, tuple[Case, Path, float, bool]] = {}
+
+    def start(self, case: Case) -> None:
+        folder = self.workdir / f"case_{case.number:05d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        data = folder / "data.json"
+        data.write_bytes(case.payload)
+        args = ["validate", str(data), *[option.replace("{dir}", str(folder)) for option in case.options]]
+        (folder / "cmd.txt").write_text(" ".join(["python", "-m", "distillkit", *args]) + "\n")
+        stdout = os.open(folder / "stdout", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        stderr = os.open(folder / "stderr", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        pid = os.fork()
+        if pid == 0:  # the child: the case, with its output in files
+            try:
+                os.setpgid(0, 0)
+                os.dup2(stdout, 1)
+                os.dup2(stderr, 2)
+                if case.use_exec:
+                    env = dict(os.environ, PYTHONPATH=str(REPO))
+                    os.execve(sys.executable, [sys.executable, "-m", "distillkit", *args], env)
+                code = _run_in_child(args)
+            except BaseException:  # whatever happens, the parent must not run on in a child
+                code = 99
+            os._exit(code)
+        os.close(stdout)
+        os.close(stderr)
+        self.running[pid] = (case, folder, time.monotonic(), False)
+
+    def poll(self) -> list[Outcome]:
+        finished = []
+        for pid, (case, folder, started, over_memory) in list(self.running.items()):
+            waited, status, usage = os.wait4(pid, os.WNOHANG)
+            elapsed = time.monotonic() - started
+            timed_out = False
+            if waited == 0:
+                if elapsed > self.timeout:
+                    timed_out = True
+                elif _rss_mb(pid) > self.max_rss_mb:
+                    over_memory = True
+                else:
+                    continue
+                _kill_group(pid)
+                waited, status, usage = os.wait4(pid, 0)
+            del self.running[pid]
+            outcome = Outcome(
+                case=case,
+                exit_code=os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
+                signal=os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
+                seconds=elapsed,
+                max_rss_mb=usage.ru_maxrss / 1024,
+                stdout=(folder / "stdout").read_bytes(),
+                stderr=(folder / "stderr").read_bytes(),
+            )
+            outcome.failures = classify(outcome, timed_out, over_memory)
+            _kill_group(pid)  # mask workers a dying case left behind
+            finished.append(outcome)
+        return finished
+
+
+def _kill_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def _run_in_child(args: list[str]) -> int:
+    import traceback
+
+    from distillkit.cli import main
+
+    try:
+        main(args)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:  # as the interpreter would: a traceback and exit 1
+        traceback.print_exc()
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    return code
+
+
+def run_campaign(
+    cases: int,
+    seed: int,
+    jobs: int,
+    timeout: float,
+    max_rss_mb: float,
+    exec_share: float,
+    failures_dir: Path | None,
+    keep_failures: int,
+    quiet: bool = False,
+) -> tuple[list[Outcome], float]:
+    sources = load_sources()
+    import distillkit.cli.app  # noqa: F401 - imported once here, inherited by every forked case
+
+    outcomes: list[Outcome] = []
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="distillkit-fuzz-") as tmp:
+        runner = Runner(Path(tmp), timeout, max_rss_mb)
+        pending = list(range(cases))
+        exec_rng = random.Random(seed)
+        saved = 0
+        while pending or runner.running:
+            while pending and len(runner.running) < jobs:
+                case = make_case(pending.pop(0), seed, sources)
+                case.use_exec = exec_rng.random() < exec_share
+                runner.start(case)
+            for outcome in runner.poll():
+                outcomes.append(outcome)
+                folder = Path(tmp) / f"case_{outcome.case.number:05d}"
+                if outcome.failures and failures_dir is not None and saved < keep_failures:
+                    saved += 1
+                    target = failures_dir / folder.name
+                    shutil.rmtree(target, ignore_errors=True)
+                    shutil.copytree(folder, target, ignore=shutil.ignore_patterns("split", "repaired.json"))
+                    (target / "case.json").write_text(
+                        json.dumps(
+                            {
+                                "source": outcome.case.source,
+                                "mutations": outcome.case.mutations,
+                                "failures": outcome.failures,
+                                "exit_code": outcome.exit_code,
+                                "signal": outcome.signal,
+                                "seconds": round(outcome.seconds, 2),
+                            },
+                            indent=1,
+                        )
+                    )
+                shutil.rmtree(folder, ignore_errors=True)
+                if not quiet and len(outcomes) % 50 == 0:
+                    print(f"  {len(outcomes)}/{cases} cases, {time.monotonic() - started:.0f} s", file=sys.stderr)
+            time.sleep(0.02)
+    return sorted(outcomes, key=lambda o: o.case.number), time.monotonic() - started
+
+
+def report(outcomes: list[Outcome], wall: float, show: int) -> int:
+    counts = Counter(kind for outcome in outcomes for kind in set(outcome.failures))
+    exits = Counter(
+        str(outcome.exit_code) if outcome.exit_code is not None else f"signal {outcome.signal}" for outcome in outcomes
+    )
+    failing = [outcome for outcome in outcomes if outcome.failures]
+    print(f"\ncases: {len(outcomes)}   wall: {wall:.0f} s   failing cases: {len(failing)}")
+    print(f"{'check':<16}{'cases':>8}")
+    for kind in FAILURE_KINDS:
+        print(f"{kind:<16}{counts.get(kind, 0):>8}")
+    print("exit codes: " + ", ".join(f"{code}: {n}" for code, n in sorted(exits.items())))
+    slowest = max(outcomes, key=lambda o: o.seconds, default=None)
+    biggest = max(outcomes, key=lambda o: o.max_rss_mb, default=None)
+    if slowest is not None and biggest is not None:
+        print(
+            f"slowest case: {slowest.seconds:.1f} s (#{slowest.case.number}); "
+            f"largest peak RSS: {biggest.max_rss_mb:.0f} MB (#{biggest.case.number})"
+        )
+    executed = sum(outcome.case.use_exec for outcome in outcomes)
+    print(f"cases run through 'python -m distillkit' (the rest forked): {executed}")
+    for outcome in failing[:show]:
+        err = outcome.stderr.decode("utf-8", "replace").strip().splitlines()
+        print(
+            f"\n#{outcome.case.number} {outcome.failures} source={outcome.case.source} "
+            f"mutations={outcome.case.mutations} options={outcome.case.options} exit={outcome.exit_code} "
+            f"signal={outcome.signal}"
+        )
+        for line in err[-4:]:
+            print(f"    {line[:300]}")
+    return 1 if failing else 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--cases", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--jobs", type=int, default=2, help="cases run at the same time")
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds before a case counts as a hang")
+    parser.add_argument("--max-rss-mb", type=float, default=3000.0, help="a case using more memory is killed")
+    parser.add_argument("--exec-share", type=float, default=0.03, help="share of cases run as 'python -m distillkit'")
+    parser.add_argument("--failures", type=Path, default=Path(tempfile.gettempdir()) / "distillkit-fuzz-failures")
+    parser.add_argument("--keep-failures", type=int, default=20, help="failing cases saved for reproduction")
+    parser.add_argument("--show", type=int, default=8, help="failing cases printed")
+    args = parser.parse_args()
+    os.nice(19)  # shared machines: the campaign takes what is left
+    args.failures.mkdir(parents=True, exist_ok=True)
+    outcomes, wall = run_campaign(
+        args.cases,
+        args.seed,
+        args.jobs,
+        args.timeout,
+        args.max_rss_mb,
+        args.exec_share,
+        args.failures,
+        args.keep_failures,
+    )
+    code = report(outcomes, wall, args.show)
+    if code:
+        print(f"\nfailing cases saved under {args.failures} (data.json, cmd.txt, stdout, stderr, case.json)")
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()
