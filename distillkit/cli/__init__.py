@@ -117,6 +117,14 @@ def main(argv: list[str] | None = None) -> None:
         _error_line("interrupted" + hint)
         exit_code = 130
         _json_error(json_mode, "interrupted", hint.removeprefix("; ") or None, exit_code)
+    except MemoryError:
+        if debug:
+            raise
+        # Not a bug in the command: the input (or what it asks for) needs more memory than there is.
+        hint = "free memory, or give the command a smaller input"
+        _error_line(f"out of memory; {hint}")
+        exit_code = 1
+        _json_error(json_mode, "out of memory", hint, exit_code)
     except Exception as exc:
         if debug:
             raise
