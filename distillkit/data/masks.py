@@ -222,7 +222,7 @@ def polygon_problems(jobs: Sequence[MaskJob]) -> dict[int, str]:
     Refused: coordinates that are not numbers (lists, dicts, None), NaN or infinite, further than
     ``POLYGON_FAR_FACTOR`` image sides outside the image (rleFrPoly's ``int`` casts overflow), or an
     outline longer than ``MAX_OUTLINE_POINTS`` as rleFrPoly counts it (what it allocates). Vectorised
-    over batches of jobs; a batch with a non-number is re-checked job by job.
+    over batches of jobs; a batch with a non-number is halved until the culprits are found.
     """
     problems: dict[int, str] = {}
     batch: list[int] = []
@@ -242,13 +242,11 @@ def polygon_problems(jobs: Sequence[MaskJob]) -> dict[int, str]:
 
 def _check_batch(jobs: Sequence[MaskJob], positions: list[int]) -> dict[int, str]:
     values = _numbers([part for position in positions for part in jobs[position].parts or []])
-    if values is None:
+    if values is None:  # halve until the culprits are found: a few batches, not one per job
         if len(positions) == 1:
             return {positions[0]: "coordinates that are not numbers"}
-        out: dict[int, str] = {}
-        for position in positions:
-            out.update(_check_batch(jobs, [position]))
-        return out
+        middle = len(positions) // 2
+        return {**_check_batch(jobs, positions[:middle]), **_check_batch(jobs, positions[middle:])}
     # Every part has an even length, so x and y alternate across the whole batch.
     xs, ys = values[0::2], values[1::2]
     part_vertices = np.array(

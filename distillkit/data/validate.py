@@ -119,6 +119,7 @@ class ValidationResult:
 
 
 _INT64 = 2**63
+_FLOAT_MAX_INT = 2**1023  # below the largest float, so float() cannot overflow
 
 
 def _as_int(value: Any) -> tuple[int | None, bool]:
@@ -144,7 +145,8 @@ def _as_float(value: Any) -> tuple[float | None, bool]:
     if kind is float:
         return (value, False) if math.isfinite(value) else (None, False)
     if kind is int:
-        return float(value), False
+        # Integers beyond float range arrive through Python's json (orjson refuses them): not a usable number.
+        return (float(value), False) if -_FLOAT_MAX_INT < value < _FLOAT_MAX_INT else (None, False)
     if kind is str:
         try:
             number = float(value.strip())
@@ -769,8 +771,8 @@ class _Validator:
 def _area_value(ann: dict[str, Any]) -> float:
     """The stored area as a float; NaN when missing, negative or not a number."""
     value = ann.get("area")
-    if type(value) is float or type(value) is int:
-        return float(value) if value >= 0 and math.isfinite(value) else math.nan
+    if type(value) is float:
+        return value if value >= 0 and math.isfinite(value) else math.nan
     number, _ = _as_float(value)
     return number if number is not None and number >= 0 else math.nan
 

@@ -30,6 +30,7 @@ import copy
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import sys
@@ -40,10 +41,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from pycocotools import mask as mask_utils
+
 REPO = Path(__file__).resolve().parents[2]
-DATA = REPO.parent / "shared" / "data"
-if not DATA.is_dir():
-    DATA = Path("/work/shared/data")
+DATA = Path(os.environ.get("DISTILLKIT_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 SOURCES = [
     "bccd/annotations.json",
@@ -248,6 +250,8 @@ def _mutate_segmentation(doc: Any, rng: random.Random) -> str:
             "rle_types",
             "zigzag",
             "empty",
+            "rle_other_size",
+            "huge_image",
         ]
     )
     seg: Any
@@ -297,6 +301,17 @@ def _mutate_segmentation(doc: Any, rng: random.Random) -> str:
         }
     elif kind == "rle_types":
         seg = {"size": _weird(rng), "counts": _weird(rng)}
+    elif kind == "rle_other_size":  # a well-formed compressed string whose counts cover another size
+        other = rng.choice([(height + 1, width), (max(1, height // 2), width), (3, 3)])
+        encoded = mask_utils.encode(np.ones(other, dtype=np.uint8, order="F"))
+        seg = {"size": [height, width], "counts": encoded["counts"].decode()}
+    elif kind == "huge_image":  # the largest image pycocotools can hold, with a mask covering it
+        for image in doc.get("images") or []:
+            if type(image) is dict and image.get("id") == ann.get("image_id"):
+                image["width"] = image["height"] = 65_535
+        seg = rng.choice(
+            [[[0, 0, 65_535, 0, 65_535, 65_535, 0, 65_535]], {"size": [65_535, 65_535], "counts": [1, 65_535**2 - 1]}]
+        )
     else:
         seg = rng.choice([[], {}, [[]], [[], []], None, "", 0])
     ann["segmentation"] = seg
@@ -351,6 +366,50 @@ def _mutate_anywhere(doc: Any, rng: random.Random) -> tuple[Any, str]:
             parent.append(copy.deepcopy(parent[path[-1]]))  # a duplicate entry (same ids)
             return doc, "anywhere:duplicate"
     return _set(doc, path, _weird(rng)), f"anywhere:depth{len(path)}"
+
+
+def _mutate_bulk(doc: Any, rng: random.Random) -> str:
+    """Size and nesting: many annotations, deep extra fields (written back by --output / --split)."""
+    if type(doc) is not dict:
+        return "bulk:none"
+    if rng.random() < 0.5:
+        doc[rng.choice(["info", "licenses", "extra"])] = _DEEP + str(rng.choice([200, 260, 1000, 1023]))
+        return "bulk:deep_extra"
+    ann = _random_entry(doc, "annotations", rng)
+    if ann is None:
+        return "bulk:none"
+    count = rng.choice([1_000, 30_000])
+    doc["annotations"] = list(doc["annotations"]) + [dict(ann, id=10**7 + i) for i in range(count)]
+    return f"bulk:annotations{count}"
+
+
+_NUMBER = re.compile(rb"(?<=[\[,: ])-?\d+(\.\d+)?(?=[,\]}])")
+
+
+def _damage_numbers(payload: bytes, rng: random.Random) -> tuple[bytes, str]:
+    """Numbers only Python's json reads (or nobody does): 1e400, 30-digit and 5000-digit integers, NaN."""
+    matches = list(_NUMBER.finditer(payload[:2_000_000]))
+    if not matches:
+        return payload, "numbers:none"
+    token = rng.choice(
+        [
+            b"1e400",
+            b"-1e400",
+            b"NaN",
+            b"Infinity",
+            b"-Infinity",
+            b"123456789012345678901234567890",
+            b"9" * 5000,
+            b"-0",
+            b"1E-400",
+            b"0.0000000000000000000000000001",
+            b"18446744073709551616",
+        ]
+    )
+    out = bytearray(payload)
+    for match in sorted(rng.sample(matches, min(len(matches), rng.randint(1, 5))), key=lambda m: -m.start()):
+        out[match.start() : match.end()] = token
+    return bytes(out), f"numbers:{token[:12].decode()}"
 
 
 def _mutate_top(doc: Any, rng: random.Random) -> tuple[Any, str]:
@@ -427,8 +486,10 @@ def make_case(number: int, seed: int, sources: dict[str, Any]) -> Case:
         roll = rng.random()
         if roll < 0.35:
             mutations.append(_mutate_segmentation(doc, rng))
-        elif roll < 0.7:
+        elif roll < 0.65:
             mutations.append(_mutate_field(doc, rng))
+        elif roll < 0.7:
+            mutations.append(_mutate_bulk(doc, rng))
         elif roll < 0.93:
             doc, what = _mutate_anywhere(doc, rng)
             mutations.append(what)
@@ -436,6 +497,9 @@ def make_case(number: int, seed: int, sources: dict[str, Any]) -> Case:
             doc, what = _mutate_top(doc, rng)
             mutations.append(what)
     payload = _serialise(doc, rng)
+    if rng.random() < 0.1:
+        payload, what = _damage_numbers(payload, rng)
+        mutations.append(what)
     if rng.random() < 0.15:
         payload, what = _damage_bytes(payload, rng)
         mutations.append(f"bytes:{what}")
@@ -551,6 +615,9 @@ class Runner:
                 os.setpgid(0, 0)
                 os.dup2(stdout, 1)
                 os.dup2(stderr, 2)
+                # Under pytest sys.stdout/err are capture objects, not file descriptors 1 and 2.
+                sys.stdout = open(1, "w", encoding="utf-8", closefd=False)  # noqa: SIM115
+                sys.stderr = open(2, "w", encoding="utf-8", closefd=False)  # noqa: SIM115
                 if case.use_exec:
                     env = dict(os.environ, PYTHONPATH=str(REPO))
                     os.execve(sys.executable, [sys.executable, "-m", "distillkit", *args], env)
