@@ -48,7 +48,8 @@ POLYGON_FAR_FACTOR = 4.0
 RLE_POLY_SCALE = 5
 MAX_OUTLINE_POINTS = 20_000_000
 # Polygon coordinates checked per numpy batch: bounds the temporary arrays (~10 float64 per value).
-_CHECK_BATCH_VALUES = 1_000_000
+_CHECK_BATCH_VALUES = 2_000_000
+_CHECK_BATCH_JOBS = 50_000
 # A compressed RLE count is at most 2**32 (pycocotools stores uint); its signed 5-bit groups need 7 chars.
 _MAX_RLE_GROUP_CHARS = 7
 
@@ -219,82 +220,98 @@ def _compute(jobs: Sequence[MaskJob]) -> tuple[np.ndarray, np.ndarray]:
 def polygon_problems(jobs: Sequence[MaskJob]) -> dict[int, str]:
     """Why pycocotools must not rasterise a polygon job: ``{position in jobs: reason}`` (RLE jobs are skipped).
 
-    Refused: coordinates that are not numbers (lists, dicts, None), NaN or infinite, further than
-    ``POLYGON_FAR_FACTOR`` image sides outside the image (rleFrPoly's ``int`` casts overflow), or an
-    outline longer than ``MAX_OUTLINE_POINTS`` as rleFrPoly counts it (what it allocates). Vectorised
-    over batches of jobs; a batch with a non-number is halved until the culprits are found.
+    Refused: parts with fewer than 3 points or an odd number of values, coordinates that are not
+    numbers (lists, dicts, text), NaN or infinite (None reads as NaN), further than ``POLYGON_FAR_FACTOR``
+    image sides outside the image (rleFrPoly's ``int`` casts overflow), or an outline longer than
+    ``MAX_OUTLINE_POINTS`` as rleFrPoly counts it (what it allocates). Vectorised over batches of jobs;
+    a batch with a non-number is halved until the culprits are found.
     """
+    positions = [position for position, job in enumerate(jobs) if job.parts is not None]
     problems: dict[int, str] = {}
-    batch: list[int] = []
-    batch_values = 0
-    for position, job in enumerate(jobs):
-        if job.parts is None:
-            continue
-        batch.append(position)
-        batch_values += sum(len(part) for part in job.parts)
-        if batch_values >= _CHECK_BATCH_VALUES:
-            problems.update(_check_batch(jobs, batch))
-            batch, batch_values = [], 0
-    if batch:
-        problems.update(_check_batch(jobs, batch))
+    for start in range(0, len(positions), _CHECK_BATCH_JOBS):
+        problems.update(_check_batch(jobs, positions[start : start + _CHECK_BATCH_JOBS]))
     return problems
 
 
 def _check_batch(jobs: Sequence[MaskJob], positions: list[int]) -> dict[int, str]:
-    values = _numbers([part for position in positions for part in jobs[position].parts or []])
+    if not positions:
+        return {}
+    parts = [part for position in positions for part in jobs[position].parts or []]
+    lengths = np.fromiter((len(part) for part in parts), dtype=np.int64, count=len(parts))
+    parts_per_job = np.array([len(jobs[position].parts or []) for position in positions], dtype=np.int64)
+    if not parts_per_job.all() or not (lengths >= 6).all() or (lengths % 2).any():
+        malformed = {
+            position
+            for position in positions
+            if not jobs[position].parts or any(len(part) < 6 or len(part) % 2 for part in jobs[position].parts or [])
+        }
+        found = dict.fromkeys(malformed, "a part with fewer than 3 points or an odd number of values")
+        return {**found, **_check_batch(jobs, [p for p in positions if p not in malformed])}
+    total = int(lengths.sum())
+    if total > _CHECK_BATCH_VALUES and len(positions) > 1:  # bounds the temporary arrays below
+        middle = len(positions) // 2
+        return {**_check_batch(jobs, positions[:middle]), **_check_batch(jobs, positions[middle:])}
+    values = _numbers(parts, total)
     if values is None:  # halve until the culprits are found: a few batches, not one per job
         if len(positions) == 1:
             return {positions[0]: "coordinates that are not numbers"}
         middle = len(positions) // 2
         return {**_check_batch(jobs, positions[:middle]), **_check_batch(jobs, positions[middle:])}
-    # Every part has an even length, so x and y alternate across the whole batch.
-    xs, ys = values[0::2], values[1::2]
-    part_vertices = np.array(
-        [len(part) // 2 for position in positions for part in jobs[position].parts or []], dtype=np.int64
-    )
+    part_vertices = lengths // 2
+    part_starts = np.cumsum(part_vertices) - part_vertices
     parts_per_job = np.array([len(jobs[position].parts or []) for position in positions], dtype=np.int64)
-    job_of_part = np.repeat(np.arange(len(positions)), parts_per_job)
-    job_of_vertex = np.repeat(job_of_part, part_vertices)
+    job_part_starts = np.cumsum(parts_per_job) - parts_per_job
     sides = np.array([max(jobs[p].height, jobs[p].width) for p in positions], dtype=np.float64)
-    limit = (POLYGON_FAR_FACTOR * sides + 16)[job_of_vertex]
+    limits = POLYGON_FAR_FACTOR * sides + 16
 
-    finite = np.isfinite(xs) & np.isfinite(ys)
-    with np.errstate(invalid="ignore"):
-        far = finite & ((np.abs(xs) > limit) | (np.abs(ys) > limit))
-    n_jobs = len(positions)
-    not_finite_jobs = np.bincount(job_of_vertex, weights=~finite, minlength=n_jobs) > 0
-    far_jobs = np.bincount(job_of_vertex, weights=far, minlength=n_jobs) > 0
+    # The common case costs two passes: every value finite and within the smallest image's margin.
+    bad_jobs: dict[int, str] = {}
+    if not (np.isfinite(values).all() and np.abs(values).max() <= limits.min()):
+        # Every part has an even length, so x and y alternate across the whole batch.
+        per_vertex = np.repeat(np.repeat(limits, parts_per_job), part_vertices)
+        finite = np.isfinite(values[0::2]) & np.isfinite(values[1::2])
+        with np.errstate(invalid="ignore"):
+            far = finite & ((np.abs(values[0::2]) > per_vertex) | (np.abs(values[1::2]) > per_vertex))
+        for flags, reason in (
+            (~finite, "NaN or infinite coordinates"),
+            (far, f"coordinates more than {POLYGON_FAR_FACTOR:g} image sides outside the image"),
+        ):
+            per_job = np.add.reduceat(np.add.reduceat(flags, part_starts), job_part_starts) > 0
+            for row in np.flatnonzero(per_job).tolist():
+                bad_jobs.setdefault(row, reason)
+        values = np.where(np.repeat(finite & ~far, 2), values, 0.0)  # refused coordinates count as 0 below
+
+    # Coordinates are now within +-limit, so no edge has more than 2 * 5 * limit + 2 points: most batches
+    # (polygons of a few hundred vertices) cannot reach the outline limit and need no count.
+    job_vertices = np.add.reduceat(part_vertices, job_part_starts)
+    if not (job_vertices * (2 * RLE_POLY_SCALE * limits + 2) > MAX_OUTLINE_POINTS).any():
+        return {positions[row]: reason for row, reason in bad_jobs.items()}
 
     # rleFrPoly's own count: x = (int)(5 * x + .5) per vertex (C truncates towards zero), then for each
-    # edge of the closed ring max(|dx|, |dy|) + 1 points. Coordinates refused above count as 0.
-    usable = finite & ~far
-    sx = np.trunc(np.where(usable, RLE_POLY_SCALE * xs + 0.5, 0.0)).astype(np.int64)
-    sy = np.trunc(np.where(usable, RLE_POLY_SCALE * ys + 0.5, 0.0)).astype(np.int64)
-    nxt = np.arange(1, len(sx) + 1)
-    part_ends = np.cumsum(part_vertices)
-    nxt[part_ends - 1] = part_ends - part_vertices  # the closing edge goes back to the part's first vertex
-    edge_points = np.maximum(np.abs(sx - sx[nxt]), np.abs(sy - sy[nxt])) + 1
-    outline = np.bincount(job_of_vertex, weights=edge_points, minlength=n_jobs)
-
-    out = {}
-    for row in np.flatnonzero(not_finite_jobs | far_jobs | (outline > MAX_OUTLINE_POINTS)).tolist():
-        if not_finite_jobs[row]:
-            reason = "NaN or infinite coordinates"
-        elif far_jobs[row]:
-            reason = f"coordinates more than {POLYGON_FAR_FACTOR:g} image sides outside the image"
-        else:
-            reason = (
-                f"an outline of {int(outline[row]) // RLE_POLY_SCALE:,} px, over the limit of "
-                f"{MAX_OUTLINE_POINTS // RLE_POLY_SCALE:,} px that can be rasterised"
-            )
-        out[positions[row]] = reason
-    return out
+    # edge of the closed ring max(|dx|, |dy|) + 1 points.
+    scaled = np.trunc(RLE_POLY_SCALE * values + 0.5).astype(np.int64)
+    sx, sy = scaled[0::2], scaled[1::2]
+    dx = np.empty_like(sx)
+    dy = np.empty_like(sy)
+    dx[:-1] = sx[1:] - sx[:-1]
+    dy[:-1] = sy[1:] - sy[:-1]
+    last = part_starts + part_vertices - 1  # each part's closing edge goes back to its first vertex
+    dx[last] = sx[part_starts] - sx[last]
+    dy[last] = sy[part_starts] - sy[last]
+    edge_points = np.maximum(np.abs(dx), np.abs(dy)) + 1
+    outline = np.add.reduceat(np.add.reduceat(edge_points, part_starts), job_part_starts)
+    for row in np.flatnonzero(outline > MAX_OUTLINE_POINTS).tolist():
+        bad_jobs.setdefault(
+            row,
+            f"an outline of {int(outline[row]) // RLE_POLY_SCALE:,} px, over the limit of "
+            f"{MAX_OUTLINE_POINTS // RLE_POLY_SCALE:,} px that can be rasterised",
+        )
+    return {positions[row]: reason for row, reason in bad_jobs.items()}
 
 
-def _numbers(parts: list[list[Any]]) -> np.ndarray | None:
+def _numbers(parts: list[list[Any]], count: int) -> np.ndarray | None:
     """All coordinates as float64 (numeric strings and booleans convert, as pycocotools' own numpy
     conversion does); None when one is not a number at all (a list, a dict, text, a huge int)."""
-    count = sum(len(part) for part in parts)
     try:
         return np.fromiter(itertools.chain.from_iterable(parts), dtype=np.float64, count=count)
     except (TypeError, ValueError, OverflowError):
