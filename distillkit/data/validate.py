@@ -603,42 +603,42 @@ class _Validator:
                 ann["segmentation"] = parts
             return MaskJob(index=index, height=height, width=width, parts=parts)
         if type(seg) is dict:
-            return self._rle_job(seg, ann_id, height, width, index)
+            return self._rle_job(seg, f"annotation {ann_id} (image {image_id})", ann_id, height, width, index)
         self.issues.add("invalid_segmentation", ann_id, f"annotation {ann_id}: {type(seg).__name__}")
         return False
 
-    def _rle_job(self, seg: dict[str, Any], ann_id: int, height: int, width: int, index: int) -> MaskJob | bool:
+    def _rle_job(
+        self, seg: dict[str, Any], where: str, ann_id: int, height: int, width: int, index: int
+    ) -> MaskJob | bool:
         """Only an RLE whose size is the image's and whose counts cover it exactly reaches pycocotools."""
         size = seg.get("size")
         counts = seg.get("counts")
         if type(size) is not list or len(size) != 2 or not all(type(v) is int for v in size):
-            self.issues.add("invalid_rle", ann_id, f"annotation {ann_id}: size {short_repr(size)}")
+            self.issues.add("invalid_rle", ann_id, f"{where}: size {short_repr(size)}")
             return False
         if size != [height, width]:
-            self.issues.add(
-                "rle_size_mismatch", ann_id, f"annotation {ann_id}: RLE {size[0]}x{size[1]}, image {height}x{width}"
-            )
+            self.issues.add("rle_size_mismatch", ann_id, f"{where}: RLE {size[0]}x{size[1]}, image {height}x{width}")
             return False
         if type(counts) is list:
             if not all(type(v) is int and v >= 0 for v in counts) or sum(counts) != height * width:
-                self.issues.add("invalid_rle", ann_id, f"annotation {ann_id}: counts do not sum to {height}x{width}")
+                self.issues.add("invalid_rle", ann_id, f"{where}: counts do not sum to {height}x{width}")
                 return False
             return MaskJob(index=index, height=height, width=width, rle=uncompressed_rle(seg))
         if type(counts) is str and counts:
             encoded = counts.encode("utf-8", "replace")
             runs = decode_compressed_counts(encoded)
             if runs is None:
-                self.issues.add("invalid_rle", ann_id, f"annotation {ann_id}: counts string is not COCO's RLE encoding")
+                self.issues.add("invalid_rle", ann_id, f"{where}: counts string is not COCO's RLE encoding")
                 return False
             if int(runs.sum()) != height * width:
                 self.issues.add(
                     "invalid_rle",
                     ann_id,
-                    f"annotation {ann_id}: counts string covers {int(runs.sum()):,} pixels, not {height}x{width}",
+                    f"{where}: counts string covers {int(runs.sum()):,} pixels, not {height}x{width}",
                 )
                 return False
             return MaskJob(index=index, height=height, width=width, rle={"size": size, "counts": encoded})
-        self.issues.add("invalid_rle", ann_id, f"annotation {ann_id}: counts of type {type(counts).__name__}")
+        self.issues.add("invalid_rle", ann_id, f"{where}: counts of type {type(counts).__name__}")
         return False
 
     def _repair_from_masks(

@@ -17,9 +17,10 @@ process, which imported distillkit once (the CLI's import takes seconds; forking
 affordable); ``--exec-share`` of the cases instead run the real ``python -m distillkit``. Counted per
 case: crashes (killed by a signal), tracebacks on stderr, "internal error" lines, hangs (over
 ``--timeout`` s, killed), exit codes outside {0, 1, 2}, stdout that is not exactly one JSON object
-(strict JSON: no NaN), and memory over ``--max-rss-mb`` (the case is killed: it would starve the
-machine). The first failing cases are saved under ``--failures`` (input file, command, stdout,
-stderr) for reproduction; exit code 1 when any case failed.
+under ``--json`` (strict JSON: no NaN; 15 % of the cases print the human report instead), and memory
+over ``--max-rss-mb`` (2000 by default: the case is killed, it would starve the machine). The first
+failing cases are saved under ``--failures`` (input file, command, stdout, stderr) for reproduction;
+exit code 1 when any case failed.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ IMAGE_FOLDERS = {
     "coco_quirks/04_cvat_cardash_instances_default_polygons_attributes.json": "coco_quirks/04_cvat_cardash_images",
     "coco_quirks/05_labelme2coco_annotations.json": "coco_quirks/05_labelme2coco_images",
 }
-FAILURE_KINDS = ("crash", "traceback", "internal_error", "hang", "bad_exit", "bad_json", "memory")
+FAILURE_KINDS = ("crash", "traceback", "internal_error", "hang", "bad_exit", "bad_json", "memory", "fuzzer_error")
 _DEEP = "\u0000DEEP:"  # a string replaced by deeply nested brackets after serialisation
 _HUGE = "\u0000HUGEPOLY:"  # a string replaced by a huge polygon written directly as text
 
@@ -207,7 +208,8 @@ def _random_entry(doc: Any, key: str, rng: random.Random) -> dict[str, Any] | No
 
 
 def _image_of(doc: Any, ann: dict[str, Any]) -> tuple[int, int]:
-    for image in doc.get("images") or []:
+    images = doc.get("images")
+    for image in images if type(images) is list else []:
         if type(image) is dict and image.get("id") == ann.get("image_id"):
             width, height = image.get("width"), image.get("height")
             if type(width) is int and type(height) is int and 0 < width < 10_000 and 0 < height < 10_000:
@@ -306,7 +308,8 @@ def _mutate_segmentation(doc: Any, rng: random.Random) -> str:
         encoded = mask_utils.encode(np.ones(other, dtype=np.uint8, order="F"))
         seg = {"size": [height, width], "counts": encoded["counts"].decode()}
     elif kind == "huge_image":  # the largest image pycocotools can hold, with a mask covering it
-        for image in doc.get("images") or []:
+        images = doc.get("images")
+        for image in images if type(images) is list else []:
             if type(image) is dict and image.get("id") == ann.get("image_id"):
                 image["width"] = image["height"] = 65_535
         seg = rng.choice(
@@ -378,7 +381,7 @@ def _mutate_bulk(doc: Any, rng: random.Random) -> str:
     ann = _random_entry(doc, "annotations", rng)
     if ann is None:
         return "bulk:none"
-    count = rng.choice([1_000, 30_000])
+    count = rng.choice([1_000, 10_000])
     doc["annotations"] = list(doc["annotations"]) + [dict(ann, id=10**7 + i) for i in range(count)]
     return f"bulk:annotations{count}"
 
@@ -434,13 +437,10 @@ def _serialise(doc: Any, rng: random.Random) -> bytes:
                 if marker == _DEEP:
                     depth = int(body[0])
                     replacement = "[" * depth + "]" * depth
-                else:
+                else:  # full float precision, like the issue's 39 MB reproduction
                     vertices, width, height = (int(v) for v in body)
-                    replacement = (
-                        "["
-                        + ",".join(f"{rng.uniform(0, width):.6f},{rng.uniform(0, height):.6f}" for _ in range(vertices))
-                        + "]"
-                    )
+                    points = np.random.default_rng(rng.getrandbits(32)).uniform(0, 1, size=(vertices, 2))
+                    replacement = json.dumps((points * [width, height]).ravel().tolist())
                 text = text[:start] + replacement + text[end + 1 :]
     try:
         return text.encode("utf-8")
@@ -503,7 +503,9 @@ def make_case(number: int, seed: int, sources: dict[str, Any]) -> Case:
     if rng.random() < 0.15:
         payload, what = _damage_bytes(payload, rng)
         mutations.append(f"bytes:{what}")
-    options = ["--json"]
+    # Mostly --json (stdout must be one JSON document); some with the human report, which prints file
+    # content (file names, class names) through rich.
+    options = ["--json"] if rng.random() < 0.85 else rng.choice([[], ["--quiet"]])
     roll = rng.random()
     if roll < 0.4:
         options.append("--skip-images")
@@ -563,7 +565,7 @@ def classify(outcome: Outcome, timed_out: bool, over_memory: bool) -> list[str]:
         failures.append("internal_error")
     if outcome.exit_code is not None and outcome.exit_code not in (0, 1, 2):
         failures.append("bad_exit")
-    if not (timed_out or over_memory or outcome.signal is not None):
+    if "--json" in outcome.case.options and not (timed_out or over_memory or outcome.signal is not None):
         try:
             document = _strict_json(outcome.stdout)
             if type(document) is not dict:
@@ -592,52 +594,66 @@ def _rss_mb(pid: int) -> float:
 
 
 class Runner:
-    """Up to ``jobs`` cases at a time, each in a process of its own (forked, or exec'ed when asked)."""
+    """Up to ``jobs`` cases at a time, each in a process of its own (forked, or exec'ed when asked).
 
-    def __init__(self, workdir: Path, timeout: float, max_rss_mb: float) -> None:
+    The forked child also generates its case (in parallel, like the cases themselves); the timeout
+    counts from when the case's file is written.
+    """
+
+    def __init__(self, workdir: Path, timeout: float, max_rss_mb: float, seed: int, sources: dict[str, Any]) -> None:
         self.workdir = workdir
         self.timeout = timeout
         self.max_rss_mb = max_rss_mb
-        self.running: dict[int, tuple[Case, Path, float, bool]] = {}
+        self.seed = seed
+        self.sources = sources
+        self.running: dict[int, dict[str, Any]] = {}
 
-    def start(self, case: Case) -> None:
-        folder = self.workdir / f"case_{case.number:05d}"
+    def start(self, number: int, use_exec: bool) -> None:
+        folder = self.workdir / f"case_{number:05d}"
         folder.mkdir(parents=True, exist_ok=True)
-        data = folder / "data.json"
-        data.write_bytes(case.payload)
-        args = ["validate", str(data), *[option.replace("{dir}", str(folder)) for option in case.options]]
-        (folder / "cmd.txt").write_text(" ".join(["python", "-m", "distillkit", *args]) + "\n")
         stdout = os.open(folder / "stdout", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
         stderr = os.open(folder / "stderr", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
         pid = os.fork()
-        if pid == 0:  # the child: the case, with its output in files
+        if pid == 0:  # the child: generate the case, then run it with its output in files
+            code = 99
             try:
                 os.setpgid(0, 0)
+                try:
+                    args = _write_case(folder, make_case(number, self.seed, self.sources), use_exec)
+                except Exception:
+                    import traceback
+
+                    (folder / "generator_error").write_text(traceback.format_exc())
+                    os._exit(98)
                 os.dup2(stdout, 1)
                 os.dup2(stderr, 2)
                 # Under pytest sys.stdout/err are capture objects, not file descriptors 1 and 2.
                 sys.stdout = open(1, "w", encoding="utf-8", closefd=False)  # noqa: SIM115
                 sys.stderr = open(2, "w", encoding="utf-8", closefd=False)  # noqa: SIM115
-                if case.use_exec:
+                if use_exec:
                     env = dict(os.environ, PYTHONPATH=str(REPO))
                     os.execve(sys.executable, [sys.executable, "-m", "distillkit", *args], env)
                 code = _run_in_child(args)
-            except BaseException:  # whatever happens, the parent must not run on in a child
-                code = 99
-            os._exit(code)
+            finally:  # whatever happens, the parent's loop must not run on in a child
+                os._exit(code)
         os.close(stdout)
         os.close(stderr)
-        self.running[pid] = (case, folder, time.monotonic(), False)
+        self.running[pid] = {"number": number, "folder": folder, "forked": time.monotonic(), "ready": None}
 
     def poll(self) -> list[Outcome]:
         finished = []
-        for pid, (case, folder, started, over_memory) in list(self.running.items()):
+        for pid, state in list(self.running.items()):
+            folder: Path = state["folder"]
             waited, status, usage = os.wait4(pid, os.WNOHANG)
-            elapsed = time.monotonic() - started
-            timed_out = False
+            now = time.monotonic()
+            if state["ready"] is None and (folder / "meta.json").exists():
+                state["ready"] = now
+            timed_out = over_memory = False
             if waited == 0:
-                if elapsed > self.timeout:
+                if state["ready"] is not None and now - state["ready"] > self.timeout:
                     timed_out = True
+                elif state["ready"] is None and now - state["forked"] > 10 * self.timeout:
+                    timed_out = True  # the generator itself hung: reported as a fuzzer error below
                 elif _rss_mb(pid) > self.max_rss_mb:
                     over_memory = True
                 else:
@@ -645,19 +661,45 @@ class Runner:
                 _kill_group(pid)
                 waited, status, usage = os.wait4(pid, 0)
             del self.running[pid]
+            _kill_group(pid)  # mask workers a dying case left behind
+            meta = json.loads((folder / "meta.json").read_text()) if (folder / "meta.json").exists() else {}
+            case = Case(
+                number=state["number"],
+                source=meta.get("source", "?"),
+                mutations=meta.get("mutations", []),
+                payload=b"",
+                options=meta.get("options", []),
+                use_exec=meta.get("use_exec", False),
+            )
             outcome = Outcome(
                 case=case,
                 exit_code=os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
                 signal=os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
-                seconds=elapsed,
+                seconds=now - (state["ready"] or state["forked"]),
                 max_rss_mb=usage.ru_maxrss / 1024,
                 stdout=(folder / "stdout").read_bytes(),
                 stderr=(folder / "stderr").read_bytes(),
             )
-            outcome.failures = classify(outcome, timed_out, over_memory)
-            _kill_group(pid)  # mask workers a dying case left behind
+            if not meta:
+                generator = folder / "generator_error"
+                outcome.stderr = generator.read_bytes() if generator.exists() else b"the generator hung"
+                outcome.failures = ["fuzzer_error"]
+            else:
+                outcome.failures = classify(outcome, timed_out, over_memory)
             finished.append(outcome)
         return finished
+
+
+def _write_case(folder: Path, case: Case, use_exec: bool) -> list[str]:
+    """Write the case's file, command and description; return the CLI arguments."""
+    data = folder / "data.json"
+    data.write_bytes(case.payload)
+    args = ["validate", str(data), *[option.replace("{dir}", str(folder)) for option in case.options]]
+    (folder / "cmd.txt").write_text(" ".join(["python", "-m", "distillkit", *args]) + "\n")
+    meta = {"source": case.source, "mutations": case.mutations, "options": case.options, "use_exec": use_exec}
+    (folder / "meta.json.tmp").write_text(json.dumps(meta))
+    os.replace(folder / "meta.json.tmp", folder / "meta.json")  # its appearance starts the timeout
+    return args
 
 
 def _kill_group(pid: int) -> None:
@@ -693,48 +735,70 @@ def run_campaign(
     failures_dir: Path | None,
     keep_failures: int,
     quiet: bool = False,
+    max_seconds: float | None = None,
 ) -> tuple[list[Outcome], float]:
+    """Run the cases; with ``max_seconds`` no case starts after that budget (the report says how many ran)."""
     sources = load_sources()
     import distillkit.cli.app  # noqa: F401 - imported once here, inherited by every forked case
 
     outcomes: list[Outcome] = []
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="distillkit-fuzz-") as tmp:
-        runner = Runner(Path(tmp), timeout, max_rss_mb)
+        runner = Runner(Path(tmp), timeout, max_rss_mb, seed, sources)
         pending = list(range(cases))
         exec_rng = random.Random(seed)
         saved = 0
-        while pending or runner.running:
-            while pending and len(runner.running) < jobs:
-                case = make_case(pending.pop(0), seed, sources)
-                case.use_exec = exec_rng.random() < exec_share
-                runner.start(case)
-            for outcome in runner.poll():
-                outcomes.append(outcome)
-                folder = Path(tmp) / f"case_{outcome.case.number:05d}"
-                if outcome.failures and failures_dir is not None and saved < keep_failures:
-                    saved += 1
-                    target = failures_dir / folder.name
-                    shutil.rmtree(target, ignore_errors=True)
-                    shutil.copytree(folder, target, ignore=shutil.ignore_patterns("split", "repaired.json"))
-                    (target / "case.json").write_text(
-                        json.dumps(
-                            {
-                                "source": outcome.case.source,
-                                "mutations": outcome.case.mutations,
-                                "failures": outcome.failures,
-                                "exit_code": outcome.exit_code,
-                                "signal": outcome.signal,
-                                "seconds": round(outcome.seconds, 2),
-                            },
-                            indent=1,
-                        )
-                    )
-                shutil.rmtree(folder, ignore_errors=True)
-                if not quiet and len(outcomes) % 50 == 0:
+        reported: set[int] = set()
+        try:
+            while pending or runner.running:
+                if max_seconds is not None and time.monotonic() - started > max_seconds and pending:
+                    print(f"  time budget spent: {len(pending)} cases not started", file=sys.stderr)
+                    pending = []
+                saved = _step(runner, pending, jobs, exec_rng, exec_share, outcomes, failures_dir, keep_failures, saved)
+                if not quiet and outcomes and len(outcomes) % 50 == 0 and outcomes[-1].case.number not in reported:
+                    reported.add(outcomes[-1].case.number)
                     print(f"  {len(outcomes)}/{cases} cases, {time.monotonic() - started:.0f} s", file=sys.stderr)
-            time.sleep(0.02)
+                time.sleep(0.02)
+        finally:  # interrupted: no case may outlive the campaign
+            for pid in list(runner.running):
+                _kill_group(pid)
+                os.waitpid(pid, 0)
     return sorted(outcomes, key=lambda o: o.case.number), time.monotonic() - started
+
+
+def _step(
+    runner: Runner,
+    pending: list[int],
+    jobs: int,
+    exec_rng: random.Random,
+    exec_share: float,
+    outcomes: list[Outcome],
+    failures_dir: Path | None,
+    keep_failures: int,
+    saved: int,
+) -> int:
+    """Start cases up to ``jobs``, collect finished ones (saving the first failing ones); return ``saved``."""
+    while pending and len(runner.running) < jobs:
+        runner.start(pending.pop(0), use_exec=exec_rng.random() < exec_share)
+    for outcome in runner.poll():
+        outcomes.append(outcome)
+        folder = runner.workdir / f"case_{outcome.case.number:05d}"
+        if outcome.failures and failures_dir is not None and saved < keep_failures:
+            saved += 1
+            target = failures_dir / folder.name
+            shutil.rmtree(target, ignore_errors=True)
+            shutil.copytree(folder, target, ignore=shutil.ignore_patterns("split", "repaired.json"))
+            description = {
+                "source": outcome.case.source,
+                "mutations": outcome.case.mutations,
+                "failures": outcome.failures,
+                "exit_code": outcome.exit_code,
+                "signal": outcome.signal,
+                "seconds": round(outcome.seconds, 2),
+            }
+            (target / "case.json").write_text(json.dumps(description, indent=1))
+        shutil.rmtree(folder, ignore_errors=True)
+    return saved
 
 
 def report(outcomes: list[Outcome], wall: float, show: int) -> int:
@@ -775,13 +839,15 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jobs", type=int, default=2, help="cases run at the same time")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds before a case counts as a hang")
-    parser.add_argument("--max-rss-mb", type=float, default=3000.0, help="a case using more memory is killed")
+    parser.add_argument("--max-rss-mb", type=float, default=2000.0, help="a case using more memory is killed")
     parser.add_argument("--exec-share", type=float, default=0.03, help="share of cases run as 'python -m distillkit'")
     parser.add_argument("--failures", type=Path, default=Path(tempfile.gettempdir()) / "distillkit-fuzz-failures")
     parser.add_argument("--keep-failures", type=int, default=20, help="failing cases saved for reproduction")
     parser.add_argument("--show", type=int, default=8, help="failing cases printed")
+    parser.add_argument("--max-minutes", type=float, default=None, help="start no case after this (report those run)")
     args = parser.parse_args()
     os.nice(19)  # shared machines: the campaign takes what is left
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # killed: stop the running cases too
     args.failures.mkdir(parents=True, exist_ok=True)
     outcomes, wall = run_campaign(
         args.cases,
@@ -792,6 +858,7 @@ def main() -> None:
         args.exec_share,
         args.failures,
         args.keep_failures,
+        max_seconds=args.max_minutes * 60 if args.max_minutes else None,
     )
     code = report(outcomes, wall, args.show)
     if code:
