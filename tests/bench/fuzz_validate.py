@@ -16,7 +16,8 @@ Every case runs in its own process so a crash is visible: by default a child for
 process, which imported distillkit once (the CLI's import takes seconds; forking makes 1000 cases
 affordable); ``--exec-share`` of the cases instead run the real ``python -m distillkit``. Counted per
 case: crashes (killed by a signal), tracebacks on stderr, "internal error" lines, hangs (over
-``--timeout`` s, killed), exit codes outside {0, 1, 2}, stdout that is not exactly one JSON object
+``--timeout`` s of CPU time, or 20x that in wall time: killed), exit codes outside {0, 1, 2}, stdout
+that is not exactly one JSON object
 under ``--json`` (strict JSON: no NaN; 15 % of the cases print the human report instead), and memory
 over ``--max-rss-mb`` (2000 by default: the case is killed, it would starve the machine). The first
 failing cases are saved under ``--failures`` (input file, command, stdout, stderr) for reproduction;
@@ -575,6 +576,16 @@ def classify(outcome: Outcome, timed_out: bool, over_memory: bool) -> list[str]:
     return failures
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` so far (0 when it cannot be read)."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 def _rss_mb(pid: int) -> float:
     """Resident memory of ``pid`` and its children (validate may fork mask workers)."""
     total = 0
@@ -650,7 +661,11 @@ class Runner:
                 state["ready"] = now
             timed_out = over_memory = False
             if waited == 0:
-                if state["ready"] is not None and now - state["ready"] > self.timeout:
+                # CPU time, not wall time: on a machine shared with higher-priority work a niced case can
+                # wait for a core far longer than it computes. Wall time still bounds it (20x).
+                if state["ready"] is not None and (
+                    _cpu_seconds(pid) > self.timeout or now - state["ready"] > 20 * self.timeout
+                ):
                     timed_out = True
                 elif state["ready"] is None and now - state["forked"] > 10 * self.timeout:
                     timed_out = True  # the generator itself hung: reported as a fuzzer error below
@@ -838,7 +853,7 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jobs", type=int, default=2, help="cases run at the same time")
-    parser.add_argument("--timeout", type=float, default=30.0, help="seconds before a case counts as a hang")
+    parser.add_argument("--timeout", type=float, default=30.0, help="CPU seconds before a case counts as a hang")
     parser.add_argument("--max-rss-mb", type=float, default=2000.0, help="a case using more memory is killed")
     parser.add_argument("--exec-share", type=float, default=0.03, help="share of cases run as 'python -m distillkit'")
     parser.add_argument("--failures", type=Path, default=Path(tempfile.gettempdir()) / "distillkit-fuzz-failures")
