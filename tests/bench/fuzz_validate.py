@@ -659,14 +659,16 @@ class Runner:
             now = time.monotonic()
             if state["ready"] is None and (folder / "meta.json").exists():
                 state["ready"] = now
-            timed_out = over_memory = False
+            timed_out = over_memory = starved = False
             if waited == 0:
                 # CPU time, not wall time: on a machine shared with higher-priority work a niced case can
-                # wait for a core far longer than it computes. Wall time still bounds it (20x).
-                if state["ready"] is not None and (
-                    _cpu_seconds(pid) > self.timeout or now - state["ready"] > 20 * self.timeout
-                ):
+                # wait for a core far longer than it computes. Wall time still bounds it (20x); a case
+                # stopped there with less CPU time than --timeout is "starved", not a hang.
+                cpu = _cpu_seconds(pid)
+                if state["ready"] is not None and cpu > self.timeout:
                     timed_out = True
+                elif state["ready"] is not None and now - state["ready"] > 20 * self.timeout:
+                    starved = True
                 elif state["ready"] is None and now - state["forked"] > 10 * self.timeout:
                     timed_out = True  # the generator itself hung: reported as a fuzzer error below
                 elif _rss_mb(pid) > self.max_rss_mb:
@@ -700,7 +702,7 @@ class Runner:
                 outcome.stderr = generator.read_bytes() if generator.exists() else b"the generator hung"
                 outcome.failures = ["fuzzer_error"]
             else:
-                outcome.failures = classify(outcome, timed_out, over_memory)
+                outcome.failures = ["starved"] if starved else classify(outcome, timed_out, over_memory)
             finished.append(outcome)
         return finished
 
@@ -821,8 +823,11 @@ def report(outcomes: list[Outcome], wall: float, show: int) -> int:
     exits = Counter(
         str(outcome.exit_code) if outcome.exit_code is not None else f"signal {outcome.signal}" for outcome in outcomes
     )
-    failing = [outcome for outcome in outcomes if outcome.failures]
+    failing = [outcome for outcome in outcomes if outcome.failures and outcome.failures != ["starved"]]
+    starved = len(outcomes) - len(failing) - sum(not outcome.failures for outcome in outcomes)
     print(f"\ncases: {len(outcomes)}   wall: {wall:.0f} s   failing cases: {len(failing)}")
+    if starved:
+        print(f"not finished: {starved} cases got under --timeout s of CPU in 20x that wall time (machine busy)")
     print(f"{'check':<16}{'cases':>8}")
     for kind in FAILURE_KINDS:
         print(f"{kind:<16}{counts.get(kind, 0):>8}")
