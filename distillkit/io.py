@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -60,7 +62,51 @@ def dumps_json(obj: Any, indent: bool = False) -> bytes:
     option = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
     if indent:
         option |= orjson.OPT_INDENT_2
-    return orjson.dumps(obj, option=option)
+    try:
+        return orjson.dumps(obj, option=option)
+    except orjson.JSONEncodeError:
+        return _dumps_with_python_json(obj, indent)
+
+
+# Nesting orjson reads (1024) but does not write (254), with room for the containers around it.
+_WRITE_DEPTH = 1100
+
+
+def _dumps_with_python_json(obj: Any, indent: bool) -> bytes:
+    """What orjson refuses to write but a file it or Python's ``json`` read can hold: nesting deeper than
+    254, integers beyond 64 bits, strings with lone surrogates (written as ``\\ud800`` escapes). Written by
+    Python's ``json`` as standard JSON (NaN/Infinity as null, as orjson writes them)."""
+
+    def plain(value: Any) -> Any:
+        if hasattr(value, "tolist"):  # numpy arrays and scalars
+            return value.tolist()
+        raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, 4 * _WRITE_DEPTH))
+    try:
+        text = json.dumps(_finite(obj, _WRITE_DEPTH), indent=2 if indent else None, default=plain)
+    except RecursionError as exc:
+        raise DataError(
+            f"cannot write JSON nested more than {_WRITE_DEPTH} levels deep", "remove the deeply nested values"
+        ) from exc
+    finally:
+        sys.setrecursionlimit(limit)
+    return text.encode("ascii")
+
+
+def _finite(value: Any, depth: int) -> Any:
+    """``value`` with NaN/Infinity floats as None (standard JSON has no such numbers)."""
+    if depth < 0:
+        raise RecursionError
+    kind = type(value)
+    if kind is float:
+        return value if math.isfinite(value) else None
+    if kind is list or kind is tuple:
+        return [_finite(item, depth - 1) for item in value]
+    if kind is dict:
+        return {key: _finite(item, depth - 1) for key, item in value.items()}
+    return value
 
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any, indent: bool = True) -> None:
@@ -85,33 +131,29 @@ def read_json(path: str | os.PathLike[str]) -> Any:
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as exc:
-        loaded = _loads_with_non_finite_numbers(data)
+        if "memory" in str(exc).lower():  # orjson says so in its message, as a decode error
+            raise DataError(
+                f"not enough memory to read {file} ({len(data) / 2**20:.0f} MB)", "free memory and try again"
+            ) from exc
+        loaded = _loads_with_python_json(data)
         if loaded is None:
             raise DataError(f"{file} is not valid JSON ({exc})", "fix or re-export the file") from exc
         return loaded
 
 
-def _loads_with_non_finite_numbers(data: bytes) -> Any | None:
-    """The document parsed as Python's ``json`` does when orjson refused it only for ``NaN``/``Infinity``; else None.
+def _loads_with_python_json(data: bytes) -> Any | None:
+    """The document as Python's ``json`` reads it, for what orjson refuses but Python (and pycocotools,
+    which loads with it) reads; None when Python's ``json`` refuses it too.
 
-    Python's ``json.dump`` writes these literals by default (and pycocotools loads such files), so a COCO
-    file can hold them; they arrive as float NaN/inf and the checks that read numbers report each one
-    where it sits (a bbox with NaN is that annotation's invalid bbox). Anything else orjson rejects stays
-    "not valid JSON".
+    That is ``NaN``/``Infinity`` literals (``json.dump`` writes them by default: they arrive as float
+    NaN/inf and the checks that read numbers report each one where it sits, e.g. a bbox with NaN is that
+    annotation's invalid bbox), integers beyond 64 bits, lone surrogate escapes, a UTF-8 byte-order mark
+    and UTF-16/32 text.
     """
-    if not any(token in data for token in (b"NaN", b"Infinity")):
-        return None
-    constants: list[str] = []
-
-    def constant(name: str) -> float:
-        constants.append(name)
-        return float(name)
-
     try:
-        loaded = json.loads(data.decode("utf-8"), parse_constant=constant)
-    except (UnicodeDecodeError, ValueError, RecursionError):
+        return json.loads(data)
+    except (UnicodeDecodeError, ValueError, RecursionError, MemoryError):
         return None
-    return loaded if constants else None
 
 
 def sha256_file(path: str | os.PathLike[str], chunk_size: int = 1 << 20) -> str:

@@ -7,6 +7,7 @@ With ``--json`` an error is also one JSON document on stdout: ``{"error", "hint"
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -69,8 +70,19 @@ def _path_problem(exc: Exception) -> tuple[str, str] | None:
     return f"permission denied: {path}", "choose a path you can read and write"
 
 
+def _tolerant_streams() -> None:
+    """Text that cannot be encoded (a lone surrogate from a JSON escape in a file name or class name) is
+    printed escaped instead of failing the run halfway through its report."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            with contextlib.suppress(ValueError, OSError):  # a stream that cannot change its handler now
+                reconfigure(errors="backslashreplace")
+
+
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
+    _tolerant_streams()
     debug = "--debug" in args or os.environ.get("DISTILLKIT_DEBUG", "") not in ("", "0")
     args = [a for a in args if a != "--debug"]
     json_mode = _wants_json(args)
@@ -118,6 +130,14 @@ def main(argv: list[str] | None = None) -> None:
         _error_line("interrupted" + hint)
         exit_code = 130
         _json_error(json_mode, "interrupted", hint.removeprefix("; ") or None, exit_code)
+    except MemoryError:
+        if debug:
+            raise
+        # Not a bug in the command: the input (or what it asks for) needs more memory than there is.
+        hint = "free memory, or give the command a smaller input"
+        _error_line(f"out of memory; {hint}")
+        exit_code = 1
+        _json_error(json_mode, "out of memory", hint, exit_code)
     except Exception as exc:
         if debug:
             raise

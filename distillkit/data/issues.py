@@ -7,6 +7,7 @@ messages are built once at the end.
 
 from __future__ import annotations
 
+import reprlib
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -85,6 +86,12 @@ ISSUE_KINDS: dict[str, IssueKind] = {
         "annotation",
         "annotations have malformed polygons (odd number of coordinates, fewer than 3 points or non-numbers)",
         "fix or delete those polygons",
+    ),
+    "polygon_too_large": IssueKind(
+        "error",
+        "annotation",
+        "annotations have polygons too large to rasterise safely (too many vertices or too long an outline)",
+        "simplify those polygons (e.g. cv2.approxPolyDP or shapely's simplify) or store the masks as RLE",
     ),
     "invalid_segmentation": IssueKind(
         "error",
@@ -211,6 +218,7 @@ DROPPABLE_ANNOTATION_CODES = frozenset(
         "invalid_bbox",
         "bbox_outside_image",
         "invalid_polygon",
+        "polygon_too_large",
         "invalid_segmentation",
         "rle_size_mismatch",
         "invalid_rle",
@@ -246,6 +254,29 @@ class Issue:
 _PLURALS = {"image": "images", "annotation": "annotations", "category": "categories", "file": "files"}
 
 
+_SHORT_REPR = reprlib.Repr()
+_SHORT_REPR.maxstring = 60
+_SHORT_REPR.maxother = 60
+_SHORT_REPR.maxlist = _SHORT_REPR.maxdict = 6
+_SHORT_REPR.maxlevel = 3
+_MAX_ID_CHARS = 60
+
+
+def short_repr(value: Any) -> str:
+    """A value from the file, shown in a message: bounded in length and depth whatever the file holds
+    (a 1M-item list or 1000 nested lists must not become a 20 MB message or a RecursionError)."""
+    return _SHORT_REPR.repr(value)
+
+
+def _reportable_id(item_id: Any) -> Any:
+    """Ids go into the JSON report as they are when they are int64s or short strings, else as a short repr."""
+    if (type(item_id) is int and -(2**63) <= item_id < 2**63) or (
+        type(item_id) is str and len(item_id) <= _MAX_ID_CHARS
+    ):
+        return item_id
+    return short_repr(item_id)
+
+
 class IssueCollector:
     """Collects ids per finding code; ``issues()`` turns them into one ``Issue`` per code."""
 
@@ -257,7 +288,7 @@ class IssueCollector:
     def add(self, code: str, item_id: Any = None, detail: str | None = None) -> None:
         ids = self._ids[code]
         if item_id is not None:
-            ids.append(item_id)
+            ids.append(_reportable_id(item_id))
         if detail is not None and len(self._details[code]) < self._max_examples:
             self._details[code].append(detail)
 

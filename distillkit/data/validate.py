@@ -25,8 +25,14 @@ import numpy as np
 
 from distillkit.data.images import ImageLocator, default_image_roots, safe_relative_parts
 from distillkit.data.info import CategoryInfo, DatasetInfo
-from distillkit.data.issues import DROPPABLE_ANNOTATION_CODES, Issue, IssueCollector
-from distillkit.data.masks import MaskJob, compressed_counts_ok, mask_boxes_and_areas, uncompressed_rle
+from distillkit.data.issues import DROPPABLE_ANNOTATION_CODES, Issue, IssueCollector, short_repr
+from distillkit.data.masks import (
+    MaskJob,
+    decode_compressed_counts,
+    mask_boxes_and_areas,
+    polygon_problems,
+    uncompressed_rle,
+)
 from distillkit.errors import DataError
 from distillkit.images import image_header
 from distillkit.io import read_json
@@ -44,6 +50,10 @@ CLIP_TOLERANCE_PX = 0.5
 
 # pycocotools stores RLE counts as uint32 and sizes must fit them; larger images are not masks it can hold.
 MAX_IMAGE_SIDE = 65_535
+# Vertices of one annotation's polygons, all parts together. Real masks traced pixel by pixel around an
+# object of a 4K image have a few thousand; 250k keeps the numpy checks and pycocotools' per-vertex
+# arrays of one annotation in tens of MB. (Its outline length is bounded too: masks.MAX_OUTLINE_POINTS.)
+MAX_ANNOTATION_VERTICES = 250_000
 
 _TRUE_STRINGS = {"1", "true", "yes"}
 _FALSE_STRINGS = {"0", "false", "no", ""}
@@ -109,6 +119,7 @@ class ValidationResult:
 
 
 _INT64 = 2**63
+_FLOAT_MAX_INT = 2**1023  # below the largest float, so float() cannot overflow
 
 
 def _as_int(value: Any) -> tuple[int | None, bool]:
@@ -134,7 +145,8 @@ def _as_float(value: Any) -> tuple[float | None, bool]:
     if kind is float:
         return (value, False) if math.isfinite(value) else (None, False)
     if kind is int:
-        return float(value), False
+        # Integers beyond float range arrive through Python's json (orjson refuses them): not a usable number.
+        return (float(value), False) if -_FLOAT_MAX_INT < value < _FLOAT_MAX_INT else (None, False)
     if kind is str:
         try:
             number = float(value.strip())
@@ -313,8 +325,8 @@ class _Validator:
                 self.issues.add("invalid_category", category.get("id", f"#{position}"))
                 continue
             if coerced:
+                self.issues.add("coerced_value", None, f"category id {short_repr(category.get('id'))}")
                 category["id"] = category_id
-                self.issues.add("coerced_value", None, f"category id {category.get('id')!r}")
             if category_id in self.categories:
                 self.issues.add("duplicate_category_id", category_id)
                 continue
@@ -359,10 +371,12 @@ class _Validator:
                 continue
             image_id, coerced_id = _as_int(image.get("id"))
             if image_id is None:
-                self.issues.add("invalid_image", f"#{position}", f"entry #{position} has id {image.get('id')!r}")
+                self.issues.add(
+                    "invalid_image", f"#{position}", f"entry #{position} has id {short_repr(image.get('id'))}"
+                )
                 continue
             if coerced_id:
-                self.issues.add("coerced_value", None, f"image id {image.get('id')!r}")
+                self.issues.add("coerced_value", None, f"image id {short_repr(image.get('id'))}")
                 image["id"] = image_id
             if image_id in self.images:
                 self.issues.add("duplicate_image_id", image_id)
@@ -384,7 +398,7 @@ class _Validator:
                 self.issues.add("invalid_image", image_id, f"image {image_id} has no file_name")
                 file_name = None
             elif safe_relative_parts(file_name) is None:
-                self.issues.add("unsafe_file_name", image_id, repr(file_name))
+                self.issues.add("unsafe_file_name", image_id, short_repr(file_name))
                 file_name = None
             self.images[image_id] = _Image(width, height, file_name, image)
         # Images whose size is still unknown after the file checks are reported then.
@@ -487,7 +501,7 @@ class _Validator:
                 if not (type(crowd) is int and (crowd == 0 or crowd == 1)):
                     crowd, coerced_crowd = _as_crowd(crowd)
                     if crowd is None:
-                        issues.add("invalid_iscrowd", ann_id, repr(ann.get("iscrowd")))
+                        issues.add("invalid_iscrowd", ann_id, short_repr(ann.get("iscrowd")))
                         continue
                     if coerced_crowd:
                         issues.add("coerced_value", ann_id)
@@ -505,7 +519,7 @@ class _Validator:
                             ann["bbox"] = bbox
                             issues.add("coerced_value", ann_id)
 
-                job = self._mask_job(ann, ann_id, image, len(mask_jobs))
+                job = self._mask_job(ann, ann_id, image_id, image, len(mask_jobs))
                 if job is False:
                     continue  # malformed mask, reported
                 if job is None:
@@ -513,7 +527,7 @@ class _Validator:
                         if bbox_value is None or bbox_value == []:
                             issues.add("no_geometry", ann_id)
                         else:
-                            issues.add("invalid_bbox", ann_id, f"annotation {ann_id}: {bbox_value!r}")
+                            issues.add("invalid_bbox", ann_id, f"annotation {ann_id}: {short_repr(bbox_value)}")
                         continue
                     box_only.append((ann, image))
                 else:
@@ -547,7 +561,9 @@ class _Validator:
             "has_masks": has_masks,
         }
 
-    def _mask_job(self, ann: dict[str, Any], ann_id: int, image: _Image, index: int) -> MaskJob | bool | None:
+    def _mask_job(
+        self, ann: dict[str, Any], ann_id: int, image_id: int, image: _Image, index: int
+    ) -> MaskJob | bool | None:
         """MaskJob for the annotation's segmentation; None when it has none; False when malformed."""
         seg = ann.get("segmentation")
         if _is_empty_segmentation(seg):
@@ -561,47 +577,68 @@ class _Validator:
                 ann["segmentation"] = seg
                 self.issues.add("coerced_value", ann_id)
             parts = []
+            values = 0
             for part in seg:
                 if type(part) is not list or len(part) < 6 or len(part) % 2:
                     if type(part) is list and not part:
                         continue  # an empty part next to real ones: harmless
-                    size = len(part) if type(part) is list else type(part).__name__
-                    self.issues.add("invalid_polygon", ann_id, f"annotation {ann_id}: part of {size} values")
+                    size = f"{len(part)} values" if type(part) is list else f"a {type(part).__name__}"
+                    self.issues.add(
+                        "invalid_polygon", ann_id, f"annotation {ann_id} (image {image_id}): a part of {size}"
+                    )
                     return False
                 parts.append(part)
+                values += len(part)
             if not parts:
                 return None
+            if values > 2 * MAX_ANNOTATION_VERTICES:  # refused before numpy or pycocotools allocate per vertex
+                self.issues.add(
+                    "polygon_too_large",
+                    ann_id,
+                    f"annotation {ann_id} (image {image_id}): {values // 2:,} vertices, "
+                    f"over the limit of {MAX_ANNOTATION_VERTICES:,}",
+                )
+                return False
             if len(parts) != len(seg):
                 ann["segmentation"] = parts
             return MaskJob(index=index, height=height, width=width, parts=parts)
         if type(seg) is dict:
-            return self._rle_job(seg, ann_id, height, width, index)
+            return self._rle_job(seg, f"annotation {ann_id} (image {image_id})", ann_id, height, width, index)
         self.issues.add("invalid_segmentation", ann_id, f"annotation {ann_id}: {type(seg).__name__}")
         return False
 
-    def _rle_job(self, seg: dict[str, Any], ann_id: int, height: int, width: int, index: int) -> MaskJob | bool:
+    def _rle_job(
+        self, seg: dict[str, Any], where: str, ann_id: int, height: int, width: int, index: int
+    ) -> MaskJob | bool:
+        """Only an RLE whose size is the image's and whose counts cover it exactly reaches pycocotools."""
         size = seg.get("size")
         counts = seg.get("counts")
         if type(size) is not list or len(size) != 2 or not all(type(v) is int for v in size):
-            self.issues.add("invalid_rle", ann_id, f"annotation {ann_id}: size {size!r}")
+            self.issues.add("invalid_rle", ann_id, f"{where}: size {short_repr(size)}")
             return False
         if size != [height, width]:
-            self.issues.add(
-                "rle_size_mismatch", ann_id, f"annotation {ann_id}: RLE {size[0]}x{size[1]}, image {height}x{width}"
-            )
+            self.issues.add("rle_size_mismatch", ann_id, f"{where}: RLE {size[0]}x{size[1]}, image {height}x{width}")
             return False
         if type(counts) is list:
             if not all(type(v) is int and v >= 0 for v in counts) or sum(counts) != height * width:
-                self.issues.add("invalid_rle", ann_id, f"annotation {ann_id}: counts do not sum to {height}x{width}")
+                self.issues.add("invalid_rle", ann_id, f"{where}: counts do not sum to {height}x{width}")
                 return False
             return MaskJob(index=index, height=height, width=width, rle=uncompressed_rle(seg))
         if type(counts) is str and counts:
             encoded = counts.encode("utf-8", "replace")
-            if not compressed_counts_ok(encoded):
-                self.issues.add("invalid_rle", ann_id, f"annotation {ann_id}: counts string is not COCO's RLE encoding")
+            runs = decode_compressed_counts(encoded)
+            if runs is None:
+                self.issues.add("invalid_rle", ann_id, f"{where}: counts string is not COCO's RLE encoding")
+                return False
+            if int(runs.sum()) != height * width:
+                self.issues.add(
+                    "invalid_rle",
+                    ann_id,
+                    f"{where}: counts string covers {int(runs.sum()):,} pixels, not {height}x{width}",
+                )
                 return False
             return MaskJob(index=index, height=height, width=width, rle={"size": size, "counts": encoded})
-        self.issues.add("invalid_rle", ann_id, f"annotation {ann_id}: counts of type {type(counts).__name__}")
+        self.issues.add("invalid_rle", ann_id, f"{where}: counts of type {type(counts).__name__}")
         return False
 
     def _repair_from_masks(
@@ -614,7 +651,21 @@ class _Validator:
         removed: set[int] = set()
         if not jobs:
             return removed
-        boxes, areas = mask_boxes_and_areas(jobs, progress=self.progress)
+        # Polygons pycocotools cannot safely rasterise are reported and left out before it sees them.
+        refused = polygon_problems(jobs)
+        if refused:
+            for row, reason in refused.items():
+                ann = anns[row]
+                code = "polygon_too_large" if reason.startswith("an outline") else "invalid_polygon"
+                self.issues.add(code, ann["id"], f"annotation {ann['id']} (image {ann['image_id']}): {reason}")
+                removed.add(id(ann))
+            kept = [row for row in range(len(jobs)) if row not in refused]
+            anns = [anns[row] for row in kept]
+            jobs = [jobs[row] for row in kept]
+            stored_bboxes = [stored_bboxes[row] for row in kept]
+            if not jobs:
+                return removed
+        boxes, areas = mask_boxes_and_areas(jobs, progress=self.progress, checked=True)
         nan_box = [math.nan] * 4
         stored = np.array([b if b is not None else nan_box for b in stored_bboxes], dtype=np.float64)
         has_bbox = ~np.isnan(stored[:, 0])
@@ -631,7 +682,7 @@ class _Validator:
             area_mismatch = has_area & (
                 np.abs(stored_area - areas) > np.maximum(AREA_TOLERANCE_PX, AREA_TOLERANCE_REL * areas)
             )
-        bad_coordinates = np.isnan(areas)  # masks.py marks polygons it refused to rasterise
+        bad_coordinates = np.isnan(areas)  # masks.py marks polygons it refused (none here: checked above)
         # A compressed string can decode to counts that overrun the image: not a mask of it.
         limits = np.fromiter((float(job.height) * job.width for job in jobs), dtype=np.float64, count=len(jobs))
         overrun = ~bad_coordinates & (areas > limits)
@@ -666,7 +717,7 @@ class _Validator:
                     continue
                 self.replaced["bbox"] += 1
             elif ann.get("bbox") not in (None, []):  # present but unusable (zero size, NaN, text)
-                issues.add("bbox_mask_mismatch", ann["id"], f"annotation {ann['id']}: stored {ann['bbox']!r}")
+                issues.add("bbox_mask_mismatch", ann["id"], f"annotation {ann['id']}: stored {short_repr(ann['bbox'])}")
                 self.replaced["bbox"] += 1
             else:
                 self.generated["bbox"] += 1
@@ -720,8 +771,8 @@ class _Validator:
 def _area_value(ann: dict[str, Any]) -> float:
     """The stored area as a float; NaN when missing, negative or not a number."""
     value = ann.get("area")
-    if type(value) is float or type(value) is int:
-        return float(value) if value >= 0 and math.isfinite(value) else math.nan
+    if type(value) is float:
+        return value if value >= 0 and math.isfinite(value) else math.nan
     number, _ = _as_float(value)
     return number if number is not None and number >= 0 else math.nan
 
