@@ -23,6 +23,7 @@ from distillkit.cli.console import Output
 from distillkit.errors import UsageError
 from distillkit.inference import (
     PredictionRun,
+    collect_images,
     collect_sources,
     graceful_interrupt,
     load_model,
@@ -118,19 +119,11 @@ def infer(
     sources_found = collect_sources(sources, recursive=recursive)
     _check_outputs(sources, [*sources_found.images, *sources_found.video_files], model, output, save_vis, gradcam)
     if is_classifier_input([model]):  # classifier: per-image classes and probabilities instead of boxes
-        if sources_found.videos or slicing is not None:
-            raise UsageError("classifiers take images only (no video, stream, camera or --slice)", "give image files")
+        if slicing is not None:
+            raise UsageError("--slice is for detection and segmentation models", "leave it out for classifiers")
+        images = collect_images(sources, recursive=recursive)  # images only: videos in its folders are ignored
         infer_classifier_command(
-            out,
-            sources_found.images,
-            model,
-            output,
-            batch,
-            device,
-            json_mode,
-            tta,
-            gradcam=gradcam,
-            threshold=threshold,
+            out, images, model, output, batch, device, json_mode, tta, gradcam=gradcam, threshold=threshold
         )
         return
     if threshold is not None:
