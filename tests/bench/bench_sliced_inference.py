@@ -135,7 +135,11 @@ def main() -> int:
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "distillkit-bench-sliced")
     parser.add_argument("--fresh", action="store_true", help="retrain a run found in the workdir")
     parser.add_argument("--train-only", action="store_true", help="train (or find) the model and stop")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: steady timings on a shared CPU)")
     args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
     work = args.workdir
     work.mkdir(parents=True, exist_ok=True)
     splits = make_splits(args.bccd, work)
@@ -164,11 +168,12 @@ def main() -> int:
     from distillkit.inference.slicing import SliceSpec
 
     tile = SliceSpec.parse(args.tile, overlap=args.overlap)
+    # the headline pair first: on a loaded machine the run may be cut short, each row is printed when done
     settings_to_score: dict[str, tuple[int, Any]] = {
         f"full image @{args.imgsz}": (args.imgsz, None),
-        f"full image @{args.train_imgsz}": (args.train_imgsz, None),
         f"sliced {args.tile} @{args.train_imgsz}": (args.train_imgsz, tile),
         f"sliced {args.tile} + full @{args.train_imgsz}": (args.train_imgsz, tile.with_full_image()),
+        f"full image @{args.train_imgsz}": (args.train_imgsz, None),
     }
     rows: dict[str, dict[str, float]] = {}
     for name, (imgsz, slicing) in settings_to_score.items():
