@@ -130,11 +130,16 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--model", type=Path, help="score this model instead of training one")
-    parser.add_argument("--video-frames", type=int, default=200)
+    parser.add_argument("--video-frames", type=int, default=200, help="0: no video throughput run")
     parser.add_argument("--bccd", type=Path, default=BCCD)
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "distillkit-bench-sliced")
     parser.add_argument("--fresh", action="store_true", help="retrain a run found in the workdir")
     parser.add_argument("--train-only", action="store_true", help="train (or find) the model and stop")
+    parser.add_argument(
+        "--settings",
+        default="full,sliced,sliced-full,full-train",
+        help="comma-separated: full, sliced, sliced-full, full-train (one per process to run them side by side)",
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: steady timings on a shared CPU)")
     args = parser.parse_args()
     import torch
@@ -169,31 +174,39 @@ def main() -> int:
 
     tile = SliceSpec.parse(args.tile, overlap=args.overlap)
     # the headline pair first: on a loaded machine the run may be cut short, each row is printed when done
-    settings_to_score: dict[str, tuple[int, Any]] = {
-        f"full image @{args.imgsz}": (args.imgsz, None),
-        f"sliced {args.tile} @{args.train_imgsz}": (args.train_imgsz, tile),
-        f"sliced {args.tile} + full @{args.train_imgsz}": (args.train_imgsz, tile.with_full_image()),
-        f"full image @{args.train_imgsz}": (args.train_imgsz, None),
+    settings_to_score: dict[str, tuple[str, int, Any]] = {
+        "full": (f"full image @{args.imgsz}", args.imgsz, None),
+        "sliced": (f"sliced {args.tile} @{args.train_imgsz}", args.train_imgsz, tile),
+        "sliced-full": (f"sliced {args.tile} + full @{args.train_imgsz}", args.train_imgsz, tile.with_full_image()),
+        "full-train": (f"full image @{args.train_imgsz}", args.train_imgsz, None),
     }
+    chosen = [key.strip() for key in args.settings.split(",") if key.strip()]
+    unknown = [key for key in chosen if key not in settings_to_score]
+    if unknown:
+        parser.error(f"unknown --settings {unknown}; choose from {', '.join(settings_to_score)}")
     rows: dict[str, dict[str, float]] = {}
-    for name, (imgsz, slicing) in settings_to_score.items():
+    for key in chosen:
+        name, imgsz, slicing = settings_to_score[key]
         rows[name] = score(model, splits["test"], images, imgsz, slicing)
         print(f"{name}: {rows[name]}", flush=True)
-    video = video_throughput(model, work, args.video_frames, args.train_imgsz)
-    (work / "results.json").write_text(json.dumps({"scores": rows, "video": video}, indent=1))
+    video = video_throughput(model, work, args.video_frames, args.train_imgsz) if args.video_frames else None
+    tag = "_".join(chosen) + ("_video" if video else "")
+    (work / f"results_{tag}.json").write_text(json.dumps({"scores": rows, "video": video}, indent=1))
 
-    print(f"\nBCCD test (72 images, 640x480), yolov8n {args.epochs} epochs from scratch at {args.train_imgsz} px")
-    print(f"{'setting':<34} {'AP':>6} {'AP50':>6} {'AP_s':>6} {'AP_plt':>7} {'ms/img':>8}")
+    if rows:
+        print(f"\nBCCD test (72 images, 640x480), yolov8n {args.epochs} epochs from scratch at {args.train_imgsz} px")
+        print(f"{'setting':<34} {'AP':>6} {'AP50':>6} {'AP_s':>6} {'AP_plt':>7} {'ms/img':>8}")
     for name, row in rows.items():
         print(
             f"{name:<34} {row['AP']:6.3f} {row['AP50']:6.3f} {row['AP_small']:6.3f} "
             f"{row['AP_platelets']:7.3f} {row['ms_per_image']:8.1f}"
         )
-    print(
-        f"\nvideo: {video['frames']} frames 640x480 at imgsz {args.train_imgsz}: {video['frames_per_s']:.1f} frames/s, "
-        f"peak RSS {video['peak_rss_mb_after_10pct']:.0f} MB after 10 % of the frames, "
-        f"{video['peak_rss_mb_end']:.0f} MB at the end"
-    )
+    if video:
+        print(
+            f"\nvideo: {video['frames']} frames 640x480 at imgsz {args.train_imgsz}: "
+            f"{video['frames_per_s']:.1f} frames/s, peak RSS {video['peak_rss_mb_after_10pct']:.0f} MB after 10 % "
+            f"of the frames, {video['peak_rss_mb_end']:.0f} MB at the end"
+        )
     return 0
 
 
