@@ -36,6 +36,7 @@ BCCD = REPO.parent / "shared" / "data" / "bccd"
 def make_splits(bccd: Path, work: Path) -> dict[str, Path]:
     """train/val/test COCO files from BCCD's ImageSets/Main lists (invalid boxes dropped, as validate does)."""
     from distillkit.data.validate import validate_dataset
+    from distillkit.io import atomic_write_text
 
     result = validate_dataset(bccd / "annotations.json", drop_invalid=True)
     assert result.dataset is not None
@@ -47,7 +48,9 @@ def make_splits(bccd: Path, work: Path) -> dict[str, Path]:
         ids = {i["id"] for i in images}
         coco = {**dataset, "images": images, "annotations": [a for a in dataset["annotations"] if a["image_id"] in ids]}
         paths[split] = work / f"{split}.json"
-        paths[split].write_text(json.dumps(coco))
+        text = json.dumps(coco)
+        if not paths[split].exists() or paths[split].read_text() != text:
+            atomic_write_text(paths[split], text)  # several runs may share the workdir side by side
     return paths
 
 
