@@ -168,7 +168,8 @@ def main() -> int:
     parser.add_argument(
         "--settings",
         default="full,sliced,sliced-full,full-train",
-        help="comma-separated: full, sliced, sliced-full, full-train (one per process to run them side by side)",
+        help="comma-separated: full, sliced, sliced-full, full-train, sliced-train-scale (one per process runs "
+        "them side by side)",
     )
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: steady timings on a shared CPU)")
     args = parser.parse_args()
@@ -203,12 +204,15 @@ def main() -> int:
     from distillkit.inference.slicing import SliceSpec
 
     tile = SliceSpec.parse(args.tile, overlap=args.overlap)
+    scaled = max(32, round(max(tile.width, tile.height) * args.train_imgsz / 640 / 32) * 32)  # BCCD is 640 wide
     # the headline pair first: on a loaded machine the run may be cut short, each row is printed when done
     settings_to_score: dict[str, tuple[str, int, Any]] = {
         "full": (f"full image @{args.imgsz}", args.imgsz, None),
         "sliced": (f"sliced {args.tile} @{args.train_imgsz}", args.train_imgsz, tile),
         "sliced-full": (f"sliced {args.tile} + full @{args.train_imgsz}", args.train_imgsz, tile.with_full_image()),
         "full-train": (f"full image @{args.train_imgsz}", args.train_imgsz, None),
+        # tiles shrunk as the training shrank the 640 px pictures: objects at the scale the model learned
+        "sliced-train-scale": (f"sliced {args.tile} @{scaled}", scaled, tile),
     }
     chosen = [key.strip() for key in args.settings.split(",") if key.strip()]
     unknown = [key for key in chosen if key not in settings_to_score]
