@@ -167,7 +167,7 @@ def main() -> int:
     parser.add_argument("--train-only", action="store_true", help="train (or find) the model and stop")
     parser.add_argument(
         "--settings",
-        default="full,sliced,sliced-full,full-train",
+        default="full,sliced,sliced-full,full-train,sliced-train-scale",
         help="comma-separated: full, sliced, sliced-full, full-train, sliced-train-scale (one per process runs "
         "them side by side)",
     )
