@@ -4,9 +4,10 @@
    in ``--workdir`` and reused, ``--fresh`` retrains), or scores ``--model`` instead.
 2. Scores it on BCCD's test split (72 images, 640x480) through ``evaluate_models``, once per
    setting: full image at ``--imgsz`` (default 640: full resolution), full image at the training
-   size, sliced into ``--tile`` tiles (``--overlap``) at the training size, and sliced plus the full
-   image pass (SAHI's "standard prediction" merge). Prints COCO AP, AP_small, the Platelets AP
-   and the median time per image of each.
+   size, sliced into ``--tile`` tiles (``--overlap``) at the training size, sliced plus the full
+   image pass (SAHI's "standard prediction" merge), and tiles resized to the scale the model was
+   trained at (320 px tiles at 160 for a 320 px model: objects as large as in training). Prints
+   COCO AP, AP_small, the Platelets AP and the median time per image of each.
 3. Writes a video of ``--video-frames`` generated 640x480 frames and runs ``predict_video`` over it:
    frames/s, and the resident memory after the first 10 % of the frames and its maximum after that (flat:
    frames are streamed, never held).
