@@ -72,6 +72,31 @@ def test_evaluate_scores_onnx_like_pt(exported: tuple[Path, Path, list[Path]], t
     assert rows[0]["AP"] > 0.1 and abs(rows[1]["AP"] - rows[0]["AP"]) < 0.02
 
 
+def test_sliced_inference_runs_onnx_like_pt(exported: tuple[Path, Path, list[Path]], tmp_path: Path) -> None:
+    """--slice goes through the same runtime for both formats: same merged detections (and masks for -seg)."""
+    checkpoint, onnx_path, images = exported
+    results = []
+    for model, name in ((checkpoint, "pt"), (onnx_path, "onnx")):
+        code, stdout, stderr = run(
+            "infer", str(images[0].parent), "-m", str(model), "-o", str(tmp_path / name),
+            "--slice", "64x64", "--slice-overlap", "0.5", "--slice-full", "--save-vis", "--json",
+        )  # fmt: skip
+        assert code == 0, stderr
+        assert json.loads(stdout)["images"] == len(images)
+        results.append(json.loads((tmp_path / name / "predictions.json").read_text()))
+        assert len(list((tmp_path / name / "vis").glob("*.jpg"))) == len(images)
+    from_pt, from_onnx = results
+    assert from_pt and abs(len(from_pt) - len(from_onnx)) <= max(2, len(from_pt) // 10)
+    best_pt = max(from_pt, key=lambda d: d["score"])
+    assert any(
+        d["file_name"] == best_pt["file_name"]
+        and max(abs(a - b) for a, b in zip(d["bbox"], best_pt["bbox"], strict=True)) < 0.5
+        for d in from_onnx
+    )
+    if "segment" in str(onnx_path.parent.parent):
+        assert all(d["segmentation"]["size"] == [96, 96] for d in from_pt + from_onnx)
+
+
 def test_onnx_without_metadata_uses_the_sidecar_or_indices(tmp_path: Path) -> None:
     import onnx
 

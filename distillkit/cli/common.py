@@ -10,6 +10,7 @@ import typer
 from distillkit.cli.console import Output
 from distillkit.data.split import SplitResult, check_no_empty_split, split_dataset, write_splits
 from distillkit.errors import UsageError
+from distillkit.inference.slicing import SliceSpec
 
 JSON_OPTION = typer.Option(False, "--json", help="Print one JSON document on stdout (logs go to stderr).")
 QUIET_OPTION = typer.Option(False, "--quiet", "-q", help="Print nothing but errors.")
@@ -27,6 +28,32 @@ NO_STRATIFY_OPTION = typer.Option(False, "--no-stratify", help="Split by plain s
 DROP_INVALID_OPTION = typer.Option(
     False, "--drop-invalid", help="Leave unrepairable annotations out instead of failing (reported as warnings)."
 )
+
+# Sliced (tiled) inference, the same for `infer` and `evaluate -m` (so AP with slicing is measurable).
+SLICE_OPTION = typer.Option(
+    None, "--slice", help="Predict on overlapping tiles of this size, WxH or one number (e.g. 320x320), and merge."
+)
+SLICE_OVERLAP_OPTION = typer.Option(
+    0.2, "--slice-overlap", min=0.0, max=0.95, help="--slice: fraction of a tile shared with its neighbour."
+)
+SLICE_FULL_OPTION = typer.Option(
+    False, "--slice-full", help="--slice: also predict on the whole image and merge (for objects larger than a tile)."
+)
+SLICE_MERGE_OPTION = typer.Option(
+    "nms", "--slice-merge", help="--slice: nms (IoU, keeps the best box) or nmm (greedy merging on IoS, as SAHI)."
+)
+SLICE_MATCH_OPTION = typer.Option(
+    0.5, "--slice-match", min=0.01, max=1.0, help="--slice: overlap above which two boxes of a class are one object."
+)
+
+
+def slice_spec(tile: str | None, overlap: float, full_image: bool, merge: str, match: float) -> SliceSpec | None:
+    """The ``SliceSpec`` of the --slice options; None without --slice (other --slice-* then are mistakes)."""
+    if tile is None:
+        if full_image or merge != "nms":
+            raise UsageError("--slice-full and --slice-merge need --slice", "e.g. --slice 320x320")
+        return None
+    return SliceSpec.parse(tile, overlap=overlap, full_image=full_image, merge=merge, match_threshold=match)
 
 
 def make_output(json_mode: bool, quiet: bool) -> Output:

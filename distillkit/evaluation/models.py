@@ -14,7 +14,7 @@ from typing import Any
 from distillkit.data.images import ImageLocator, default_image_roots
 from distillkit.errors import DataError
 from distillkit.evaluation.coco_metrics import EvaluationResult, evaluate_predictions, load_ground_truth
-from distillkit.inference import PredictionRun, load_model, predict_images, write_predictions
+from distillkit.inference import PredictionRun, SliceSpec, load_model, predict_images, write_predictions
 from distillkit.progress import NULL_PROGRESS, Progress
 
 # Like COCO / ultralytics validation: keep (almost) every detection, the metrics sweep the scores.
@@ -57,7 +57,9 @@ def evaluate_models(
     device: str | None = None,
     predictions_dir: Path | None = None,
     progress: Progress = NULL_PROGRESS,
+    slicing: SliceSpec | None = None,
 ) -> list[ModelEvaluation]:
+    """Run each model on the ground truth's images and score it; ``slicing``: sliced (tiled) inference."""
     gt = load_ground_truth(ground_truth, progress)
     assert gt.dataset is not None
     locator = ImageLocator(default_image_roots(Path(ground_truth), Path(images_dir) if images_dir else None))
@@ -90,6 +92,7 @@ def evaluate_models(
             device=device,
             image_ids=image_ids,
             progress=progress,
+            slicing=slicing,
         )
         if predictions_dir is not None:
             target = predictions_dir / f"predictions_{Path(model_path).stem}.json"

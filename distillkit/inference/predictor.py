@@ -11,16 +11,18 @@ the boxes and masks are reported in.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 import yaml
-from pycocotools import mask as mask_utils
 
 from distillkit.errors import DataError, UsageError
+from distillkit.inference.detections import Detections
+from distillkit.inference.slicing import SliceSpec, predict_sliced
 from distillkit.io import atomic_open, dumps_json
 from distillkit.progress import NULL_PROGRESS, Progress, ProgressTask
 from distillkit.students.ultralytics_env import import_ultralytics
@@ -53,7 +55,8 @@ class PredictionRun:
     images: int = 0
     detections: int = 0
     latencies_ms: list[float] = field(default_factory=list)  # pre + inference + post, per image
-    skipped: list[dict[str, str]] = field(default_factory=list)  # unreadable images left out: file_name, reason
+    skipped: list[dict[str, Any]] = field(default_factory=list)  # unreadable images/frames left out: file_name, reason
+    interrupted: bool = False  # stopped early by Ctrl-C (``stop``): what was predicted is complete and written
 
     @property
     def median_latency_ms(self) -> float:
@@ -114,6 +117,8 @@ def predict_images(
     save_vis: Path | None = None,
     progress: Progress = NULL_PROGRESS,
     skip_unreadable: bool = False,
+    slicing: SliceSpec | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Yield COCO-results detections one at a time, image by image; ``run`` collects the totals.
 
@@ -124,45 +129,153 @@ def predict_images(
     An image that cannot be read (truncated, not an image) is a ``DataError`` naming it; with
     ``skip_unreadable`` it is left out and listed in ``run.skipped`` instead, and only a run where no
     image could be read is an error.
+
+    ``slicing`` predicts each image on overlapping tiles and merges (``distillkit.inference.slicing``);
+    latencies are then the wall time of all tiles and the merge. ``stop`` is asked between images
+    (a Ctrl-C caught by ``graceful_interrupt``): when it says yes, the run ends after the image in hand.
     """
     if loaded.task == "classify":
         raise UsageError(f"{loaded.path.name} is a classifier", "detections come from detection or segmentation models")
     run = run if run is not None else PredictionRun()
-    arguments: dict[str, Any] = {
-        "conf": conf,
-        "iou": iou,
-        "max_det": max_det,
-        "verbose": False,
-        "stream": True,
-        "retina_masks": True,
-        "batch": batch,
-    }
-    if imgsz is not None:
-        arguments["imgsz"] = imgsz
-    if device is not None:
-        arguments["device"] = device
+    arguments = prediction_arguments(conf, iou, max_det, imgsz, batch, device)
     if save_vis is not None:
         save_vis.mkdir(parents=True, exist_ok=True)
-    chunk_size = max(batch, 1) * 8  # ultralytics reads a list source eagerly: feed it a few batches at a time
+    stopping = stop if stop is not None else _never
     with progress.task(f"predicting with {loaded.path.name}", total=len(images)) as bar:
-        for start in range(0, len(images), chunk_size):
-            chunk = list(images[start : start + chunk_size])
-            for result in _chunk_results(loaded, chunk, arguments, run, skip_unreadable, bar):
-                path = Path(result.path)
-                run.images += 1
-                run.latencies_ms.append(float(sum(result.speed.values())))
-                for entry in _entries(result, loaded, path, (image_ids or {}).get(path.resolve())):
-                    run.detections += 1
-                    yield entry
-                if save_vis is not None:
-                    _save_overlay(result, save_vis / f"{path.stem}.jpg")
-                bar.advance()
+        if slicing is not None:
+            yield from _sliced_images(
+                loaded, images, arguments, slicing, run, image_ids, save_vis, skip_unreadable, bar, stopping
+            )
+        else:
+            yield from _whole_images(
+                loaded, images, arguments, batch, run, image_ids, save_vis, skip_unreadable, bar, stopping
+            )
     if skip_unreadable and run.skipped and not run.images:
         first = run.skipped[0]
         raise DataError(
             f"none of the {len(run.skipped)} images could be read (first: {first['reason']})",
             "remove or re-save those files and run again",
         )
+
+
+def _never() -> bool:
+    return False
+
+
+def prediction_arguments(
+    conf: float = 0.25,
+    iou: float = 0.7,
+    max_det: int = 300,
+    imgsz: int | None = None,
+    batch: int = 1,
+    device: str | None = None,
+) -> dict[str, Any]:
+    """ultralytics' ``predict`` keywords, the same for images, tiles and video frames."""
+    arguments: dict[str, Any] = {
+        "conf": conf,
+        "iou": iou,
+        "max_det": max_det,
+        "verbose": False,
+        "stream": True,
+        "retina_masks": True,  # masks at the picture's size: what entries and tile merging need
+        "batch": batch,
+    }
+    if imgsz is not None:
+        arguments["imgsz"] = imgsz
+    if device is not None:
+        arguments["device"] = device
+    return arguments
+
+
+def array_predictor(loaded: LoadedModel, arguments: dict[str, Any]) -> Callable[[list[np.ndarray]], list[Detections]]:
+    """A function predicting BGR pictures (tiles, video frames) in memory: one ``Detections`` each."""
+
+    def predict(pictures: list[np.ndarray]) -> list[Detections]:
+        results = _naming_unreadable_images(loaded.model.predict(source=pictures, **arguments))
+        return [Detections.from_result(result) for result in results]
+
+    return predict
+
+
+def _whole_images(
+    loaded: LoadedModel,
+    images: Sequence[Path],
+    arguments: dict[str, Any],
+    batch: int,
+    run: PredictionRun,
+    image_ids: dict[Path, int] | None,
+    save_vis: Path | None,
+    skip_unreadable: bool,
+    bar: ProgressTask,
+    stop: Callable[[], bool],
+) -> Iterator[dict[str, Any]]:
+    chunk_size = max(batch, 1) * 8  # ultralytics reads a list source eagerly: feed it a few batches at a time
+    for start in range(0, len(images), chunk_size):
+        chunk = list(images[start : start + chunk_size])
+        for result in _chunk_results(loaded, chunk, arguments, run, skip_unreadable, bar):
+            path = Path(result.path)
+            run.images += 1
+            run.latencies_ms.append(float(sum(result.speed.values())))
+            detections = Detections.from_result(result)
+            height, width = result.orig_shape
+            for entry in detections.entries(loaded.names, loaded.category_ids, height, width, _head(path, image_ids)):
+                run.detections += 1
+                yield entry
+            if save_vis is not None:
+                _save_overlay(result.plot(), save_vis / f"{path.stem}.jpg")
+            bar.advance()
+            if stop():
+                run.interrupted = True
+                return
+
+
+def _sliced_images(
+    loaded: LoadedModel,
+    images: Sequence[Path],
+    arguments: dict[str, Any],
+    slicing: SliceSpec,
+    run: PredictionRun,
+    image_ids: dict[Path, int] | None,
+    save_vis: Path | None,
+    skip_unreadable: bool,
+    bar: ProgressTask,
+    stop: Callable[[], bool],
+) -> Iterator[dict[str, Any]]:
+    """Each image read by ``distillkit.images`` (upright, EXIF applied), sliced, predicted, merged."""
+    from distillkit.images import read_bgr
+
+    predict = array_predictor(loaded, arguments)
+    for path in images:
+        try:
+            picture = read_bgr(path)
+        except DataError as error:
+            if not skip_unreadable:
+                raise
+            run.skipped.append({"file_name": str(path), "reason": error.message})
+            bar.advance()
+            continue
+        started = time.perf_counter()
+        detections = predict_sliced(picture, predict, slicing, max_det=int(arguments["max_det"]))
+        run.latencies_ms.append((time.perf_counter() - started) * 1000)
+        run.images += 1
+        height, width = picture.shape[:2]
+        for entry in detections.entries(loaded.names, loaded.category_ids, height, width, _head(path, image_ids)):
+            run.detections += 1
+            yield entry
+        if save_vis is not None:
+            _save_overlay(detections.plot(picture, loaded.names), save_vis / f"{path.stem}.jpg")
+        bar.advance()
+        if stop():
+            run.interrupted = True
+            return
+
+
+def _head(path: Path, image_ids: dict[Path, int] | None) -> dict[str, Any]:
+    head: dict[str, Any] = {"file_name": str(path)}
+    image_id = (image_ids or {}).get(path.resolve())
+    if image_id is not None:
+        head["image_id"] = image_id
+    return head
 
 
 class _UnreadableImage(Exception):
@@ -244,43 +357,11 @@ def _naming_unreadable_images(results: Iterable[Any]) -> Iterator[Any]:
         yield result
 
 
-def _entries(result: Any, loaded: LoadedModel, path: Path, image_id: int | None) -> Iterator[dict[str, Any]]:
-    boxes = result.boxes
-    if boxes is None or len(boxes) == 0:
-        return
-    xyxy = boxes.xyxy.cpu().numpy().astype(np.float64)
-    scores = boxes.conf.cpu().numpy().astype(np.float64)
-    classes = boxes.cls.cpu().numpy().astype(int)
-    masks = result.masks.data.cpu().numpy() if getattr(result, "masks", None) is not None else None
-    height, width = result.orig_shape
-    for i in range(len(scores)):
-        x1, y1, x2, y2 = xyxy[i]
-        entry: dict[str, Any] = {"file_name": str(path)}
-        if image_id is not None:
-            entry["image_id"] = image_id
-        entry.update(
-            category_id=loaded.category_ids.get(int(classes[i]), int(classes[i])),
-            category_name=loaded.names.get(int(classes[i]), str(classes[i])),
-            bbox=[round(float(x1), 2), round(float(y1), 2), round(float(x2 - x1), 2), round(float(y2 - y1), 2)],
-            score=round(float(scores[i]), 5),
-        )
-        if masks is not None:
-            binary = np.asfortranarray((masks[i] > 0.5).astype(np.uint8))
-            if binary.shape != (height, width):  # retina masks are at the original size; guard anyway
-                import cv2
-
-                binary = np.asfortranarray(cv2.resize(binary, (width, height), interpolation=cv2.INTER_NEAREST))
-            rle = mask_utils.encode(binary)
-            entry["segmentation"] = {"size": [height, width], "counts": rle["counts"].decode()}
-        yield entry
-
-
-def _save_overlay(result: Any, target: Path) -> None:
+def _save_overlay(picture_bgr: np.ndarray, target: Path) -> None:
     from PIL import Image
 
-    picture = result.plot()[:, :, ::-1]  # ultralytics draws in BGR
     with atomic_open(target, "wb") as handle:
-        Image.fromarray(np.ascontiguousarray(picture)).save(handle, format="JPEG", quality=90)
+        Image.fromarray(np.ascontiguousarray(picture_bgr[:, :, ::-1])).save(handle, format="JPEG", quality=90)
 
 
 def write_predictions(entries: Iterator[dict[str, Any]], path: Path, keep: bool = False) -> list[dict[str, Any]]:
