@@ -5,7 +5,6 @@ runs them all, ``predict_images`` / ``predict_video`` one kind; ``SliceSpec`` tu
 (tiled) inference for any of them.
 """
 
-from distillkit.inference.interrupt import StopRequest, graceful_interrupt
 from distillkit.inference.predictor import (
     LoadedModel,
     PredictionRun,
@@ -18,6 +17,7 @@ from distillkit.inference.run import predict_sources
 from distillkit.inference.slicing import SliceSpec
 from distillkit.inference.sources import Sources, VideoSource, collect_images, collect_sources
 from distillkit.inference.video import predict_video
+from distillkit.interrupts import StopRequest, graceful_interrupt
 
 __all__ = [
     "LoadedModel",
