@@ -169,10 +169,8 @@ def infer(
     else:
         skipped = f"; {len(run.skipped)} unreadable images or frames skipped" if run.skipped else ""
         stopped = "; stopped by Ctrl-C" if run.interrupted else ""
-        out.print(
-            f"{run.detections} detections on {run.images} images/frames → {target} "
-            f"(median {run.median_latency_ms:.1f} ms per image{skipped}{stopped})"
-        )
+        latency = f"median {run.median_latency_ms:.1f} ms per image" if run.images else "nothing was predicted"
+        out.print(f"{run.detections} detections on {run.images} images/frames → {target} ({latency}{skipped}{stopped})")
 
 
 def _warn_skipped(out: Output, run: PredictionRun, shown: int = 20) -> None:
