@@ -2,7 +2,10 @@
 
 ``score_logit`` lifts the class logits of the head so the untrained model emits confident-looking
 detections (a random model's scores are ~1e-3): predictions then exist to compare between formats
-and to serve as ground truth for the accuracy guard.
+and to serve as ground truth for the accuracy guard. ``live_features`` re-initialises the
+convolutions so activations keep their scale through the network, as in a trained model: with
+ultralytics' default init they shrink to ~1e-10 by the head, which static INT8 quantizers cannot
+represent (ai-edge-quantizer's int32 biases overflow).
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ def make_checkpoint(
     imgsz: int = 128,
     score_logit: float | None = 1.0,
     seed: int = 0,
+    live_features: bool = False,
+    score_weight: float = 0.05,
 ) -> Path:
     """A train-student-like checkpoint: ultralytics layout plus the distillkit class mapping."""
     import_ultralytics()
@@ -35,11 +40,15 @@ def make_checkpoint(
     config = "yolov8n-seg.yaml" if task == "segment" else "yolov8n.yaml"
     model = cls(config, nc=len(names), verbose=False)
     model.names = dict(enumerate(names))
+    if live_features:
+        for module in model.modules():
+            if isinstance(module, torch.nn.Conv2d):
+                torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
     if score_logit is not None:
         with torch.no_grad():
             for branch in model.model[-1].cv3:
                 branch[-1].bias.fill_(score_logit)
-                branch[-1].weight.mul_(0.05)  # scores vary a little around sigmoid(score_logit)
+                branch[-1].weight.mul_(score_weight)  # scores vary a little around sigmoid(score_logit)
     model.args = {"imgsz": imgsz, "task": task}
     checkpoint = {
         "model": model.half(),  # as ultralytics stores trained models

@@ -117,9 +117,9 @@ def test_onnx_without_metadata_uses_the_sidecar_or_indices(tmp_path: Path) -> No
 
 
 def test_unsupported_format_is_a_usage_error(tmp_path: Path) -> None:
-    path = tmp_path / "model.tflite"
+    path = tmp_path / "model.mlmodel"
     path.write_bytes(b"x")
-    with pytest.raises(UsageError, match=r"\.pt, \.onnx or \.engine"):
+    with pytest.raises(UsageError, match=r"\.pt, \.onnx, \.engine or \.tflite"):
         load_model(path)
 
 

@@ -1,4 +1,4 @@
-"""`distillkit optimize`: ONNX / INT8 / FP16 / TensorRT artefacts of a model, measured and guarded."""
+"""`distillkit optimize`: ONNX / INT8 / FP16 / TensorRT / TFLite artefacts of a model, measured and guarded."""
 
 from __future__ import annotations
 
@@ -17,7 +17,9 @@ from distillkit.safe_load import trust_model_files
 
 def optimize(
     model: Path = typer.Option(..., "--model", "-m", help="A .pt from train-student or train-classifier."),
-    formats: list[str] = typer.Option(["onnx"], "--format", "-f", help="onnx and/or engine (TensorRT; repeatable)."),
+    formats: list[str] = typer.Option(
+        ["onnx"], "--format", "-f", help="onnx, engine (TensorRT) and/or tflite (LiteRT; repeatable)."
+    ),
     quantize: list[str] = typer.Option(
         ["int8"], "--quantize", "-q", help="int8 (static, calibrated), int8-dynamic, fp16, none (repeatable)."
     ),
@@ -54,12 +56,14 @@ def optimize(
     Writes model.onnx (verified single input, onnx.checker clean, onnxslim-simplified, class names,
     category ids, task, imgsz and preprocessing in its metadata), model_int8.onnx (static QDQ INT8
     calibrated on real images), model_fp16.onnx, model_int8_dynamic.onnx, TensorRT .engine files
-    where tensorrt and a CUDA GPU exist, class_mapping.yaml and report.json. The report gives, per
-    file: size, median and p90 latency per image on this machine (batch 1, --threads, warm-up),
-    max abs difference of outputs against the PyTorch model on real images, mAP50-95 (accuracy for
-    classifiers) with --val-data, and ratios to the source. With --val-data, an artefact losing more
-    than --max-drop points is marked failed and the command exits 1 (unless --force).
-    `distillkit infer` and `distillkit evaluate` take the .onnx files as they take the .pt.
+    where tensorrt and a CUDA GPU exist, model_fp16.tflite / model_int8.tflite with -f tflite
+    (detection and segmentation; needs pip install "distillkit[tflite]"), class_mapping.yaml and
+    report.json. The report gives, per file: size, median and p90 latency per image on this
+    machine (batch 1, --threads, warm-up), max abs difference of outputs against the PyTorch model
+    on real images, mAP50-95 (accuracy for classifiers) with --val-data, and ratios to the source.
+    With --val-data, an artefact losing more than --max-drop points is marked failed and the
+    command exits 1 (unless --force).
+    `distillkit infer` and `distillkit evaluate` take the .onnx and .tflite files as they take the .pt.
 
     Examples:
 
@@ -68,6 +72,8 @@ def optimize(
         distillkit optimize -m best.pt -q int8 -q fp16 --calib-dir images/ --calib-images 200 --imgsz 320
 
         distillkit optimize -m best.pt -f onnx -f engine -q fp16 --calib-dir images/ --json
+
+        distillkit optimize -m best.pt -f onnx -f tflite -q int8 -q fp16 --calib-data data/val.json
     """
     trust_model_files(trust_model_file)  # before anything reads a model file
     out = make_output(json_mode, quiet)

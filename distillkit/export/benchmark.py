@@ -95,6 +95,31 @@ def onnx_runner(path: Path, threads: int) -> Runner:
     return run
 
 
+def tflite_runner(path: Path, threads: int) -> Runner:
+    """Run a ``.tflite`` on the NCHW float32 batches of the other runners; outputs in ONNX order and layout.
+
+    ONNX gives ``output0`` (N, 4+nc[+32], anchors) with boxes in input pixels, then (segmentation)
+    the prototypes (N, 32, h, w). The LiteRT graph gives boxes divided by the input size: they are
+    multiplied back here, as ultralytics' LiteRTBackend does. NHWC files (onnx2tf exports) are
+    fed and read channels-last.
+    """
+    from distillkit.export.tflite_export import check_image_input, onnx_layout, open_interpreter
+
+    interpreter = open_interpreter(path, threads)
+    check_image_input(path, interpreter)
+    detail = interpreter.get_input_details()[0]
+    nhwc = int(detail["shape"][-1]) == 3 and int(detail["shape"][1]) != 3
+    outputs = [output["index"] for output in interpreter.get_output_details()]
+
+    def run(batch: np.ndarray) -> list[np.ndarray]:
+        height, width = batch.shape[2:]
+        interpreter.set_tensor(detail["index"], batch.transpose(0, 2, 3, 1) if nhwc else batch)
+        interpreter.invoke()
+        return onnx_layout([interpreter.get_tensor(index).copy() for index in outputs], height, width, nhwc)
+
+    return run
+
+
 def engine_runner(path: Path) -> Runner:
     """A TensorRT engine through ultralytics' AutoBackend on the first CUDA device."""
     import torch

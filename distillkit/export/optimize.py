@@ -25,6 +25,7 @@ from distillkit.export.benchmark import (
     measure_latency,
     onnx_runner,
     output_parity,
+    tflite_runner,
     torch_runner,
 )
 from distillkit.export.calibration import calibration_images, preprocess_many
@@ -42,7 +43,7 @@ from distillkit.io import atomic_write_json
 from distillkit.paths import check_output_outside_inputs, image_folders
 from distillkit.progress import NULL_PROGRESS, Progress
 
-FORMATS = ("onnx", "engine")
+FORMATS = ("onnx", "engine", "tflite")
 QUANTIZE = ("int8", "int8-dynamic", "fp16", "none")
 REPORT_NAME = "report.json"
 
@@ -75,7 +76,7 @@ class OptimizeOptions:
 class Artefact:
     name: str
     path: Path
-    format: str  # pt | onnx | engine
+    format: str  # pt | onnx | engine | tflite
     precision: str  # fp32 | fp16 | int8
     size_mb: float
     latency: LatencyStats | None = None
@@ -167,6 +168,11 @@ def optimize_model(model: str | Path, options: OptimizeOptions, progress: Progre
         from distillkit.export.tensorrt_export import require_tensorrt
 
         require_tensorrt()
+    if "tflite" in options.formats:  # the optional extra and the task: say so before any work
+        from distillkit.export.tflite_export import check_tflite_task, require_tflite
+
+        check_tflite_task(source.task)
+        require_tflite()
 
     needs_calibration = "int8" in options.quantize
     calibration_paths = (
@@ -204,13 +210,15 @@ def optimize_model(model: str | Path, options: OptimizeOptions, progress: Progre
     artefacts.append(Artefact("onnx fp32", fp32, "onnx", "fp32", _mb(fp32)))
 
     calibration_inputs = preprocess_many(calibration_paths, metadata)
-    for mode in options.quantize:
-        artefacts.extend(_quantized(mode, fp32, metadata, calibration_inputs, options, progress))
+    if "onnx" in options.formats:
+        for mode in options.quantize:
+            artefacts.extend(_quantized(mode, fp32, metadata, calibration_inputs, options, progress))
+    else:  # other formats only were asked for: model.onnx carries the metadata, and is the baseline row
+        notices.append(f"{fp32.name} is kept: the other formats were converted from it or measured against it")
     if "engine" in options.formats:
         artefacts.extend(_engines(fp32, metadata, calibration_inputs, options, progress))
-    if "onnx" not in options.formats:  # engines only were asked for: model.onnx was their intermediate
-        artefacts = [a for a in artefacts if a.format != "onnx" or a.path == fp32]
-        notices.append(f"{fp32.name} is kept: the engines were built from it")
+    if "tflite" in options.formats:
+        artefacts.extend(_tflite(source, output, calibration_inputs, options, progress))
 
     parity_inputs = _parity_inputs(calibration_inputs, options, metadata)
     sources = {original.path: original, source.path: source}
@@ -319,6 +327,30 @@ def _engines(
     return artefacts
 
 
+def _tflite(
+    source: SourceModel,
+    output: Path,
+    calibration_inputs: list[np.ndarray],
+    options: OptimizeOptions,
+    progress: Progress,
+) -> list[Artefact]:
+    """model_fp16.tflite with -q fp16, model_int8.tflite with -q int8, model_fp32.tflite with -q none.
+
+    With none of those asked for (e.g. only int8-dynamic), fp16: the one without an accuracy risk.
+    """
+    from distillkit.export.tflite_export import PRECISION_NOTES, export_yolo_tflite, tflite_path
+
+    wanted = {"none": "fp32", "fp16": "fp16", "int8": "int8"}
+    precisions = [wanted[mode] for mode in options.quantize if mode in wanted] or ["fp16"]
+    export_yolo_tflite(source, output, precisions, calibration_inputs, progress)
+    artefacts = []
+    for precision in precisions:
+        target = tflite_path(output, precision)
+        notes = [PRECISION_NOTES[precision] + (f"; {len(calibration_inputs)} images" if precision == "int8" else "")]
+        artefacts.append(Artefact(f"tflite {precision}", target, "tflite", precision, _mb(target), notes=notes))
+    return artefacts
+
+
 def _parity_inputs(
     calibration_inputs: list[np.ndarray], options: OptimizeOptions, metadata: ModelMetadata
 ) -> list[np.ndarray]:
@@ -356,6 +388,8 @@ def _measure(
                 runners[artefact.name] = torch_runner(sources[artefact.path], threads)
             elif artefact.format == "onnx":
                 runners[artefact.name] = onnx_runner(artefact.path, threads)
+            elif artefact.format == "tflite":
+                runners[artefact.name] = tflite_runner(artefact.path, threads)
             else:
                 runners[artefact.name] = engine_runner(artefact.path)
         reference = runners[artefacts[0].name]

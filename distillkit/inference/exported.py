@@ -1,9 +1,9 @@
-"""Loading exported models (``.onnx``, TensorRT ``.engine``) for `infer` and `evaluate`.
+"""Loading exported models (``.onnx``, TensorRT ``.engine``, LiteRT ``.tflite``) for `infer` and `evaluate`.
 
 Detection and segmentation files run through ultralytics' own runtime (``AutoBackend``, reached
 with ``YOLO(path)``): the letterbox, decoding, NMS and mask assembly are then the very code that
 runs the ``.pt``, so a ``.onnx`` and its ``.pt`` give the same detections by construction, and
-TensorRT engines come for free. Ultralytics is imported through ``import_ultralytics()``
+TensorRT engines and LiteRT files come for free. Ultralytics is imported through ``import_ultralytics()``
 (``YOLO_AUTOINSTALL=0``): its ``check_requirements`` then only checks that onnxruntime is
 installed and never pip-installs. Class names and COCO category ids come from the distillkit
 metadata inside the file (or the sidecar ``class_mapping.yaml`` for engines). Classifier exports
@@ -18,15 +18,24 @@ from pathlib import Path
 import numpy as np
 
 from distillkit.errors import UsageError
-from distillkit.export.metadata import INPUT_NAME, load_onnx_graph, read_onnx_metadata, read_sidecar
+from distillkit.export.metadata import (
+    INPUT_NAME,
+    ModelMetadata,
+    load_onnx_graph,
+    read_onnx_metadata,
+    read_sidecar,
+)
 from distillkit.inference.predictor import LoadedModel
 from distillkit.students.ultralytics_env import import_ultralytics
 
-EXPORTED_SUFFIXES = (".onnx", ".engine")
+EXPORTED_SUFFIXES = (".onnx", ".engine", ".tflite")
 
 
 def load_exported_model(path: Path) -> LoadedModel:
-    metadata = read_onnx_metadata(path) if path.suffix == ".onnx" else None
+    if path.suffix == ".tflite":
+        metadata = _tflite_metadata(path)
+    else:
+        metadata = read_onnx_metadata(path) if path.suffix == ".onnx" else None
     sidecar = read_sidecar(path.parent) or {}
     if metadata is not None and metadata.task == "classify":
         raise UsageError(
@@ -34,7 +43,7 @@ def load_exported_model(path: Path) -> LoadedModel:
         )
     if path.suffix == ".engine":
         _check_tensorrt_runtime(path)
-    else:
+    elif path.suffix == ".onnx":
         _check_image_input(path)
     import_ultralytics()
     from ultralytics import YOLO
@@ -75,6 +84,15 @@ def _check_image_input(path: Path) -> None:
             f"{path} takes inputs {shapes} (name: shape), not one {INPUT_NAME!r} tensor of shape (N, 3, H, W)",
             "pass a detection or segmentation model exported by distillkit optimize (prompt-free, image input only)",
         )
+
+
+def _tflite_metadata(path: Path) -> ModelMetadata | None:
+    """The runtime installed (else the extra to install), one image input, then the stored metadata."""
+    from distillkit.export.tflite_export import check_image_input, read_tflite_metadata, require_tflite
+
+    require_tflite(export=False)
+    check_image_input(path)
+    return read_tflite_metadata(path)
 
 
 def _ids(category_ids: Sequence[int]) -> dict[int, int]:

@@ -27,7 +27,7 @@ from distillkit.io import atomic_open, dumps_json
 from distillkit.progress import NULL_PROGRESS, Progress, ProgressTask
 from distillkit.students.ultralytics_env import import_ultralytics
 
-SUPPORTED_SUFFIXES = (".pt", ".onnx", ".engine")
+SUPPORTED_SUFFIXES = (".pt", ".onnx", ".engine", ".tflite")
 
 
 @dataclass
@@ -67,10 +67,11 @@ def load_model(path: str | Path) -> LoadedModel:
     model_path = Path(path)
     if not model_path.is_file():
         raise UsageError(
-            f"model {model_path} not found", "pass a .pt written by train-student, or an .onnx/.engine from optimize"
+            f"model {model_path} not found",
+            "pass a .pt written by train-student, or an .onnx/.engine/.tflite from optimize",
         )
     if model_path.suffix not in SUPPORTED_SUFFIXES:
-        raise UsageError(f"{model_path.name}: unsupported model format", "pass a .pt, .onnx or .engine file")
+        raise UsageError(f"{model_path.name}: unsupported model format", "pass a .pt, .onnx, .engine or .tflite file")
     if model_path.suffix != ".pt":
         from distillkit.inference.exported import load_exported_model  # imports this module: import late
 

@@ -1,0 +1,350 @@
+"""TFLite / LiteRT files of YOLO students: fp16 weights and static INT8, read back by ultralytics' runtime.
+
+The graph is ultralytics' own LiteRT export (``format="litert"``: litert-torch, the detection head
+in export mode, box coordinates divided by the input size so that one INT8 scale can carry both
+boxes and 0–1 scores), written as a float32 intermediate. ai-edge-quantizer then makes:
+
+- ``model_fp16.tflite``: the convolution weights stored as float16 (half the file). On a CPU the
+  XNNPACK delegate unpacks them to float32 at load and computes in float32, so outputs match fp32
+  to ~1e-6 and latency is fp32's; GPU delegates and ARM CPUs with FP16 arithmetic use the halves.
+- ``model_int8.tflite``: static INT8 (int8 per-channel weights, int8 activations) calibrated on the
+  real calibration images ``optimize`` gathers, preprocessed exactly as at inference; graph input
+  and outputs stay float32, so every consumer feeds and reads it as it does the fp32 file.
+
+Each file carries two zip entries appended to the flatbuffer (the interpreter ignores them):
+``metadata.json``, ultralytics' (task, names, imgsz, stride), so ``YOLO("model_int8.tflite")``
+runs it with the same letterbox, decoding and NMS as the ``.pt``; and ``distillkit.json``, the
+``ModelMetadata`` every distillkit export carries (COCO category ids, preprocessing, precision).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import io
+import json
+import os
+import shutil
+import sys
+import tempfile
+import zipfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from distillkit.errors import DataError, UsageError
+from distillkit.export.metadata import YOLO_PREPROCESSING, ModelMetadata
+from distillkit.export.onnx_export import SourceModel
+from distillkit.io import atomic_write_bytes
+from distillkit.progress import NULL_PROGRESS, Progress
+
+INSTALL_HINT = 'pip install "distillkit[tflite]"'
+EXPORT_MODULES = ("litert_torch", "ai_edge_quantizer", "ai_edge_litert")
+RUNTIME_MODULES = ("ai_edge_litert",)
+ULTRALYTICS_ENTRY = "metadata.json"  # the name ultralytics' LiteRTBackend reads
+DISTILLKIT_ENTRY = "distillkit.json"
+PRECISIONS = ("fp32", "fp16", "int8")
+SUFFIX = ".tflite"
+
+# ai-edge-quantizer casts the weights of these ops to float16; the other ops have no weights to halve.
+_FP16_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "CONV_2D_TRANSPOSE")
+PRECISION_NOTES = {
+    "fp32": "litert-torch float32 graph",
+    "fp16": "float16 weights; a CPU (XNNPACK) computes in float32: half the file, fp32 speed",
+    "int8": "static INT8 (ai-edge-quantizer: int8 per-channel weights, int8 activations, float32 I/O)",
+}
+
+
+def missing_modules(modules: Sequence[str]) -> list[str]:
+    """The modules of ``modules`` that cannot be imported here, looked up without importing them."""
+    missing = []
+    for name in modules:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):  # a parent package that is broken, or a None in sys.modules
+            found = False
+        if not found:
+            missing.append(name)
+    return missing
+
+
+def require_tflite(export: bool = True) -> None:
+    """One line naming the extra to install when the packages for TFLite are absent."""
+    missing = missing_modules(EXPORT_MODULES if export else RUNTIME_MODULES)
+    if missing:
+        what = "TFLite export" if export else "running .tflite models"
+        raise UsageError(f"{what} needs {', '.join(missing)}, not installed here", INSTALL_HINT)
+
+
+def check_tflite_task(task: str) -> None:
+    if task not in ("detect", "segment"):
+        raise UsageError(
+            "TFLite export is for detection and segmentation models for now",
+            "for a classifier use -f onnx (model.onnx / model_int8.onnx)",
+        )
+
+
+def tflite_path(folder: Path, precision: str) -> Path:
+    return folder / f"model_{precision}{SUFFIX}"
+
+
+def export_yolo_tflite(
+    source: SourceModel,
+    folder: Path,
+    precisions: Sequence[str],
+    calibration_inputs: Sequence[np.ndarray] = (),
+    progress: Progress = NULL_PROGRESS,
+) -> dict[str, ModelMetadata]:
+    """Write ``model_<precision>.tflite`` into ``folder`` for each precision; return each file's metadata."""
+    check_tflite_task(source.task)
+    unknown = [p for p in precisions if p not in PRECISIONS]
+    if unknown:
+        raise UsageError(f"unknown TFLite precision {unknown[0]!r}", f"use one of {', '.join(PRECISIONS)}")
+    if "int8" in precisions and not calibration_inputs:
+        raise UsageError("TFLite INT8 needs calibration images", "pass --calib-data COCO.json or --calib-dir DIR")
+    written: dict[str, ModelMetadata] = {}
+    with tempfile.TemporaryDirectory(prefix=".export-", dir=folder) as work:
+        with progress.task("converting to LiteRT (float32)", total=None):
+            float_model = _convert(source, Path(work))
+        ultralytics_metadata = _ultralytics_metadata(float_model, source)
+        for precision in precisions:
+            target = tflite_path(folder, precision)
+            with progress.task(f"writing {target.name}", total=None):
+                flatbuffer = _precision_flatbuffer(float_model, precision, calibration_inputs)
+                metadata = _metadata(source, precision, len(calibration_inputs))
+                entries = {
+                    **ultralytics_metadata,
+                    "args": {**ultralytics_metadata.get("args", {}), "quantize": precision},
+                }
+                atomic_write_bytes(target, _with_entries(flatbuffer, entries, metadata))
+                verify_tflite_file(target)
+            written[precision] = metadata
+    return written
+
+
+def _convert(source: SourceModel, work: Path) -> Path:
+    """ultralytics' LiteRT exporter on a copy of the checkpoint: it writes beside its input."""
+    from distillkit.students.ultralytics_env import import_ultralytics
+
+    import_ultralytics()
+    from ultralytics import YOLO
+
+    copy = work / "model.pt"
+    shutil.copyfile(source.path, copy)
+    try:
+        with _quiet():
+            written = YOLO(str(copy)).export(
+                format="litert", imgsz=source.imgsz, batch=1, half=False, device="cpu", verbose=False
+            )
+    except Exception as exc:  # the exporter raises bare exceptions; say which model and why
+        raise DataError(f"TFLite export of {source.path} failed ({' '.join(str(exc).split())})") from exc
+    return Path(written)
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Keep the converters' chatter off the terminal and ``--json``'s stdout.
+
+    litert-torch prints its steps to stdout and ai-edge-quantizer prints a size summary there and
+    draws tqdm bars (tens of thousands of steps) on stderr; distillkit shows its own progress.
+    Python-level output is dropped; anything native code writes to file descriptor 1 goes to 2.
+    Errors still surface as the exceptions they raise.
+    """
+    previous = os.environ.get("LITERT_TORCH_SHOW_PROGRESS")
+    os.environ["LITERT_TORCH_SHOW_PROGRESS"] = "n"
+    sys.stdout.flush()  # what distillkit printed so far still goes to the real stdout
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        if previous is None:
+            os.environ.pop("LITERT_TORCH_SHOW_PROGRESS", None)
+        else:
+            os.environ["LITERT_TORCH_SHOW_PROGRESS"] = previous
+
+
+def _ultralytics_metadata(float_model: Path, source: SourceModel) -> dict[str, Any]:
+    entries = read_zip_entry(float_model, ULTRALYTICS_ENTRY) or {}
+    # Names as ultralytics reads them, in case the checkpoint lacked them (as for ONNX).
+    entries["names"] = {str(index): name for index, name in enumerate(source.names)}
+    return entries
+
+
+def _precision_flatbuffer(float_model: Path, precision: str, calibration_inputs: Sequence[np.ndarray]) -> bytes:
+    if precision == "fp32":
+        return flatbuffer_bytes(float_model)
+    from ai_edge_quantizer import quantizer
+
+    engine = quantizer.Quantizer(str(float_model))
+    with _quiet():
+        if precision == "fp16":
+            _fp16_recipe(engine)
+            result = engine.quantize()
+        else:
+            _int8_recipe(engine)
+            calibration = engine.calibrate(_calibration_data(float_model, calibration_inputs))
+            result = engine.quantize(calibration_result=calibration)
+    if result.quantized_model is None:  # pragma: no cover - ai-edge-quantizer raises first
+        raise DataError(f"ai-edge-quantizer wrote no {precision} model")
+    return bytes(result.quantized_model)
+
+
+def _fp16_recipe(engine: Any) -> None:
+    from ai_edge_quantizer import qtyping, recipe
+
+    for op in _FP16_OPS:
+        engine.add_weight_only_config(
+            regex=".*",
+            operation_name=getattr(qtyping.TFLOperationName, op),
+            num_bits=16,
+            algorithm_key=recipe.AlgorithmName.FLOAT_CASTING,
+        )
+
+
+def _int8_recipe(engine: Any) -> None:
+    from ai_edge_quantizer import qtyping, recipe
+
+    engine.load_quantization_recipe(recipe.static_wi8_ai8())
+    # Float32 graph input and outputs (int8 inside): the file is then fed and read like the fp32 one,
+    # by ultralytics' runtime, distillkit's latency runner and on-device code alike.
+    for op in (qtyping.TFLOperationName.INPUT, qtyping.TFLOperationName.OUTPUT):
+        engine.update_quantization_recipe(regex=".*", operation_name=op, algorithm_key=recipe.AlgorithmName.NO_QUANTIZE)
+
+
+def _calibration_data(float_model: Path, inputs: Sequence[np.ndarray]) -> dict[str, list[dict[str, np.ndarray]]]:
+    """The images as the graph's one signature input, batch 1 each (the graph is traced at batch 1)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    signatures = Interpreter(model_path=str(float_model)).get_signature_list()
+    key, signature = next(iter(signatures.items()))
+    (name,) = signature["inputs"]
+    samples = [
+        {name: np.ascontiguousarray(batch[index : index + 1], dtype=np.float32)}
+        for batch in inputs
+        for index in range(len(batch))
+    ]
+    return {key: samples}
+
+
+def _metadata(source: SourceModel, precision: str, calibration_images: int) -> ModelMetadata:
+    extra: dict[str, Any] = {"runtime": "litert", "coordinates": "normalised by the input size in the graph"}
+    if precision == "int8":
+        extra["quantization"] = {
+            "tool": "ai-edge-quantizer",
+            "recipe": "static_wi8_ai8, float32 input and outputs",
+            "calibration_images": calibration_images,
+        }
+    return ModelMetadata(
+        task=source.task,
+        names=list(source.names),
+        category_ids=list(source.category_ids),
+        imgsz=[source.imgsz, source.imgsz],
+        preprocessing=dict(YOLO_PREPROCESSING),
+        precision=precision,
+        outputs=["output0", "output1"] if source.task == "segment" else ["output0"],
+        parameters=int(sum(p.numel() for p in source.handle.model.parameters())),
+        source=str(source.path),
+        extra=extra,
+    )
+
+
+def _with_entries(flatbuffer: bytes, ultralytics_metadata: dict[str, Any], metadata: ModelMetadata) -> bytes:
+    """The flatbuffer followed by a zip of the two metadata entries (zip readers find a trailing archive)."""
+    buffer = io.BytesIO()
+    buffer.write(flatbuffer)
+    with zipfile.ZipFile(buffer, "a", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(ULTRALYTICS_ENTRY, json.dumps(ultralytics_metadata))
+        archive.writestr(DISTILLKIT_ENTRY, metadata.to_json())
+    return buffer.getvalue()
+
+
+def flatbuffer_bytes(path: Path) -> bytes:
+    """The model alone: the bytes before the first appended zip entry (all of them when there is none)."""
+    data = path.read_bytes()
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            return data[: min(info.header_offset for info in archive.infolist())]
+    except (zipfile.BadZipFile, ValueError):  # no appended archive (ValueError: an empty one)
+        return data
+
+
+def read_zip_entry(path: Path, name: str) -> dict[str, Any] | None:
+    """A JSON entry appended to a ``.tflite``; None when the file has no such entry."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            if name not in archive.namelist():
+                return None
+            raw = archive.read(name)
+    except (zipfile.BadZipFile, OSError):
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError as exc:
+        raise DataError(f"{path}: unreadable {name} ({exc})", "re-export it with distillkit optimize") from exc
+    if not isinstance(value, dict):
+        raise DataError(f"{path}: {name} is not a JSON object", "re-export it with distillkit optimize")
+    return value
+
+
+def read_tflite_metadata(path: str | Path) -> ModelMetadata | None:
+    """The distillkit metadata of a ``.tflite``; None for a file distillkit did not write."""
+    data = read_zip_entry(Path(path), DISTILLKIT_ENTRY)
+    if data is None:
+        return None
+    try:
+        return ModelMetadata.from_dict(data)
+    except TypeError as exc:
+        raise DataError(
+            f"{path}: unreadable distillkit metadata ({exc})", "re-export it with distillkit optimize"
+        ) from exc
+
+
+def open_interpreter(path: Path, threads: int | None = None) -> Any:
+    """A LiteRT interpreter with tensors allocated; a one-line UsageError for a file it cannot read."""
+    require_tflite(export=False)
+    from ai_edge_litert.interpreter import Interpreter
+
+    try:
+        interpreter = Interpreter(model_path=str(path), num_threads=threads)
+        interpreter.allocate_tensors()
+    except Exception as exc:  # ValueError / RuntimeError from the flatbuffer reader: not a TFLite model
+        reason = " ".join(str(exc).split())
+        raise UsageError(
+            f"{path} is not a readable TFLite file ({reason})", "pass a .tflite written by distillkit optimize"
+        ) from exc
+    return interpreter
+
+
+def check_image_input(path: Path, interpreter: Any | None = None) -> None:
+    """One input, a batch of 3-channel pictures (N, 3, H, W) or (N, H, W, 3): what ultralytics' runtime feeds."""
+    interpreter = interpreter or open_interpreter(path)
+    inputs = interpreter.get_input_details()
+    shapes = {detail["name"]: [int(d) for d in detail["shape"]] for detail in inputs}
+    dims = next(iter(shapes.values())) if len(shapes) == 1 else []
+    if len(dims) != 4 or 3 not in (dims[1], dims[3]):
+        raise UsageError(
+            f"{path} takes inputs {shapes} (name: shape), not one image tensor of shape (N, 3, H, W)",
+            "pass a detection or segmentation model exported by distillkit optimize (prompt-free, image input only)",
+        )
+
+
+def verify_tflite_file(path: Path) -> None:
+    """Re-read a written file: the interpreter loads it, one image input, both metadata entries readable."""
+    check_image_input(path)
+    if read_tflite_metadata(path) is None or read_zip_entry(path, ULTRALYTICS_ENTRY) is None:
+        raise DataError(f"{path}: metadata entries missing after writing")
+
+
+def onnx_layout(arrays: list[np.ndarray], height: int, width: int, nhwc: bool = False) -> list[np.ndarray]:
+    detections = [a for a in arrays if a.ndim == 3]
+    prototypes = [a.transpose(0, 3, 1, 2) if nhwc else a for a in arrays if a.ndim == 4]
+    for array in detections:
+        array[:, [0, 2]] *= width
+        array[:, [1, 3]] *= height
+    return [*detections, *prototypes]
