@@ -95,7 +95,7 @@ OPTIONAL_RUNTIMES = (
         "LiteRT",
         ("ai_edge_litert", "tflite_runtime", "tensorflow"),
         "TFLite / LiteRT models (phones, microcontrollers)",
-        "pip install ai-edge-litert",
+        'pip install "distillkit[tflite]"',
     ),
     OptionalRuntime("ray", ("ray",), "labelling on a Ray cluster", "pip install 'ray[default]'"),
 )
