@@ -20,7 +20,9 @@ from distillkit.export.metadata import ModelMetadata
 from distillkit.export.onnx_export import load_source_model
 from distillkit.export.tflite_export import (
     ULTRALYTICS_ENTRY,
+    _with_entries,
     export_yolo_tflite,
+    flatbuffer_bytes,
     open_interpreter,
     read_tflite_metadata,
     read_zip_entry,
@@ -205,3 +207,18 @@ def test_classifier_is_refused_in_one_line(tmp_path: Path) -> None:
     checkpoint = save_classifier(tmp_path / "best.pt", model, meta)
     code, _, stderr = run("optimize", "-m", str(checkpoint), "-f", "tflite", "-q", "fp16", "-o", str(tmp_path / "o"))
     assert code == 2 and stderr.count("\n") == 1 and "detection and segmentation models" in stderr, stderr
+
+
+def test_metadata_entries_round_trip_without_touching_the_model(tmp_path: Path) -> None:
+    """The zip entries ride after the flatbuffer; the model bytes come back unchanged (the fp32 path)."""
+    flatbuffer = b"\x1c\x00\x00\x00TFL3" + bytes(range(256)) * 4
+    metadata = ModelMetadata("detect", NAMES, CATEGORY_IDS, [IMGSZ, IMGSZ], precision="fp32")
+    path = tmp_path / "model_fp32.tflite"
+    path.write_bytes(_with_entries(flatbuffer, {"task": "detect", "names": {"0": "square"}}, metadata))
+    assert flatbuffer_bytes(path) == flatbuffer
+    stored = read_tflite_metadata(path)
+    assert stored is not None and stored.category_ids == CATEGORY_IDS and stored.precision == "fp32"
+    assert read_zip_entry(path, ULTRALYTICS_ENTRY) == {"task": "detect", "names": {"0": "square"}}
+    bare = tmp_path / "bare.tflite"
+    bare.write_bytes(flatbuffer)
+    assert flatbuffer_bytes(bare) == flatbuffer and read_tflite_metadata(bare) is None
