@@ -90,7 +90,12 @@ OPTIONAL_RUNTIMES = (
         "TensorRT engines (optimize -f engine)",
         "install TensorRT for your CUDA version on the GPU machine, e.g. pip install tensorrt-cu12",
     ),
-    OptionalRuntime("openvino", ("openvino",), "OpenVINO IR (Intel CPUs, GPUs, NPUs)", "pip install openvino"),
+    OptionalRuntime(
+        "openvino",
+        ("openvino",),
+        "OpenVINO IR (Intel CPUs, GPUs, NPUs)",
+        'pip install "distillkit[openvino]" (openvino and nncf)',
+    ),
     OptionalRuntime(
         "LiteRT",
         ("ai_edge_litert", "tflite_runtime", "tensorflow"),
