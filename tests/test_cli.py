@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -216,3 +217,28 @@ def test_quiet_still_prints_the_errors(dataset_file: Path, tmp_path: Path) -> No
     code, out, err = run("validate", str(bad), "--quiet")
     assert code == 1 and out == ""
     assert err.startswith("error: [missing_category]")
+
+
+def test_ctrl_c_during_interpreter_shutdown_exits_130_quietly(tmp_path: Path) -> None:
+    """After main() is done, a Ctrl-C while Python joins threads exits 130 without a traceback.
+
+    Before, Python printed "Exception ignored in: <module 'threading'> ... KeyboardInterrupt" and
+    exited 0, or died by the signal: a pipeline could not tell an interrupted run from a clean one.
+    """
+    script = tmp_path / "late_ctrl_c.py"
+    script.write_text(
+        "import os, signal, sys, threading, time\n"
+        "from distillkit.cli import main\n"
+        "sys.argv = ['distillkit', 'config', '--help']\n"
+        "try:\n"
+        "    main()\n"
+        "finally:  # after main: a non-daemon thread Python waits for at shutdown, and a Ctrl-C meanwhile\n"
+        "    threading.Thread(target=time.sleep, args=(3.0,)).start()\n"
+        "    threading.Timer(0.5, os.kill, args=(os.getpid(), signal.SIGINT)).start()\n"
+    )
+    started = time.monotonic()
+    repo = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60, cwd=repo)
+    assert done.returncode == 130, done.stderr
+    assert "Traceback" not in done.stderr and "KeyboardInterrupt" not in done.stderr
+    assert time.monotonic() - started < 30

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import sys
 
 import typer
@@ -157,7 +158,24 @@ def main(argv: list[str] | None = None) -> None:
             "this is a distillkit bug; re-run with --debug and report the traceback",
             exit_code,
         )
-    sys.exit(exit_code if isinstance(exit_code, int) else 0)
+    code = exit_code if isinstance(exit_code, int) else 0
+    if argv is None:  # the real process (not an in-process call): its work is done and written
+        _exit_on_interrupt_from_now()
+    sys.exit(code)
+
+
+def _exit_on_interrupt_from_now() -> None:
+    """A Ctrl-C during interpreter shutdown ends the process with exit 130, not by the signal (exit -2).
+
+    After ``main`` returns, Python still joins worker threads, runs atexit handlers and frees
+    libraries; a KeyboardInterrupt there escapes every handler and the process dies by SIGINT, which
+    a Makefile or shell pipeline sees as a crash although every file was already complete.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    with contextlib.suppress(ValueError):  # not the main thread: signals are not ours to handle
+        signal.signal(signal.SIGINT, lambda signum, frame: os._exit(130))
 
 
 __all__ = ["main"]
