@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from distillkit.cpu_features import int8_weights_need_reduced_range
 from distillkit.errors import UsageError
 from distillkit.export.accuracy import Accuracy, classifier_accuracy, detection_accuracy
 from distillkit.export.benchmark import (
@@ -333,6 +334,10 @@ def _quantized(
         quantize_static_int8(fp32, target, metadata, calibration_inputs, recipe, progress)
         name = "onnx int8" if position == 0 else f"onnx int8 ({recipe})"
         notes = [f"static QDQ, recipe {recipe}: {RECIPES[recipe].description}; {len(calibration_inputs)} images"]
+        if RECIPES[recipe].reduce_range is None and int8_weights_need_reduced_range():
+            notes.append(
+                "7-bit weights: this CPU has no VNNI/AMX, where 8-bit weights saturate onnxruntime's u8s8 kernels"
+            )
         artefacts.append(Artefact(name, target, "onnx", "int8", _mb(target), notes=notes))
     return artefacts
 

@@ -89,7 +89,7 @@ def _measure(name: str, model: Path, calib: Path, val: Path, images: Path, args:
         force=True,
         imgsz=args.imgsz,
         threads=args.threads,
-        output=args.workdir / f"optimized_{name}",
+        output=args.workdir / f"optimized_{name.replace(' ', '_')}",
         latency_rounds=args.rounds,
     )
     result = optimize_model(model, options)
