@@ -197,3 +197,38 @@ def test_no_telemetry_is_written(optimized: tuple) -> None:
     """openvino's usage telemetry stays off: the converter and NNCF ran on their no-op stubs."""
     assert "openvino" in sys.modules
     assert sys.modules.get("openvino_telemetry", None) is None
+
+
+def test_classifier_gets_openvino_folders_that_infer_and_evaluate_run(tmp_path: Path) -> None:
+    import torch
+
+    from distillkit.classify import ClassifierMeta, ClassifierSpec, build_classifier, save_classifier
+    from distillkit.classify.runtime import open_classifier
+    from tests.test_classify_train import CLASSES, make_tree
+
+    torch.manual_seed(0)
+    model = build_classifier(ClassifierSpec("test_resnet", len(CLASSES))).model.eval()
+    meta = ClassifierMeta(model.spec, list(CLASSES), False, 48, [0.5] * 3, [0.25] * 3)
+    checkpoint = save_classifier(tmp_path / "model" / "best.pt", model, meta)
+    tree = make_tree(tmp_path / "tree", 3)
+    code, stdout, stderr = run(
+        "optimize", "-m", str(checkpoint), "-f", "onnx", "-f", "openvino", "-q", "int8", "--calib-dir", str(tree),
+        "--val-data", str(tree), "--max-drop", "100", "--threads", "1", "--latency-rounds", "1", "--json",
+    )  # fmt: skip
+    assert code == 0, stderr
+    report = json.loads(stdout)
+    output = checkpoint.parent / "optimized"
+    for name in ("openvino fp32", "openvino int8"):
+        row = _row(report, name)
+        assert row["metric"] == "accuracy" and row["accuracy"] is not None
+    assert _row(report, "openvino fp32")["parity_max_abs_diff"]["output0"] < 1e-3
+    folder = output / "model_openvino_model"
+    runtime = open_classifier(folder)
+    assert runtime.kind == "openvino" and runtime.class_names == list(CLASSES)
+    batch = torch.randn(2, 3, 48, 48)
+    assert torch.allclose(runtime.logits(batch), model(batch), atol=1e-3)
+    image = next(tree.rglob("*.png"))
+    target = tmp_path / "infer"
+    code, _, stderr = run("infer", str(image), "-m", str(folder), "-o", str(target), "--json")
+    assert code == 0, stderr
+    assert target.exists()

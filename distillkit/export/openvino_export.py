@@ -244,3 +244,43 @@ def inference_precision(compiled: Any) -> str:
 
 def folder_size_mb(folder: Path) -> float:
     return sum(path.stat().st_size for path in folder.iterdir() if path.is_file()) / 1e6
+
+
+class OpenVINOSession:
+    """An OpenVINO folder behind onnxruntime's ``InferenceSession`` calls (``get_inputs``, ``get_outputs``, ``run``).
+
+    Code written for an ONNX session (the classifier runtime) then runs the IR unchanged.
+    """
+
+    class _Port:
+        def __init__(self, name: str, shape: list[Any]) -> None:
+            self.name = name
+            self.shape = shape
+
+    def __init__(self, folder: Path, threads: int | None = None) -> None:
+        ov = import_openvino()
+        xml = next(openvino_model_folder(folder).glob("*.xml"))
+        config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
+        self._compiled = ov.Core().compile_model(str(xml), "CPU", config)
+        self._inputs = [self._port(port) for port in self._compiled.inputs]
+        self._outputs = [self._port(port) for port in self._compiled.outputs]
+
+    @classmethod
+    def _port(cls, port: Any) -> OpenVINOSession._Port:
+        names = port.get_names()
+        shape = [dim.get_length() if dim.is_static else None for dim in port.get_partial_shape()]
+        return cls._Port(next(iter(names)) if names else port.get_any_name(), shape)
+
+    def get_inputs(self) -> list[OpenVINOSession._Port]:
+        return self._inputs
+
+    def get_outputs(self) -> list[OpenVINOSession._Port]:
+        return self._outputs
+
+    def run(self, names: Sequence[str] | None, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        results = self._compiled(feeds)
+        by_name = {self._port(port).name: np.asarray(value) for port, value in results.items()}
+        wanted = names or [port.name for port in self._outputs]
+        return [by_name[name] for name in wanted]

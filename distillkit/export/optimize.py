@@ -197,11 +197,6 @@ def optimize_model(model: str | Path, options: OptimizeOptions, progress: Progre
     if "openvino" in options.formats:  # the optional extra: say which one before any work
         from distillkit.export.openvino_export import require_openvino
 
-        if source.task == "classify":
-            raise UsageError(
-                "OpenVINO export is for detection and segmentation models for now",
-                "for a classifier use -f onnx: OpenVINO runs model.onnx / model_int8.onnx directly",
-            )
         require_openvino(int8="int8" in options.quantize)
 
     output.mkdir(parents=True, exist_ok=True)
