@@ -228,17 +228,20 @@ def test_ctrl_c_during_interpreter_shutdown_exits_130_quietly(tmp_path: Path) ->
     script = tmp_path / "late_ctrl_c.py"
     script.write_text(
         "import os, signal, sys, threading, time\n"
-        "from distillkit.cli import main\n"
-        "sys.argv = ['distillkit', 'config', '--help']\n"
-        "try:\n"
-        "    main()\n"
-        "finally:  # after main: a non-daemon thread Python waits for at shutdown, and a Ctrl-C meanwhile\n"
+        "import distillkit.cli as cli\n"
+        "finish = cli._exit_process\n"
+        "def after_the_work(code):  # a thread Python must wait for, and a Ctrl-C meanwhile\n"
         "    threading.Thread(target=time.sleep, args=(3.0,)).start()\n"
         "    threading.Timer(0.5, os.kill, args=(os.getpid(), signal.SIGINT)).start()\n"
+        "    finish(code)\n"
+        "cli._exit_process = after_the_work\n"
+        "sys.argv = ['distillkit', '--version']\n"
+        "cli.main()\n"
     )
     started = time.monotonic()
     repo = Path(__file__).resolve().parents[1]
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60, cwd=repo)
     assert done.returncode == 130, done.stderr
     assert "Traceback" not in done.stderr and "KeyboardInterrupt" not in done.stderr
+    assert "interrupted" not in done.stderr and "distillkit" in done.stdout  # the work was done first
     assert time.monotonic() - started < 30

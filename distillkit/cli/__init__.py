@@ -160,22 +160,39 @@ def main(argv: list[str] | None = None) -> None:
         )
     code = exit_code if isinstance(exit_code, int) else 0
     if argv is None:  # the real process (not an in-process call): its work is done and written
-        _exit_on_interrupt_from_now()
+        _exit_process(code)
     sys.exit(code)
 
 
-def _exit_on_interrupt_from_now() -> None:
-    """A Ctrl-C during interpreter shutdown ends the process with exit 130, not by the signal (exit -2).
+def _exit_process(code: int) -> None:
+    """End the process with ``code`` such that a Ctrl-C from here on gives exit 130, never death by SIGINT.
 
-    After ``main`` returns, Python still joins worker threads, runs atexit handlers and frees
-    libraries; a KeyboardInterrupt there escapes every handler and the process dies by SIGINT, which
-    a Makefile or shell pipeline sees as a crash although every file was already complete.
+    After ``main``, Python joins threads, runs atexit handlers, then tears the interpreter down
+    (torch and CUDA libraries take a while) — and in that last phase it has already put SIGINT back to
+    the system default, so a Ctrl-C there killed the process by the signal (exit -2): a Makefile or
+    pipeline saw a crash although every file was complete. Here the threads are joined and the exit
+    handlers run with a handler that exits 130, and the teardown, which has nothing left to write,
+    is skipped with ``os._exit``.
     """
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            stream.flush()
-    with contextlib.suppress(ValueError):  # not the main thread: signals are not ours to handle
+    import atexit
+    import threading
+
+    def flush() -> None:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+
+    flush()
+    try:
         signal.signal(signal.SIGINT, lambda signum, frame: os._exit(130))
+    except ValueError:  # not the main thread: leave the exit to Python
+        sys.exit(code)
+    for thread in threading.enumerate():  # what Python's own shutdown waits for
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()  # temporary folders, multiprocessing, loggers: what they do at a normal exit
+    flush()
+    os._exit(code)
 
 
 __all__ = ["main"]
