@@ -102,7 +102,7 @@ OPTIONAL_RUNTIMES = (
         "TFLite / LiteRT models (phones, microcontrollers)",
         "pip install ai-edge-litert",
     ),
-    OptionalRuntime("ray", ("ray",), "labelling on a Ray cluster", "pip install 'ray[default]'"),
+    OptionalRuntime("ray", ("ray",), "labelling on a Ray cluster", 'pip install "distillkit[ray]"'),
 )
 
 
