@@ -10,19 +10,17 @@ from typing import Any
 import numpy as np
 import pytest
 
-pytest.importorskip("litert_torch", reason='needs the tflite extra: pip install "distillkit[tflite]"')
-pytest.importorskip("ai_edge_quantizer", reason='needs the tflite extra: pip install "distillkit[tflite]"')
-pytest.importorskip("ai_edge_litert", reason='needs the tflite extra: pip install "distillkit[tflite]"')
-
 from distillkit.export.benchmark import output_parity, tflite_runner, torch_runner
 from distillkit.export.calibration import preprocess_many
 from distillkit.export.metadata import ModelMetadata
 from distillkit.export.onnx_export import load_source_model
 from distillkit.export.tflite_export import (
+    EXPORT_MODULES,
     ULTRALYTICS_ENTRY,
     _with_entries,
     export_yolo_tflite,
     flatbuffer_bytes,
+    missing_modules,
     open_interpreter,
     read_tflite_metadata,
     read_zip_entry,
@@ -30,6 +28,10 @@ from distillkit.export.tflite_export import (
 from distillkit.inference import load_model, predict_images
 from tests.optimize_helpers import ground_truth_from, make_checkpoint, make_images
 from tests.test_cli import run
+
+# find_spec, not importorskip: importing litert_torch costs ~10 s at collection even when these tests are deselected
+if missing_modules(EXPORT_MODULES):
+    pytest.skip('the tflite extra is not installed (pip install "distillkit[tflite]")', allow_module_level=True)
 
 IMGSZ = 64
 NAMES = ["square", "disc"]

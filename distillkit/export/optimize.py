@@ -16,14 +16,17 @@ from typing import Any
 
 import numpy as np
 
+from distillkit.cpu_features import int8_weights_need_reduced_range
 from distillkit.errors import UsageError
 from distillkit.export.accuracy import Accuracy, classifier_accuracy, detection_accuracy
 from distillkit.export.benchmark import (
+    WIDE_SPREAD,
     LatencyStats,
     Runner,
     engine_runner,
     measure_latency,
     onnx_runner,
+    openvino_runner,
     output_parity,
     tflite_runner,
     torch_runner,
@@ -43,7 +46,7 @@ from distillkit.io import atomic_write_json
 from distillkit.paths import check_output_outside_inputs, image_folders
 from distillkit.progress import NULL_PROGRESS, Progress
 
-FORMATS = ("onnx", "engine", "tflite")
+FORMATS = ("onnx", "engine", "openvino", "tflite")
 QUANTIZE = ("int8", "int8-dynamic", "fp16", "none")
 REPORT_NAME = "report.json"
 
@@ -76,7 +79,7 @@ class OptimizeOptions:
 class Artefact:
     name: str
     path: Path
-    format: str  # pt | onnx | engine | tflite
+    format: str  # pt | onnx | engine | openvino | tflite
     precision: str  # fp32 | fp16 | int8
     size_mb: float
     latency: LatencyStats | None = None
@@ -122,6 +125,7 @@ class OptimizeResult:
     report_path: Path
     sidecar: Path
     notices: list[str] = field(default_factory=list)
+    latency_rounds: int = 5
 
     @property
     def failed(self) -> list[Artefact]:
@@ -130,6 +134,29 @@ class OptimizeResult:
     @property
     def passed(self) -> bool:
         return not self.failed or self.forced
+
+    def matrix(self) -> list[dict[str, Any]]:
+        """One row per written artefact, format x precision: what ultralytics' benchmark prints, plus the guard."""
+        reference = self.artefacts[0]
+        rows = []
+        for artefact in self.artefacts:
+            row = artefact.to_dict(reference)
+            latency = row["latency"] or {}
+            rows.append(
+                {
+                    "format": artefact.format,
+                    "precision": artefact.precision,
+                    "size_mb": row["size_mb"],
+                    "median_ms": latency.get("median_ms"),
+                    "p90_ms": latency.get("p90_ms"),
+                    "latency_ratio": row.get("latency_ratio"),
+                    "accuracy": row["accuracy"],
+                    "drop_points": row.get("accuracy_drop_points"),
+                    # None: no --val-data, so nothing was guarded
+                    "passed": None if artefact.accuracy is None else artefact.status != "failed",
+                }
+            )
+        return rows
 
     def to_dict(self) -> dict[str, Any]:
         reference = self.artefacts[0]
@@ -142,6 +169,8 @@ class OptimizeResult:
                 "batch": 1,
                 "threads": self.threads,
                 "what": "network forward only, real preprocessed images, after warm-up, artefacts interleaved",
+                "rounds": self.latency_rounds,
+                "runs_per_round": 6,
                 "machine": _machine(),
             },
             "max_drop_points": self.max_drop,
@@ -149,6 +178,7 @@ class OptimizeResult:
             "passed": self.passed,
             "failed": [artefact.name for artefact in self.failed],
             "artefacts": [artefact.to_dict(reference) for artefact in self.artefacts],
+            "matrix": self.matrix(),
             "int8_recipes": {name: recipe.to_dict() for name, recipe in RECIPES.items()},
             "sidecar": str(self.sidecar),
             "notices": self.notices,
@@ -161,9 +191,6 @@ def optimize_model(model: str | Path, options: OptimizeOptions, progress: Progre
     output = options.output if options.output is not None else source_path.resolve().parent / "optimized"
     _check_output(output, source_path, options)
     source = original = load_source_model(source_path, options.imgsz)
-    output.mkdir(parents=True, exist_ok=True)
-    threads = options.threads or _default_threads()
-    notices: list[str] = []
     if "engine" in options.formats:  # fail before any work when TensorRT cannot run here
         from distillkit.export.tensorrt_export import require_tensorrt
 
@@ -173,7 +200,14 @@ def optimize_model(model: str | Path, options: OptimizeOptions, progress: Progre
 
         check_tflite_task(source.task)
         require_tflite()
+    if "openvino" in options.formats:  # the optional extra: say which one before any work
+        from distillkit.export.openvino_export import require_openvino
 
+        require_openvino(int8="int8" in options.quantize)
+
+    output.mkdir(parents=True, exist_ok=True)
+    threads = options.threads or _default_threads()
+    notices: list[str] = []
     needs_calibration = "int8" in options.quantize
     calibration_paths = (
         calibration_images(options.calib_data, options.calib_dir, options.calib_images, images_dir=options.images_dir)
@@ -213,16 +247,19 @@ def optimize_model(model: str | Path, options: OptimizeOptions, progress: Progre
     if "onnx" in options.formats:
         for mode in options.quantize:
             artefacts.extend(_quantized(mode, fp32, metadata, calibration_inputs, options, progress))
-    else:  # other formats only were asked for: model.onnx carries the metadata, and is the baseline row
-        notices.append(f"{fp32.name} is kept: the other formats were converted from it or measured against it")
+    else:  # other formats only were asked for: model.onnx is their common source, and the baseline row
+        notices.append(f"{fp32.name} is kept: the other formats were converted from it")
     if "engine" in options.formats:
         artefacts.extend(_engines(fp32, metadata, calibration_inputs, options, progress))
+    if "openvino" in options.formats:
+        artefacts.extend(_openvino(fp32, metadata, calibration_inputs, options, threads, progress))
     if "tflite" in options.formats:
         artefacts.extend(_tflite(source, output, calibration_inputs, options, progress))
 
     parity_inputs = _parity_inputs(calibration_inputs, options, metadata)
     sources = {original.path: original, source.path: source}
     _measure(sources, artefacts, parity_inputs, metadata, threads, options, progress)
+    notices.extend(_spread_notices(artefacts))
     if options.val_data is not None:
         _guard_accuracy(source, artefacts, metadata, options, progress)
     else:
@@ -239,6 +276,7 @@ def optimize_model(model: str | Path, options: OptimizeOptions, progress: Progre
         report_path=output / REPORT_NAME,
         sidecar=sidecar,
         notices=notices,
+        latency_rounds=options.latency_rounds,
     )
     atomic_write_json(result.report_path, result.to_dict())
     return result
@@ -267,6 +305,8 @@ def _check_options(options: OptimizeOptions) -> None:
         raise UsageError("--prune-finetune-epochs needs training data", "pass --prune-data train.json")
     if options.max_drop < 0:
         raise UsageError("--max-drop must be >= 0")
+    if options.latency_rounds < 1:
+        raise UsageError("--latency-rounds must be >= 1")
 
 
 def _quantized(
@@ -297,6 +337,10 @@ def _quantized(
         quantize_static_int8(fp32, target, metadata, calibration_inputs, recipe, progress)
         name = "onnx int8" if position == 0 else f"onnx int8 ({recipe})"
         notes = [f"static QDQ, recipe {recipe}: {RECIPES[recipe].description}; {len(calibration_inputs)} images"]
+        if RECIPES[recipe].reduce_range is None and int8_weights_need_reduced_range():
+            notes.append(
+                "7-bit weights: this CPU has no VNNI/AMX, where 8-bit weights saturate onnxruntime's u8s8 kernels"
+            )
         artefacts.append(Artefact(name, target, "onnx", "int8", _mb(target), notes=notes))
     return artefacts
 
@@ -324,6 +368,38 @@ def _engines(
         with progress.task(f"building {target.name}", total=None):
             build_engine(fp32, target, metadata, "fp16")
         artefacts.append(Artefact("tensorrt fp16", target, "engine", "fp16", _mb(target)))
+    return artefacts
+
+
+def _openvino(
+    fp32: Path,
+    metadata: ModelMetadata,
+    calibration_inputs: list[np.ndarray],
+    options: OptimizeOptions,
+    threads: int,
+    progress: Progress,
+) -> list[Artefact]:
+    """fp32 IR always (OpenVINO's own baseline), fp16 weights with -q fp16, NNCF INT8 with -q int8."""
+    from distillkit.export.openvino_export import (
+        compile_openvino,
+        export_openvino,
+        folder_size_mb,
+        inference_precision,
+        openvino_folder,
+    )
+
+    precisions = ["fp32", *(p for p in ("fp16", "int8") if p in options.quantize)]
+    artefacts = []
+    for precision in precisions:
+        target = openvino_folder(fp32.parent, precision)
+        with progress.task(f"converting {target.name}", total=None):
+            export_openvino(fp32, target, metadata, precision, calibration_inputs, progress)
+        computed = inference_precision(compile_openvino(target, threads))
+        notes = [f"the CPU plugin computes in {computed} here (bf16 on CPUs that have it: measured, not assumed)"]
+        if precision == "int8":
+            notes.append(f"NNCF post-training INT8, {len(calibration_inputs)} images, head decoding in float")
+        size = folder_size_mb(target)
+        artefacts.append(Artefact(f"openvino {precision}", target, "openvino", precision, size, notes=notes))
     return artefacts
 
 
@@ -388,6 +464,8 @@ def _measure(
                 runners[artefact.name] = torch_runner(sources[artefact.path], threads)
             elif artefact.format == "onnx":
                 runners[artefact.name] = onnx_runner(artefact.path, threads)
+            elif artefact.format == "openvino":
+                runners[artefact.name] = openvino_runner(artefact.path, threads)
             elif artefact.format == "tflite":
                 runners[artefact.name] = tflite_runner(artefact.path, threads)
             else:
@@ -404,6 +482,16 @@ def _measure(
             artefact.latency = latencies[artefact.name]
     finally:
         torch.set_num_threads(previous_threads)
+
+
+def _spread_notices(artefacts: list[Artefact]) -> list[str]:
+    wide = [f"{a.name} ({a.latency.spread:.1f}x)" for a in artefacts if a.latency is not None and a.latency.too_wide]
+    if not wide:
+        return []
+    return [
+        f"latency spread too wide to trust for {', '.join(wide)} (p90 over median above {WIDE_SPREAD}x): "
+        "other processes used the CPU while timing; re-run on a quiet machine or with more --latency-rounds"
+    ]
 
 
 def _guard_accuracy(

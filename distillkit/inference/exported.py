@@ -1,4 +1,5 @@
-"""Loading exported models (``.onnx``, TensorRT ``.engine``, LiteRT ``.tflite``) for `infer` and `evaluate`.
+"""Loading exported models (``.onnx``, TensorRT ``.engine``, OpenVINO folders, LiteRT ``.tflite``) for
+`infer` and `evaluate`.
 
 Detection and segmentation files run through ultralytics' own runtime (``AutoBackend``, reached
 with ``YOLO(path)``): the letterbox, decoding, NMS and mask assembly are then the very code that
@@ -25,6 +26,12 @@ from distillkit.export.metadata import (
     read_onnx_metadata,
     read_sidecar,
 )
+from distillkit.export.openvino_export import (
+    check_openvino_input,
+    is_openvino_model,
+    openvino_model_folder,
+    read_openvino_metadata,
+)
 from distillkit.inference.predictor import LoadedModel
 from distillkit.students.ultralytics_env import import_ultralytics
 
@@ -32,7 +39,11 @@ EXPORTED_SUFFIXES = (".onnx", ".engine", ".tflite")
 
 
 def load_exported_model(path: Path) -> LoadedModel:
-    if path.suffix == ".tflite":
+    if is_openvino_model(path):
+        path = openvino_model_folder(path)  # ultralytics recognises the folder, not the .xml inside
+        metadata = read_openvino_metadata(path)
+        check_openvino_input(path)  # also: openvino installed (else the extra to install), telemetry off
+    elif path.suffix == ".tflite":
         metadata = _tflite_metadata(path)
     else:
         metadata = read_onnx_metadata(path) if path.suffix == ".onnx" else None
