@@ -68,7 +68,9 @@ def _formats() -> tuple[str, ...]:
         wanted.append("openvino")
     else:
         print('OpenVINO rows skipped: pip install "distillkit[openvino]"')
-    if "tflite" in FORMATS and importlib.util.find_spec("ai_edge_litert"):
+    from distillkit.export.tflite_export import EXPORT_MODULES, missing_modules
+
+    if "tflite" in FORMATS and not missing_modules(EXPORT_MODULES):  # export needs all three, not the runtime only
         wanted.append("tflite")
     else:
         print("TFLite rows skipped: the tflite extra is not installed (or optimize has no -f tflite)")
