@@ -35,26 +35,54 @@ BACKENDS = ("local", "ray")
 
 
 @dataclass(frozen=True)
-class TeacherRecipe:
-    """How a worker builds the teacher the driver built: ``load_labelling_teacher``'s arguments (picklable)."""
-
-    arguments: dict[str, Any] = field(default_factory=dict)
-    trust_model_files: bool = False  # --trust-model-file, which each worker process must be told too
-
-    def build(self, device: str | None) -> Teacher:
-        from distillkit.labelling.factory import load_labelling_teacher
-        from distillkit.safe_load import trust_model_files
-
-        trust_model_files(self.trust_model_files)
-        return load_labelling_teacher(**{**self.arguments, "device": device}).teacher
-
-
-@dataclass(frozen=True)
 class RayOptions:
     address: str | None = None  # None: a Ray started here for this run; "auto" or HOST:PORT: join that cluster
     actors: int | None = None  # teacher actors [default: one per GPU, else one per two CPUs]
     gpus_per_actor: float | None = None  # [default: 1 when the cluster has GPUs, else 0]
     num_cpus: int | None = None  # CPUs of a Ray started here [default: all]
+
+
+@dataclass(frozen=True)
+class TeacherRecipe:
+    """How a worker builds the teacher the driver built (picklable): a factory named by import path, its arguments.
+
+    ``factory`` is ``"module:function"``, called with ``arguments`` plus ``device``; a result with a
+    ``teacher`` attribute (``LabellingTeacher``) gives that teacher. The default is `label`'s factory.
+    """
+
+    arguments: dict[str, Any] = field(default_factory=dict)
+    trust_model_files: bool = False  # --trust-model-file, which each worker process must be told too
+    factory: str = "distillkit.labelling.factory:load_labelling_teacher"
+
+    def build(self, device: str | None) -> Teacher:
+        import importlib
+
+        from distillkit.safe_load import trust_model_files
+
+        trust_model_files(self.trust_model_files)
+        module, _, name = self.factory.partition(":")
+        built = getattr(importlib.import_module(module), name)(**{**self.arguments, "device": device})
+        return built.teacher if hasattr(built, "teacher") else built
+
+
+@dataclass(frozen=True)
+class RayLabelling:
+    """Everything a caller needs to have a cache filled on Ray: how to build the teacher, where Ray is."""
+
+    recipe: TeacherRecipe
+    options: RayOptions
+
+    def filler(self, teacher: Teacher) -> Any:
+        """A ``CacheFiller`` (``label_to_coco(filler=...)``, ``label_images(filler=...)``) for ``teacher``."""
+
+        def fill(
+            images: Sequence[Path], keys: Sequence[str], cache_dir: Path, batch_size: int, progress: Progress
+        ) -> LabellingStats:
+            return fill_cache_ray(
+                self.recipe, teacher, images, keys, cache_dir, self.options, batch_size=batch_size, progress=progress
+            )
+
+        return fill
 
 
 def import_ray() -> Any:
