@@ -61,7 +61,11 @@ def _entries(cache: Path) -> dict[str, Any]:
 
 def test_ray_labels_exactly_as_local(ray_cluster: None, world: dict[str, Path], tmp_path: Path) -> None:
     local = _label(world, tmp_path / "local" / "labels.json", tmp_path / "cache_local")
-    ray = _label(world, tmp_path / "ray" / "labels.json", tmp_path / "cache_ray", "--backend", "ray")
+    # two actors on the 2 CPUs: one torch thread each, as this test's local run (equal results need equal
+    # thread counts: a matmul's float sums depend on how they are split)
+    ray = _label(
+        world, tmp_path / "ray" / "labels.json", tmp_path / "cache_ray", "--backend", "ray", "--ray-actors", "2"
+    )
     assert local["computed"] == ray["computed"] == IMAGES
     assert local["teacher_identity"] == ray["teacher_identity"]
     local_entries, ray_entries = _entries(tmp_path / "cache_local"), _entries(tmp_path / "cache_ray")

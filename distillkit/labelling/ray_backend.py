@@ -119,7 +119,13 @@ def _decode(batch: dict[str, np.ndarray]) -> dict[str, Any]:
 class _TeacherActor:
     """One teacher, built once per actor; predicts a batch, writes its cache entries, returns their keys."""
 
-    def __init__(self, recipe: TeacherRecipe, identity: str, cache_dir: str, device: str | None) -> None:
+    def __init__(
+        self, recipe: TeacherRecipe, identity: str, cache_dir: str, device: str | None, threads: int | None = None
+    ) -> None:
+        if threads:  # Ray pins a 1-CPU actor to one thread; on CPUs give it its share of the machine
+            import torch
+
+            torch.set_num_threads(threads)
         self.teacher = recipe.build(device)
         if self.teacher.identity != identity:  # e.g. other weights under the same path on this node
             raise RuntimeError(
@@ -174,6 +180,7 @@ def fill_cache_ray(
                 "identity": teacher.identity,
                 "cache_dir": str(Path(cache_dir).resolve()),
                 "device": "cuda:0" if gpus_per_actor else "cpu",  # Ray shows each actor its own GPU(s) only
+                "threads": None if gpus_per_actor else _cpu_threads(ray, actors),
             },
             batch_size=batch_size,
             concurrency=actors,
@@ -209,6 +216,11 @@ def _connect(ray: Any, options: RayOptions) -> bool:
             f"no Ray cluster at {options.address} ({exc})", "start one (ray start --head) or leave out --ray-address"
         ) from exc
     return True
+
+
+def _cpu_threads(ray: Any, actors: int) -> int:
+    """Torch threads per CPU actor: the cluster's CPUs shared among the actors (decoding is light beside it)."""
+    return max(1, int(float(ray.cluster_resources().get("CPU", 1)) // actors))
 
 
 def _pool(ray: Any, options: RayOptions) -> tuple[float, int]:
