@@ -220,21 +220,21 @@ def test_quiet_still_prints_the_errors(dataset_file: Path, tmp_path: Path) -> No
 
 
 def test_ctrl_c_during_interpreter_shutdown_exits_130_quietly(tmp_path: Path) -> None:
-    """After main() is done, a Ctrl-C while Python joins threads exits 130 without a traceback.
+    """After the command is done, a Ctrl-C while its exit handlers run exits 130 without a traceback.
 
     Before, Python printed "Exception ignored in: <module 'threading'> ... KeyboardInterrupt" and
     exited 0, or died by the signal: a pipeline could not tell an interrupted run from a clean one.
     """
     script = tmp_path / "late_ctrl_c.py"
     script.write_text(
-        "import os, signal, sys, threading, time\n"
+        "import atexit, os, signal, sys, threading, time\n"
         "from distillkit.cli import main\n"
         "sys.argv = ['distillkit', 'config', '--help']\n"
-        "try:\n"
-        "    main()\n"
-        "finally:  # after main: a non-daemon thread Python waits for at shutdown, and a Ctrl-C meanwhile\n"
-        "    threading.Thread(target=time.sleep, args=(3.0,)).start()\n"
+        "def late():  # after the command: an exit handler still at work, and a Ctrl-C meanwhile\n"
         "    threading.Timer(0.5, os.kill, args=(os.getpid(), signal.SIGINT)).start()\n"
+        "    time.sleep(3.0)\n"
+        "atexit.register(late)\n"
+        "main()\n"
     )
     started = time.monotonic()
     repo = Path(__file__).resolve().parents[1]

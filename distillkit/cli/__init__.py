@@ -161,6 +161,7 @@ def main(argv: list[str] | None = None) -> None:
     code = exit_code if isinstance(exit_code, int) else 0
     if argv is None:  # the real process (not an in-process call): its work is done and written
         _exit_on_interrupt_from_now()
+        _exit_without_teardown(code)
     sys.exit(code)
 
 
@@ -176,6 +177,29 @@ def _exit_on_interrupt_from_now() -> None:
             stream.flush()
     with contextlib.suppress(ValueError):  # not the main thread: signals are not ours to handle
         signal.signal(signal.SIGINT, lambda signum, frame: os._exit(130))
+
+
+def _exit_without_teardown(code: int) -> None:
+    """End the real process now: join its threads, run the atexit handlers, flush, ``os._exit(code)``.
+
+    What is skipped is the interpreter's teardown of its modules, which with torch, transformers and
+    ultralytics loaded takes seconds (over 30 s on a loaded machine): a Ctrl-C'd ``label`` printed
+    "interrupted" at once and exited that much later, and CPython gives SIGINT back its default
+    action before that teardown, so a Ctrl-C landing in it killed a finished run by the signal
+    (exit -2 to its parent, no message). Every file is written and closed by now; the threads and
+    exit handlers still run, under ``_exit_on_interrupt_from_now``'s handler.
+    """
+    import atexit
+    import threading
+
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
 
 
 __all__ = ["main"]
