@@ -42,6 +42,15 @@ def optimize(
     prune: float | None = typer.Option(None, "--prune", help="Structured channel pruning ratio, e.g. 0.2."),
     prune_finetune_epochs: int = typer.Option(0, "--prune-finetune-epochs", min=0, help="Fine-tune after pruning."),
     prune_data: Path | None = typer.Option(None, "--prune-data", help="Train COCO file for the fine-tuning."),
+    qat_epochs: int = typer.Option(
+        0,
+        "--qat-epochs",
+        min=0,
+        help="When a static INT8 file fails the accuracy guard: quantization-aware fine-tuning for N epochs.",
+    ),
+    qat_data: Path | None = typer.Option(
+        None, "--qat-data", help="Train COCO file for --qat-epochs (images found like --images-dir's)."
+    ),
     threads: int | None = typer.Option(None, "--threads", min=1, help="CPU threads for latency [default: all]."),
     output: Path | None = typer.Option(None, "--output", "-o", help="Output folder [default: <model dir>/optimized]."),
     trust_model_file: bool = TRUST_MODEL_FILE_OPTION,
@@ -59,6 +68,9 @@ def optimize(
     max abs difference of outputs against the PyTorch model on real images, mAP50-95 (accuracy for
     classifiers) with --val-data, and ratios to the source. With --val-data, an artefact losing more
     than --max-drop points is marked failed and the command exits 1 (unless --force).
+    With --qat-epochs N --qat-data train.json, a static INT8 file that fails gets a short
+    quantization-aware fine-tune instead: model_int8_qat.onnx, measured like the others; when it
+    passes, the failed row reads "failed (replaced by qat)" and the command exits 0.
     `distillkit infer` and `distillkit evaluate` take the .onnx files as they take the .pt.
 
     Examples:
@@ -68,6 +80,8 @@ def optimize(
         distillkit optimize -m best.pt -q int8 -q fp16 --calib-dir images/ --calib-images 200 --imgsz 320
 
         distillkit optimize -m best.pt -f onnx -f engine -q fp16 --calib-dir images/ --json
+
+        distillkit optimize -m best.pt --calib-data train.json --val-data val.json --qat-epochs 3 --qat-data train.json
     """
     trust_model_files(trust_model_file)  # before anything reads a model file
     out = make_output(json_mode, quiet)
@@ -87,6 +101,8 @@ def optimize(
         prune=prune,
         prune_finetune_epochs=prune_finetune_epochs,
         prune_data=prune_data,
+        qat_epochs=qat_epochs,
+        qat_data=qat_data,
         output=output,
         threads=threads,
     )
