@@ -21,7 +21,11 @@ Procedure: BatchNorm folded into the convolutions first (ultralytics' ``fuse``),
 trained are the weights deployed and no BN statistics drift during the short fine-tune; activation
 ranges initialised on optimize's calibration images with the float model (mean of each image's
 min/max, as the ``fast`` recipe's ``CalibMovingAverage``: the PTQ starting point) and then frozen;
-weight scales follow the weights (per output channel, ``max|w| / 127``). Training uses the model's
+weight scales follow the weights (per output channel, ``max|w| / 63``: int8 weights restricted to
+7 bits, because x86 CPUs without VNNI — this one — multiply u8 x s8 in pairs that saturate int16
+with full-range weights: onnxruntime's int8 kernels then stray from the Q/DQ arithmetic the model
+was trained for, by a third of a unit on average after the first convolution; with 7 bits they
+agree to 1e-7. The precision 7 bits cost is what the fine-tuning trains back). Training uses the model's
 own YOLO loss (``init_criterion``) on ultralytics' dataset and dataloader (its augmentation, mosaic
 off as in the last epochs of YOLO training), SGD with a small learning rate on a cosine schedule.
 """
@@ -61,6 +65,11 @@ class QatSettings:
     weight_decay: float = 5e-4
     mosaic: float = 0.0  # YOLO training ends without mosaic (close_mosaic); fine-tuning stays there
     per_channel: bool = True  # int8 weight scale per output channel (False: one per tensor, for targets that need it)
+    # 7-bit weights ([-63, 63] in int8): x86 CPUs without VNNI compute u8 x s8 products in pairs that
+    # saturate int16 with full-range weights (measured here: onnxruntime's int8 kernels then disagree
+    # with the Q/DQ arithmetic by a third of a unit on average after the first convolution, and PTQ
+    # loses ~10 points). QAT trains the 7-bit grid away, so the file is right on every CPU.
+    weight_bits: int = 7
     seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
@@ -124,27 +133,28 @@ class ActivationFakeQuant(nn.Module):
         self.zero_point.fill_(int(np.clip(round(-low / scale), 0, 255)))
 
 
-def weight_scale(weight: torch.Tensor, per_channel: bool = True) -> torch.Tensor:
-    """int8 symmetric: ``max|w| / 127`` (onnxruntime's scale for symmetric int8 weights), per output channel or not."""
+def weight_scale(weight: torch.Tensor, per_channel: bool = True, bits: int = 8) -> torch.Tensor:
+    """Symmetric ``max|w| / (2^(bits-1) - 1)`` (onnxruntime's int8 scale at 8 bits), per output channel or not."""
     magnitude = weight.detach().abs()
     peak = magnitude.amax(dim=tuple(range(1, weight.dim()))) if per_channel else magnitude.max()
-    return peak.clamp_min(1e-8) / 127.0
+    return peak.clamp_min(1e-8) / float(2 ** (bits - 1) - 1)
 
 
 class QuantConv(nn.Module):
     """A BN-folded convolution (+ optional SiLU) with fake quantization where onnxruntime puts QDQ."""
 
-    def __init__(self, conv: nn.Conv2d, act: nn.Module | None, per_channel: bool = True) -> None:
+    def __init__(self, conv: nn.Conv2d, act: nn.Module | None, per_channel: bool = True, bits: int = 8) -> None:
         super().__init__()
         self.conv = conv
         self.per_channel = per_channel
+        self.bits = bits  # weights use [-(2^(bits-1)-1), 2^(bits-1)-1] of int8
         self.act = act
         self.silu = isinstance(act, nn.SiLU)
         self.input_quant = ActivationFakeQuant()
         self.output_quant = ActivationFakeQuant()
         self.sigmoid_quant = ActivationFakeQuant() if self.silu else None
         self.mul_quant = ActivationFakeQuant() if self.silu else None
-        self.register_buffer("weight_scale", weight_scale(conv.weight, per_channel))
+        self.register_buffer("weight_scale", weight_scale(conv.weight, per_channel, bits))
         self.weights_frozen = False
         self.freezing = False
 
@@ -156,7 +166,7 @@ class QuantConv(nn.Module):
         if self.weights_frozen:
             scale = self.weight_scale
         else:  # while training the scale follows the weights (gradients pass the rounding straight through)
-            scale = weight_scale(self.conv.weight, self.per_channel)
+            scale = weight_scale(self.conv.weight, self.per_channel, self.bits)
             if input_scale is not None and self.conv.bias is not None:
                 # The int32 bias has scale input x weight: raise a weight scale too small for the bias to
                 # fit (onnxruntime's quantizer does the same), else the written bias would overflow.
@@ -220,7 +230,7 @@ def _concat_output(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> A
     return quantizer(output) if quantizer is not None else output
 
 
-def prepare_qat_model(source: SourceModel, per_channel: bool = True) -> nn.Module:
+def prepare_qat_model(source: SourceModel, per_channel: bool = True, bits: int = 8) -> nn.Module:
     """A float copy of the YOLO model, BN folded, fake quantizers inserted outside the head's decoding."""
     from distillkit.students.ultralytics_env import import_ultralytics
 
@@ -231,12 +241,12 @@ def prepare_qat_model(source: SourceModel, per_channel: bool = True) -> nn.Modul
     model.fuse()  # BN folded into the convolutions: what is trained is what is deployed
     head = model.model[-1]
     branches = [getattr(head, name) for name in ("cv2", "cv3", "cv4") if hasattr(head, name)]
-    _replace_convs(model, Conv, per_channel)
+    _replace_convs(model, Conv, per_channel, bits)
     for branch_list in branches:  # the head's last 1x1 conv of each branch is a bare nn.Conv2d
         for sequential in branch_list:
             last = len(sequential) - 1
             if isinstance(sequential[last], nn.Conv2d):
-                sequential[last] = QuantConv(sequential[last], None, per_channel)
+                sequential[last] = QuantConv(sequential[last], None, per_channel, bits)
     for module in model.modules():
         if isinstance(module, (nn.MaxPool2d, nn.Upsample)):
             module.register_forward_hook(_pass_grid)
@@ -249,18 +259,18 @@ def prepare_qat_model(source: SourceModel, per_channel: bool = True) -> nn.Modul
     return model
 
 
-def _replace_convs(parent: nn.Module, conv_type: type, per_channel: bool) -> None:
+def _replace_convs(parent: nn.Module, conv_type: type, per_channel: bool, bits: int) -> None:
     for name, child in list(parent.named_children()):
         if type(child).__name__ == "DFL":
             continue
         if isinstance(child, conv_type) and not hasattr(child, "bn") and isinstance(child.conv, nn.Conv2d):
-            replacement = QuantConv(child.conv, child.act, per_channel)
+            replacement = QuantConv(child.conv, child.act, per_channel, bits)
             for attribute in ("i", "f", "type", "np"):  # ultralytics' graph bookkeeping on top-level layers
                 if hasattr(child, attribute):
                     setattr(replacement, attribute, getattr(child, attribute))
             setattr(parent, name, replacement)
         else:
-            _replace_convs(child, conv_type, per_channel)
+            _replace_convs(child, conv_type, per_channel, bits)
 
 
 def activation_quantizers(model: nn.Module) -> list[ActivationFakeQuant]:
@@ -301,7 +311,7 @@ def qat_int8(
     if not calibration_inputs:
         raise DataError("QAT needs the calibration images of the INT8 quantization")
     torch.manual_seed(settings.seed)
-    model = prepare_qat_model(source, settings.per_channel)
+    model = prepare_qat_model(source, settings.per_channel, settings.weight_bits)
     calibrate(model, calibration_inputs, progress)
     yaml_path = yolo_training_data(train_data, images_dir, source.task, target.parent / "qat_data", progress)
     start = time.perf_counter()
@@ -311,7 +321,8 @@ def qat_int8(
         "quantization": {
             "name": "qat",
             "technique": "fake-quant fine-tuning (QDQ at conv inputs/outputs and SiLU, head decoding float)",
-            "weights": f"int8 symmetric per {'output channel' if settings.per_channel else 'tensor'}",
+            "weights": f"int8 ({settings.weight_bits}-bit range) symmetric per "
+            + ("output channel" if settings.per_channel else "tensor"),
             "activations": "uint8 per tensor",
             "calibration_images": len(calibration_inputs),
             **settings.to_dict(),
