@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -216,3 +217,31 @@ def test_quiet_still_prints_the_errors(dataset_file: Path, tmp_path: Path) -> No
     code, out, err = run("validate", str(bad), "--quiet")
     assert code == 1 and out == ""
     assert err.startswith("error: [missing_category]")
+
+
+def test_ctrl_c_during_interpreter_shutdown_exits_130_quietly(tmp_path: Path) -> None:
+    """After main() is done, a Ctrl-C while Python joins threads exits 130 without a traceback.
+
+    Before, Python printed "Exception ignored in: <module 'threading'> ... KeyboardInterrupt" and
+    exited 0, or died by the signal: a pipeline could not tell an interrupted run from a clean one.
+    """
+    script = tmp_path / "late_ctrl_c.py"
+    script.write_text(
+        "import os, signal, sys, threading, time\n"
+        "import distillkit.cli as cli\n"
+        "finish = cli._exit_process\n"
+        "def after_the_work(code):  # a thread Python must wait for, and a Ctrl-C meanwhile\n"
+        "    threading.Thread(target=time.sleep, args=(3.0,)).start()\n"
+        "    threading.Timer(0.5, os.kill, args=(os.getpid(), signal.SIGINT)).start()\n"
+        "    finish(code)\n"
+        "cli._exit_process = after_the_work\n"
+        "sys.argv = ['distillkit', '--version']\n"
+        "cli.main()\n"
+    )
+    started = time.monotonic()
+    repo = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60, cwd=repo)
+    assert done.returncode == 130, done.stderr
+    assert "Traceback" not in done.stderr and "KeyboardInterrupt" not in done.stderr
+    assert "interrupted" not in done.stderr and "distillkit" in done.stdout  # the work was done first
+    assert time.monotonic() - started < 30

@@ -153,7 +153,7 @@ def test_qat_options_are_checked_before_any_work(detector: tuple[Path, list[Path
     code, _, stderr = run(
         *base, "--quantize", "fp16", "--val-data", str(truth), "--qat-epochs", "1", "--qat-data", str(truth)
     )
-    assert code == 2 and "--qat-epochs needs --quantize int8" in stderr
+    assert code == 2 and "--qat-epochs needs --quantize int8 and --format onnx" in stderr
     assert "Traceback" not in stderr and not list(tmp_path.iterdir())  # nothing was written
 
 

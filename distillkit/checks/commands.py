@@ -118,5 +118,5 @@ def command_checks(facts: Facts) -> list[Check]:
         optimize_engine(facts),
         _runtime_line(facts, "openvino", "optimize -f openvino", "openvino" in formats),
         _runtime_line(facts, "LiteRT", "optimize -f tflite", "tflite" in formats),
-        _runtime_line(facts, "ray", "label --backend ray", False),
+        _runtime_line(facts, "ray", "label --backend ray", True),
     ]

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from distillkit.checks.model import FAIL, OK, UNAVAILABLE, WARN, Check
+from distillkit.cpu_features import INT8_DOT_FLAGS, read_cpuinfo
 
 GIB = 1024**3
 #: Below this much free disk a training run (checkpoints, teacher caches, exports) may die midway.
@@ -22,8 +23,7 @@ _KNOWN_FLAGS = frozenset(
     {"avx2", "avx512f", "avx512_vnni", "avx512vnni", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16"}
     | {"asimd", "asimddp", "i8mm", "sve"}
 )
-#: Flags that give fast INT8 matrix products (onnxruntime's and OpenVINO's INT8 kernels use them).
-_INT8_FLAGS = ("avx512_vnni", "avx512vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
+_INT8_FLAGS = INT8_DOT_FLAGS
 
 
 def _gib(value: float) -> str:
@@ -45,18 +45,11 @@ def cpu_facts(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, Any]:
         "usable_cores": usable,
         "flags": None,
     }
-    try:
-        text = cpuinfo.read_text(errors="replace")
-    except OSError:
+    name, flags = read_cpuinfo(cpuinfo)
+    if flags is None:
         return facts  # not Linux (or a sandbox hiding /proc): instruction sets unknown
-    flags: set[str] = set()
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        key = key.strip().lower()
-        if key == "model name" and value.strip():
-            facts["name"] = value.strip()
-        elif key in ("flags", "features"):
-            flags.update(value.split())
+    if name:
+        facts["name"] = name
     facts["flags"] = sorted(flags & _KNOWN_FLAGS)
     return facts
 

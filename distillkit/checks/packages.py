@@ -90,14 +90,19 @@ OPTIONAL_RUNTIMES = (
         "TensorRT engines (optimize -f engine)",
         "install TensorRT for your CUDA version on the GPU machine, e.g. pip install tensorrt-cu12",
     ),
-    OptionalRuntime("openvino", ("openvino",), "OpenVINO IR (Intel CPUs, GPUs, NPUs)", "pip install openvino"),
+    OptionalRuntime(
+        "openvino",
+        ("openvino",),
+        "OpenVINO IR (Intel CPUs, GPUs, NPUs)",
+        'pip install "distillkit[openvino]" (openvino and nncf)',
+    ),
     OptionalRuntime(
         "LiteRT",
         ("ai_edge_litert", "tflite_runtime", "tensorflow"),
         "TFLite / LiteRT models (phones, microcontrollers)",
         "pip install ai-edge-litert",
     ),
-    OptionalRuntime("ray", ("ray",), "labelling on a Ray cluster", "pip install 'ray[default]'"),
+    OptionalRuntime("ray", ("ray",), "labelling on a Ray cluster", 'pip install "distillkit[ray]"'),
 )
 
 

@@ -47,7 +47,9 @@ class ClassifierRuntime:
 
     @property
     def kind(self) -> str:
-        return "torch" if self.loaded is not None else "onnx"
+        if self.loaded is not None:
+            return "torch"
+        return "openvino" if self.path.is_dir() else "onnx"
 
     @property
     def thresholds(self) -> list[float]:
@@ -91,9 +93,24 @@ def is_classifier_onnx(path: PathLike) -> bool:
     return metadata is not None and metadata.task == "classify"
 
 
+def is_classifier_openvino(path: PathLike) -> bool:
+    """True for an OpenVINO folder (or its .xml) whose distillkit metadata says ``task=classify``."""
+    from distillkit.export.openvino_export import is_openvino_model, read_openvino_metadata
+
+    candidate = Path(path)
+    if not is_openvino_model(candidate):
+        return False
+    folder = candidate.parent if candidate.suffix == ".xml" else candidate
+    try:
+        metadata = read_openvino_metadata(folder) if folder.is_dir() else None
+    except Exception:  # unreadable metadata: not a classifier (the detection loader says what is wrong)
+        return False
+    return metadata is not None and metadata.task == "classify"
+
+
 def is_classifier_file(path: PathLike) -> bool:
-    """A classifier checkpoint (.pt) or a classifier ONNX export."""
-    return is_classifier_checkpoint(path) or is_classifier_onnx(path)
+    """A classifier checkpoint (.pt), or a classifier ONNX / OpenVINO export."""
+    return is_classifier_checkpoint(path) or is_classifier_onnx(path) or is_classifier_openvino(path)
 
 
 def _resolve_device(device: str | None) -> torch.device:
@@ -105,6 +122,8 @@ def _resolve_device(device: str | None) -> torch.device:
 def open_classifier(path: PathLike, device: str | None = None) -> ClassifierRuntime:
     """Open a classifier checkpoint or classifier ONNX file; UsageError for anything else."""
     source = Path(path)
+    if is_classifier_openvino(source):
+        return _open_openvino(source)
     if not source.is_file():
         raise UsageError(f"model {source} does not exist", "pass a train-classifier best.pt or its ONNX export")
     if source.suffix.lower() == ".onnx":
@@ -165,6 +184,21 @@ def _open_onnx(source: Path, device: str | None) -> ClassifierRuntime:
     if device not in (None, "cpu") and "CUDAExecutionProvider" in ort.get_available_providers():
         providers.insert(0, "CUDAExecutionProvider")
     session = ort.InferenceSession(str(source), providers=providers)
+    return _exported_runtime(source, metadata, session)
+
+
+def _open_openvino(source: Path) -> ClassifierRuntime:
+    from distillkit.export.openvino_export import OpenVINOSession, openvino_model_folder, read_openvino_metadata
+
+    folder = openvino_model_folder(source)
+    metadata = read_openvino_metadata(folder)
+    if metadata is None or metadata.task != "classify":  # pragma: no cover - is_classifier_openvino checked it
+        raise UsageError(f"{source} is not a classifier export (no task=classify metadata)", "export it with optimize")
+    return _exported_runtime(folder, metadata, OpenVINOSession(folder))
+
+
+def _exported_runtime(source: Path, metadata: Any, session: Any) -> ClassifierRuntime:
+    """A runtime over an exported file's session (onnxruntime's, or the OpenVINO adapter with its interface)."""
     shape = session.get_inputs()[0].shape
     fixed = shape[0] if isinstance(shape[0], int) else None
     pre = metadata.preprocessing or {}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import sys
 
 import typer
@@ -157,7 +158,41 @@ def main(argv: list[str] | None = None) -> None:
             "this is a distillkit bug; re-run with --debug and report the traceback",
             exit_code,
         )
-    sys.exit(exit_code if isinstance(exit_code, int) else 0)
+    code = exit_code if isinstance(exit_code, int) else 0
+    if argv is None:  # the real process (not an in-process call): its work is done and written
+        _exit_process(code)
+    sys.exit(code)
+
+
+def _exit_process(code: int) -> None:
+    """End the process with ``code`` such that a Ctrl-C from here on gives exit 130, never death by SIGINT.
+
+    After ``main``, Python joins threads, runs atexit handlers, then tears the interpreter down
+    (torch and CUDA libraries take a while) — and in that last phase it has already put SIGINT back to
+    the system default, so a Ctrl-C there killed the process by the signal (exit -2): a Makefile or
+    pipeline saw a crash although every file was complete. Here the threads are joined and the exit
+    handlers run with a handler that exits 130, and the teardown, which has nothing left to write,
+    is skipped with ``os._exit``.
+    """
+    import atexit
+    import threading
+
+    def flush() -> None:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+
+    flush()
+    try:
+        signal.signal(signal.SIGINT, lambda signum, frame: os._exit(130))
+    except ValueError:  # not the main thread: leave the exit to Python
+        sys.exit(code)
+    for thread in threading.enumerate():  # what Python's own shutdown waits for
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()  # temporary folders, multiprocessing, loggers: what they do at a normal exit
+    flush()
+    os._exit(code)
 
 
 __all__ = ["main"]

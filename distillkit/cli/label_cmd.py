@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.table import Table
@@ -12,6 +12,7 @@ from distillkit.cli.common import JSON_OPTION, QUIET_OPTION, TRUST_MODEL_FILE_OP
 from distillkit.cli.console import Output
 from distillkit.cli.render import display_path
 from distillkit.errors import UsageError
+from distillkit.labelling.ray_backend import BACKENDS, require_ray
 from distillkit.locking import output_lock
 from distillkit.paths import check_output_outside_inputs
 from distillkit.safe_load import trust_model_files
@@ -57,6 +58,15 @@ def label(
     batch: int = typer.Option(8, "--batch", min=1, help="Images per teacher pass."),
     device: str | None = typer.Option(None, "--device", help="cpu, 0, cuda:0, ... [default: auto]."),
     imgsz: int = typer.Option(640, "--imgsz", min=32, help="Input size of a YOLO --teacher."),
+    backend: str = typer.Option(
+        "local", "--backend", help="local (this process) or ray (an actor pool on a Ray cluster; distillkit[ray])."
+    ),
+    ray_address: str | None = typer.Option(
+        None, "--ray-address", help="With --backend ray: auto or HOST:PORT of a running cluster [default: start one]."
+    ),
+    ray_actors: int | None = typer.Option(
+        None, "--ray-actors", min=1, help="Teacher actors [default: one per GPU, else one per two CPUs]."
+    ),
     cache_dir: Path | None = typer.Option(
         None,
         "--cache-dir",
@@ -97,6 +107,12 @@ def label(
     from distillkit.teachers.zero_shot import parse_class_names
 
     out = make_output(json_mode, quiet)
+    if backend not in BACKENDS:
+        raise UsageError(f"--backend {backend} is unknown", f"use {' or '.join(BACKENDS)}")
+    if backend == "ray":
+        require_ray()  # before any work
+    elif ray_address is not None or ray_actors is not None:
+        raise UsageError("--ray-address and --ray-actors go with --backend ray", "add --backend ray, or drop them")
     if mask_format not in ("rle", "polygon"):
         raise UsageError(f"--mask-format {mask_format} is unknown", "use rle or polygon")
     names = parse_class_names(classes) if classes is not None else None
@@ -113,17 +129,31 @@ def label(
     if cache_dir is not None:
         check_output_outside_inputs(cache_dir, inputs, "--cache-dir")
     with output_lock(output, kind="file"):  # two label runs writing one COCO file: refuse the second
-        loaded = load_labelling_teacher(
-            teacher_dir=teacher_dir,
-            checkpoint=teacher,
-            classes=names,
-            dino_weights=dino_weights,
-            sam_weights=sam_weights,
-            device=device,
-            batch_size=batch,
-            conf=conf,
-            imgsz=imgsz,
-        )
+        on_ray = backend == "ray"  # Ray workers build the same teacher elsewhere: absolute paths
+        arguments: dict[str, Any] = {
+            "teacher_dir": _absolute(teacher_dir) if on_ray else teacher_dir,
+            "checkpoint": _absolute(teacher) if on_ray else teacher,
+            "classes": names,
+            "dino_weights": _absolute_if_path(dino_weights) if on_ray else dino_weights,
+            "sam_weights": _absolute_if_path(sam_weights) if on_ray else sam_weights,
+            "batch_size": batch,
+            "conf": conf,
+            "imgsz": imgsz,
+        }
+        # on Ray the actors hold the GPUs; the driver's copy only names the classes and the cache identity
+        loaded = load_labelling_teacher(**arguments, device="cpu" if on_ray else device)
+        filler = None
+        if on_ray:
+            from distillkit.labelling.ray_backend import RayOptions, TeacherRecipe, fill_cache_ray
+
+            recipe = TeacherRecipe(arguments, trust_model_files=trust_model_file)
+            options = RayOptions(address=ray_address, actors=ray_actors)
+
+            def filler(images: Any, keys: Any, cache: Path, batch_size: int, progress: Any) -> Any:
+                return fill_cache_ray(
+                    recipe, loaded.teacher, images, keys, cache, options, batch_size=batch_size, progress=progress
+                )
+
         result = label_to_coco(
             loaded.teacher,
             images,
@@ -140,6 +170,7 @@ def label(
             max_images=max_images,
             info={"teacher": loaded.describe()},
             progress=out.progress(),
+            filler=filler,
         )
     result.notices[:0] = loaded.notices
     for notice in result.notices:
@@ -148,6 +179,17 @@ def label(
         out.emit_json({"teacher": loaded.describe(), **result.to_dict()})
         return
     _render(out, result)
+
+
+def _absolute(path: Path | None) -> Path | None:
+    return None if path is None else path.expanduser().resolve()
+
+
+def _absolute_if_path(source: str | None) -> str | None:
+    """A local weights folder as an absolute path; a Hugging Face id stays as it is."""
+    if source is None or not Path(source).expanduser().exists():
+        return source
+    return str(Path(source).expanduser().resolve())
 
 
 def _render(out: Output, result: LabelResult) -> None:

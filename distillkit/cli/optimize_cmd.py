@@ -17,7 +17,12 @@ from distillkit.safe_load import trust_model_files
 
 def optimize(
     model: Path = typer.Option(..., "--model", "-m", help="A .pt from train-student or train-classifier."),
-    formats: list[str] = typer.Option(["onnx"], "--format", "-f", help="onnx and/or engine (TensorRT; repeatable)."),
+    formats: list[str] = typer.Option(
+        ["onnx"],
+        "--format",
+        "-f",
+        help="onnx, openvino (needs distillkit[openvino]), engine (TensorRT); repeatable.",
+    ),
     quantize: list[str] = typer.Option(
         ["int8"], "--quantize", "-q", help="int8 (static, calibrated), int8-dynamic, fp16, none (repeatable)."
     ),
@@ -52,6 +57,9 @@ def optimize(
         None, "--qat-data", help="Train COCO file for --qat-epochs (images found like --images-dir's)."
     ),
     threads: int | None = typer.Option(None, "--threads", min=1, help="CPU threads for latency [default: all]."),
+    latency_rounds: int = typer.Option(
+        5, "--latency-rounds", min=1, help="Interleaved timing rounds (6 runs of each artefact per round)."
+    ),
     output: Path | None = typer.Option(None, "--output", "-o", help="Output folder [default: <model dir>/optimized]."),
     trust_model_file: bool = TRUST_MODEL_FILE_OPTION,
     json_mode: bool = JSON_OPTION,
@@ -62,8 +70,10 @@ def optimize(
 
     Writes model.onnx (verified single input, onnx.checker clean, onnxslim-simplified, class names,
     category ids, task, imgsz and preprocessing in its metadata), model_int8.onnx (static QDQ INT8
-    calibrated on real images), model_fp16.onnx, model_int8_dynamic.onnx, TensorRT .engine files
-    where tensorrt and a CUDA GPU exist, class_mapping.yaml and report.json. The report gives, per
+    calibrated on real images), model_fp16.onnx, model_int8_dynamic.onnx; with -f openvino the
+    OpenVINO folders model_openvino_model/ (fp32), model_fp16_openvino_model/ and
+    model_int8_openvino_model/ (NNCF INT8 on the same calibration images); TensorRT .engine files
+    where tensorrt and a CUDA GPU exist; class_mapping.yaml and report.json. The report gives, per
     file: size, median and p90 latency per image on this machine (batch 1, --threads, warm-up),
     max abs difference of outputs against the PyTorch model on real images, mAP50-95 (accuracy for
     classifiers) with --val-data, and ratios to the source. With --val-data, an artefact losing more
@@ -78,6 +88,8 @@ def optimize(
         distillkit optimize -m exp/run1/student/best.pt --calib-data data/train.json --val-data data/val.json
 
         distillkit optimize -m best.pt -q int8 -q fp16 --calib-dir images/ --calib-images 200 --imgsz 320
+
+        distillkit optimize -m best.pt -f onnx -f openvino -q int8 --calib-data train.json --val-data val.json
 
         distillkit optimize -m best.pt -f onnx -f engine -q fp16 --calib-dir images/ --json
 
@@ -105,6 +117,7 @@ def optimize(
         qat_data=qat_data,
         output=output,
         threads=threads,
+        latency_rounds=latency_rounds,
     )
     result = optimize_model(model, options, progress=out.progress())
     for notice in result.notices:

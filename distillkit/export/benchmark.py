@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from copy import deepcopy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +23,37 @@ from distillkit.progress import NULL_PROGRESS, Progress
 Runner = Callable[[np.ndarray], list[np.ndarray]]
 
 
+# p90 above this multiple of the median: other processes took the CPU during timing, and the
+# figures (and their ratios) should not be trusted without a re-run on a quieter machine.
+WIDE_SPREAD = 1.5
+
+
 @dataclass
 class LatencyStats:
     median_ms: float
     p90_ms: float
     samples: int
+    p10_ms: float | None = None
+    round_medians_ms: list[float] = field(default_factory=list)  # one per interleaved round
+
+    @property
+    def spread(self) -> float:
+        """p90 / median: 1.0 is a quiet machine; the run's noise in one number."""
+        return self.p90_ms / self.median_ms if self.median_ms > 0 else float("inf")
+
+    @property
+    def too_wide(self) -> bool:
+        return self.spread > WIDE_SPREAD
 
     def to_dict(self) -> dict[str, Any]:
-        return {"median_ms": round(self.median_ms, 3), "p90_ms": round(self.p90_ms, 3), "samples": self.samples}
+        return {
+            "median_ms": round(self.median_ms, 3),
+            "p90_ms": round(self.p90_ms, 3),
+            "p10_ms": None if self.p10_ms is None else round(self.p10_ms, 3),
+            "spread_p90_over_median": round(self.spread, 3),
+            "round_medians_ms": [round(value, 3) for value in self.round_medians_ms],
+            "samples": self.samples,
+        }
 
 
 def torch_runner(source: SourceModel, threads: int) -> Runner:
@@ -95,6 +118,18 @@ def onnx_runner(path: Path, threads: int) -> Runner:
     return run
 
 
+def openvino_runner(path: Path, threads: int) -> Runner:
+    """An OpenVINO folder compiled for batch-1 latency with ``threads`` CPU threads."""
+    from distillkit.export.openvino_export import compile_openvino
+
+    compiled = compile_openvino(path, threads)
+
+    def run(batch: np.ndarray) -> list[np.ndarray]:
+        return [np.asarray(output) for output in compiled(batch).values()]
+
+    return run
+
+
 def engine_runner(path: Path) -> Runner:
     """A TensorRT engine through ultralytics' AutoBackend on the first CUDA device."""
     import torch
@@ -137,10 +172,18 @@ def measure_latency(
                     run(batch)
                     samples[name].append((time.perf_counter() - start) * 1000.0)
                 bar.advance()
-    return {
-        name: LatencyStats(float(np.median(values)), float(np.percentile(values, 90)), len(values))
-        for name, values in samples.items()
-    }
+    return {name: _stats(values, per_round) for name, values in samples.items()}
+
+
+def _stats(values: list[float], per_round: int) -> LatencyStats:
+    rounds = [values[start : start + per_round] for start in range(0, len(values), per_round)]
+    return LatencyStats(
+        median_ms=float(np.median(values)),
+        p90_ms=float(np.percentile(values, 90)),
+        samples=len(values),
+        p10_ms=float(np.percentile(values, 10)),
+        round_medians_ms=[float(np.median(chunk)) for chunk in rounds],
+    )
 
 
 def output_parity(

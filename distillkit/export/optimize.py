@@ -16,14 +16,17 @@ from typing import Any
 
 import numpy as np
 
+from distillkit.cpu_features import int8_weights_need_reduced_range
 from distillkit.errors import UsageError
 from distillkit.export.accuracy import Accuracy, classifier_accuracy, detection_accuracy
 from distillkit.export.benchmark import (
+    WIDE_SPREAD,
     LatencyStats,
     Runner,
     engine_runner,
     measure_latency,
     onnx_runner,
+    openvino_runner,
     output_parity,
     torch_runner,
 )
@@ -42,7 +45,7 @@ from distillkit.io import atomic_write_json
 from distillkit.paths import check_output_outside_inputs, image_folders
 from distillkit.progress import NULL_PROGRESS, Progress
 
-FORMATS = ("onnx", "engine")
+FORMATS = ("onnx", "engine", "openvino")
 QUANTIZE = ("int8", "int8-dynamic", "fp16", "none")
 REPORT_NAME = "report.json"
 
@@ -77,7 +80,7 @@ class OptimizeOptions:
 class Artefact:
     name: str
     path: Path
-    format: str  # pt | onnx | engine
+    format: str  # pt | onnx | engine | openvino
     precision: str  # fp32 | fp16 | int8
     size_mb: float
     latency: LatencyStats | None = None
@@ -123,6 +126,7 @@ class OptimizeResult:
     report_path: Path
     sidecar: Path
     notices: list[str] = field(default_factory=list)
+    latency_rounds: int = 5
     qat: dict[str, Any] | None = None  # settings and training time of the QAT fallback, when it ran
 
     @property
@@ -132,6 +136,29 @@ class OptimizeResult:
     @property
     def passed(self) -> bool:
         return not self.failed or self.forced
+
+    def matrix(self) -> list[dict[str, Any]]:
+        """One row per written artefact, format x precision: what ultralytics' benchmark prints, plus the guard."""
+        reference = self.artefacts[0]
+        rows = []
+        for artefact in self.artefacts:
+            row = artefact.to_dict(reference)
+            latency = row["latency"] or {}
+            rows.append(
+                {
+                    "format": artefact.format,
+                    "precision": artefact.precision,
+                    "size_mb": row["size_mb"],
+                    "median_ms": latency.get("median_ms"),
+                    "p90_ms": latency.get("p90_ms"),
+                    "latency_ratio": row.get("latency_ratio"),
+                    "accuracy": row["accuracy"],
+                    "drop_points": row.get("accuracy_drop_points"),
+                    # None: no --val-data, so nothing was guarded
+                    "passed": None if artefact.accuracy is None else artefact.status != "failed",
+                }
+            )
+        return rows
 
     def to_dict(self) -> dict[str, Any]:
         reference = self.artefacts[0]
@@ -144,6 +171,8 @@ class OptimizeResult:
                 "batch": 1,
                 "threads": self.threads,
                 "what": "network forward only, real preprocessed images, after warm-up, artefacts interleaved",
+                "rounds": self.latency_rounds,
+                "runs_per_round": 6,
                 "machine": _machine(),
             },
             "max_drop_points": self.max_drop,
@@ -151,6 +180,7 @@ class OptimizeResult:
             "passed": self.passed,
             "failed": [artefact.name for artefact in self.failed],
             "artefacts": [artefact.to_dict(reference) for artefact in self.artefacts],
+            "matrix": self.matrix(),
             "int8_recipes": {name: recipe.to_dict() for name, recipe in RECIPES.items()},
             "sidecar": str(self.sidecar),
             "notices": self.notices,
@@ -166,14 +196,18 @@ def optimize_model(model: str | Path, options: OptimizeOptions, progress: Progre
     source = original = load_source_model(source_path, options.imgsz)
     if options.qat_epochs and source.task == "classify":
         raise UsageError("--qat-epochs handles YOLO students", "classifiers keep the PTQ artefacts")
-    output.mkdir(parents=True, exist_ok=True)
-    threads = options.threads or _default_threads()
-    notices: list[str] = []
     if "engine" in options.formats:  # fail before any work when TensorRT cannot run here
         from distillkit.export.tensorrt_export import require_tensorrt
 
         require_tensorrt()
+    if "openvino" in options.formats:  # the optional extra: say which one before any work
+        from distillkit.export.openvino_export import require_openvino
 
+        require_openvino(int8="int8" in options.quantize)
+
+    output.mkdir(parents=True, exist_ok=True)
+    threads = options.threads or _default_threads()
+    notices: list[str] = []
     needs_calibration = "int8" in options.quantize
     calibration_paths = (
         calibration_images(options.calib_data, options.calib_dir, options.calib_images, images_dir=options.images_dir)
@@ -210,13 +244,15 @@ def optimize_model(model: str | Path, options: OptimizeOptions, progress: Progre
     artefacts.append(Artefact("onnx fp32", fp32, "onnx", "fp32", _mb(fp32)))
 
     calibration_inputs = preprocess_many(calibration_paths, metadata)
-    for mode in options.quantize:
-        artefacts.extend(_quantized(mode, fp32, metadata, calibration_inputs, options, progress))
+    if "onnx" in options.formats:
+        for mode in options.quantize:
+            artefacts.extend(_quantized(mode, fp32, metadata, calibration_inputs, options, progress))
+    else:  # other formats only were asked for: model.onnx is their common source, and the baseline row
+        notices.append(f"{fp32.name} is kept: the other formats were converted from it")
     if "engine" in options.formats:
         artefacts.extend(_engines(fp32, metadata, calibration_inputs, options, progress))
-    if "onnx" not in options.formats:  # engines only were asked for: model.onnx was their intermediate
-        artefacts = [a for a in artefacts if a.format != "onnx" or a.path == fp32]
-        notices.append(f"{fp32.name} is kept: the engines were built from it")
+    if "openvino" in options.formats:
+        artefacts.extend(_openvino(fp32, metadata, calibration_inputs, options, threads, progress))
 
     parity_inputs = _parity_inputs(calibration_inputs, options, metadata)
     sources = {original.path: original, source.path: source}
@@ -228,6 +264,7 @@ def optimize_model(model: str | Path, options: OptimizeOptions, progress: Progre
     else:
         notices.append("no --val-data: accuracy not measured and not guarded")
     _measure(sources, artefacts, parity_inputs, metadata, threads, options, progress)
+    notices.extend(_spread_notices(artefacts))
     result = OptimizeResult(
         source=source_path,
         output_dir=output,
@@ -240,6 +277,7 @@ def optimize_model(model: str | Path, options: OptimizeOptions, progress: Progre
         report_path=output / REPORT_NAME,
         sidecar=sidecar,
         notices=notices,
+        latency_rounds=options.latency_rounds,
         qat=qat,
     )
     atomic_write_json(result.report_path, result.to_dict())
@@ -269,6 +307,8 @@ def _check_options(options: OptimizeOptions) -> None:
         raise UsageError("--prune-finetune-epochs needs training data", "pass --prune-data train.json")
     if options.max_drop < 0:
         raise UsageError("--max-drop must be >= 0")
+    if options.latency_rounds < 1:
+        raise UsageError("--latency-rounds must be >= 1")
     if options.qat_epochs < 0:
         raise UsageError("--qat-epochs must be >= 0")
     if options.qat_epochs:  # QAT runs after the accuracy guard of a static INT8 file: all three must be possible
@@ -276,8 +316,9 @@ def _check_options(options: OptimizeOptions) -> None:
             raise UsageError("--qat-epochs needs training data", "pass --qat-data train.json")
         if options.val_data is None:
             raise UsageError("--qat-epochs needs --val-data", "QAT runs when an INT8 file fails the accuracy guard")
-        if "int8" not in options.quantize:
-            raise UsageError("--qat-epochs needs --quantize int8", "QAT replaces a static INT8 file that fails")
+        if "int8" not in options.quantize or "onnx" not in options.formats:
+            hint = "QAT replaces a static INT8 ONNX file that fails"
+            raise UsageError("--qat-epochs needs --quantize int8 and --format onnx", hint)
 
 
 def _quantized(
@@ -308,6 +349,10 @@ def _quantized(
         quantize_static_int8(fp32, target, metadata, calibration_inputs, recipe, progress)
         name = "onnx int8" if position == 0 else f"onnx int8 ({recipe})"
         notes = [f"static QDQ, recipe {recipe}: {RECIPES[recipe].description}; {len(calibration_inputs)} images"]
+        if RECIPES[recipe].reduce_range is None and int8_weights_need_reduced_range():
+            notes.append(
+                "7-bit weights: this CPU has no VNNI/AMX, where 8-bit weights saturate onnxruntime's u8s8 kernels"
+            )
         artefacts.append(Artefact(name, target, "onnx", "int8", _mb(target), notes=notes))
     return artefacts
 
@@ -335,6 +380,38 @@ def _engines(
         with progress.task(f"building {target.name}", total=None):
             build_engine(fp32, target, metadata, "fp16")
         artefacts.append(Artefact("tensorrt fp16", target, "engine", "fp16", _mb(target)))
+    return artefacts
+
+
+def _openvino(
+    fp32: Path,
+    metadata: ModelMetadata,
+    calibration_inputs: list[np.ndarray],
+    options: OptimizeOptions,
+    threads: int,
+    progress: Progress,
+) -> list[Artefact]:
+    """fp32 IR always (OpenVINO's own baseline), fp16 weights with -q fp16, NNCF INT8 with -q int8."""
+    from distillkit.export.openvino_export import (
+        compile_openvino,
+        export_openvino,
+        folder_size_mb,
+        inference_precision,
+        openvino_folder,
+    )
+
+    precisions = ["fp32", *(p for p in ("fp16", "int8") if p in options.quantize)]
+    artefacts = []
+    for precision in precisions:
+        target = openvino_folder(fp32.parent, precision)
+        with progress.task(f"converting {target.name}", total=None):
+            export_openvino(fp32, target, metadata, precision, calibration_inputs, progress)
+        computed = inference_precision(compile_openvino(target, threads))
+        notes = [f"the CPU plugin computes in {computed} here (bf16 on CPUs that have it: measured, not assumed)"]
+        if precision == "int8":
+            notes.append(f"NNCF post-training INT8, {len(calibration_inputs)} images, head decoding in float")
+        size = folder_size_mb(target)
+        artefacts.append(Artefact(f"openvino {precision}", target, "openvino", precision, size, notes=notes))
     return artefacts
 
 
@@ -375,6 +452,8 @@ def _measure(
                 runners[artefact.name] = torch_runner(sources[artefact.path], threads)
             elif artefact.format == "onnx":
                 runners[artefact.name] = onnx_runner(artefact.path, threads)
+            elif artefact.format == "openvino":
+                runners[artefact.name] = openvino_runner(artefact.path, threads)
             else:
                 runners[artefact.name] = engine_runner(artefact.path)
         reference = runners[artefacts[0].name]
@@ -389,6 +468,16 @@ def _measure(
             artefact.latency = latencies[artefact.name]
     finally:
         torch.set_num_threads(previous_threads)
+
+
+def _spread_notices(artefacts: list[Artefact]) -> list[str]:
+    wide = [f"{a.name} ({a.latency.spread:.1f}x)" for a in artefacts if a.latency is not None and a.latency.too_wide]
+    if not wide:
+        return []
+    return [
+        f"latency spread too wide to trust for {', '.join(wide)} (p90 over median above {WIDE_SPREAD}x): "
+        "other processes used the CPU while timing; re-run on a quiet machine or with more --latency-rounds"
+    ]
 
 
 def _guard_accuracy(

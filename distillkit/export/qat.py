@@ -21,11 +21,12 @@ Procedure: BatchNorm folded into the convolutions first (ultralytics' ``fuse``),
 trained are the weights deployed and no BN statistics drift during the short fine-tune; activation
 ranges initialised on optimize's calibration images with the float model (mean of each image's
 min/max, as the ``fast`` recipe's ``CalibMovingAverage``: the PTQ starting point) and then frozen;
-weight scales follow the weights (per output channel, ``max|w| / 63``: int8 weights restricted to
-7 bits, because x86 CPUs without VNNI — this one — multiply u8 x s8 in pairs that saturate int16
-with full-range weights: onnxruntime's int8 kernels then stray from the Q/DQ arithmetic the model
-was trained for, by a third of a unit on average after the first convolution; with 7 bits they
-agree to 1e-7. The precision 7 bits cost is what the fine-tuning trains back). Training uses the model's
+weight scales follow the weights (per output channel, ``max|w| / 127``; ``/ 63``, a 7-bit range, on
+x86 CPUs without VNNI/AMX like the static recipes: there u8 x s8 products are summed in pairs that
+saturate int16 with full-range weights, and onnxruntime's int8 kernels stray from the Q/DQ
+arithmetic the model was trained for — measured here on BCCD yolov8n, by a third of a unit on
+average after the first convolution with 8 bits, 1e-7 with 7; the fine-tuning trains the coarser
+grid's error back). Training uses the model's
 own YOLO loss (``init_criterion``) on ultralytics' dataset and dataloader (its augmentation, mosaic
 off as in the last epochs of YOLO training), SGD with a small learning rate on a cosine schedule.
 """
@@ -65,11 +66,10 @@ class QatSettings:
     weight_decay: float = 5e-4
     mosaic: float = 0.0  # YOLO training ends without mosaic (close_mosaic); fine-tuning stays there
     per_channel: bool = True  # int8 weight scale per output channel (False: one per tensor, for targets that need it)
-    # 7-bit weights ([-63, 63] in int8): x86 CPUs without VNNI compute u8 x s8 products in pairs that
-    # saturate int16 with full-range weights (measured here: onnxruntime's int8 kernels then disagree
-    # with the Q/DQ arithmetic by a third of a unit on average after the first convolution, and PTQ
-    # loses ~10 points). QAT trains the 7-bit grid away, so the file is right on every CPU.
-    weight_bits: int = 7
+    # None: 7 on x86 CPUs without VNNI/AMX, 8 elsewhere (the rule of the static INT8 recipes,
+    # distillkit.cpu_features): there u8 x s8 products are summed in pairs that saturate int16 with
+    # full-range weights, and onnxruntime's int8 kernels stray from the Q/DQ arithmetic trained for.
+    weight_bits: int | None = None
     seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
@@ -310,6 +310,11 @@ def qat_int8(
 
     if not calibration_inputs:
         raise DataError("QAT needs the calibration images of the INT8 quantization")
+    from distillkit.cpu_features import int8_weights_need_reduced_range
+
+    if settings.weight_bits is None:
+        settings = replace(settings, weight_bits=7 if int8_weights_need_reduced_range() else 8)
+    assert settings.weight_bits is not None
     torch.manual_seed(settings.seed)
     model = prepare_qat_model(source, settings.per_channel, settings.weight_bits)
     calibrate(model, calibration_inputs, progress)

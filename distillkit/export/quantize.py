@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from distillkit.cpu_features import int8_weights_need_reduced_range
 from distillkit.errors import UsageError
 from distillkit.export.metadata import INPUT_NAME, ModelMetadata, onnx_metadata_props
 from distillkit.export.onnx_export import finalize_onnx
@@ -34,13 +35,16 @@ class QuantizationRecipe:
     op_types: tuple[str, ...] | None = None  # None: every op type onnxruntime can quantize
     exclude_head: bool = True  # keep the detection/segmentation head's decoding in float
     per_channel: bool = True
-    reduce_range: bool = False  # 7-bit weights, for CPUs without VNNI where u8s8 can saturate
+    # 7-bit weights; None: when this CPU lacks VNNI/AMX, where onnxruntime's u8s8 kernels saturate
+    reduce_range: bool | None = None
     calibration: str = "minmax"  # minmax | entropy | percentile
     description: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["op_types"] = list(self.op_types) if self.op_types is not None else "all"
+        if self.reduce_range is None:
+            data["reduce_range"] = f"auto (here: {int8_weights_need_reduced_range()})"
         return data
 
 
@@ -75,6 +79,8 @@ def quantize_static_int8(
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     recipe = RECIPES[recipe] if isinstance(recipe, str) else recipe
+    if recipe.reduce_range is None:
+        recipe = replace(recipe, reduce_range=int8_weights_need_reduced_range())
     if not calibration_inputs:
         raise UsageError("no calibration images", "pass --calib-data or --calib-dir with real images")
 
@@ -107,7 +113,7 @@ def quantize_static_int8(
                 op_types_to_quantize=list(recipe.op_types) if recipe.op_types is not None else None,
                 nodes_to_exclude=excluded,
                 per_channel=recipe.per_channel,
-                reduce_range=recipe.reduce_range,
+                reduce_range=bool(recipe.reduce_range),
                 activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
                 calibrate_method=_calibration_method(recipe.calibration),

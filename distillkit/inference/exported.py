@@ -1,4 +1,4 @@
-"""Loading exported models (``.onnx``, TensorRT ``.engine``) for `infer` and `evaluate`.
+"""Loading exported models (``.onnx``, TensorRT ``.engine``, OpenVINO folders) for `infer` and `evaluate`.
 
 Detection and segmentation files run through ultralytics' own runtime (``AutoBackend``, reached
 with ``YOLO(path)``): the letterbox, decoding, NMS and mask assembly are then the very code that
@@ -19,6 +19,12 @@ import numpy as np
 
 from distillkit.errors import UsageError
 from distillkit.export.metadata import INPUT_NAME, load_onnx_graph, read_onnx_metadata, read_sidecar
+from distillkit.export.openvino_export import (
+    check_openvino_input,
+    is_openvino_model,
+    openvino_model_folder,
+    read_openvino_metadata,
+)
 from distillkit.inference.predictor import LoadedModel
 from distillkit.students.ultralytics_env import import_ultralytics
 
@@ -26,7 +32,12 @@ EXPORTED_SUFFIXES = (".onnx", ".engine")
 
 
 def load_exported_model(path: Path) -> LoadedModel:
-    metadata = read_onnx_metadata(path) if path.suffix == ".onnx" else None
+    if is_openvino_model(path):
+        path = openvino_model_folder(path)  # ultralytics recognises the folder, not the .xml inside
+        metadata = read_openvino_metadata(path)
+        check_openvino_input(path)  # also: openvino installed (else the extra to install), telemetry off
+    else:
+        metadata = read_onnx_metadata(path) if path.suffix == ".onnx" else None
     sidecar = read_sidecar(path.parent) or {}
     if metadata is not None and metadata.task == "classify":
         raise UsageError(
@@ -34,7 +45,7 @@ def load_exported_model(path: Path) -> LoadedModel:
         )
     if path.suffix == ".engine":
         _check_tensorrt_runtime(path)
-    else:
+    elif path.suffix == ".onnx":
         _check_image_input(path)
     import_ultralytics()
     from ultralytics import YOLO

@@ -47,6 +47,8 @@ class LoadedModel:
 
     @property
     def size_mb(self) -> float:
+        if self.path.is_dir():  # an OpenVINO folder: its .xml, .bin and metadata together
+            return sum(item.stat().st_size for item in self.path.iterdir() if item.is_file()) / 1e6
         return self.path.stat().st_size / 1e6
 
 
@@ -64,13 +66,20 @@ class PredictionRun:
 
 
 def load_model(path: str | Path) -> LoadedModel:
+    from distillkit.export.openvino_export import is_openvino_model
+
     model_path = Path(path)
-    if not model_path.is_file():
+    openvino = is_openvino_model(model_path)
+    if not (model_path.is_file() or (openvino and model_path.exists())):
         raise UsageError(
-            f"model {model_path} not found", "pass a .pt written by train-student, or an .onnx/.engine from optimize"
+            f"model {model_path} not found",
+            "pass a .pt written by train-student, or an .onnx/.engine file or *_openvino_model folder from optimize",
         )
-    if model_path.suffix not in SUPPORTED_SUFFIXES:
-        raise UsageError(f"{model_path.name}: unsupported model format", "pass a .pt, .onnx or .engine file")
+    if model_path.suffix not in SUPPORTED_SUFFIXES and not openvino:
+        raise UsageError(
+            f"{model_path.name}: unsupported model format",
+            "pass a .pt, .onnx or .engine file or a *_openvino_model folder",
+        )
     if model_path.suffix != ".pt":
         from distillkit.inference.exported import load_exported_model  # imports this module: import late
 

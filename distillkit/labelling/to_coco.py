@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -98,6 +98,10 @@ class LabelResult:
         }
 
 
+# (images, their content keys, cache folder, batch size, progress) -> hits and computed counts
+CacheFiller = Callable[[Sequence[Path], Sequence[str], Path, int, Progress], LabellingStats]
+
+
 def default_categories(class_names: Sequence[str]) -> list[dict[str, Any]]:
     return [{"id": index + 1, "name": name, "supercategory": ""} for index, name in enumerate(class_names)]
 
@@ -168,6 +172,7 @@ def label_to_coco(
     images_root: Path | None = None,
     info: dict[str, Any] | None = None,
     progress: Progress = NULL_PROGRESS,
+    filler: CacheFiller | None = None,
 ) -> LabelResult:
     """Label ``images`` with ``teacher`` into the COCO file ``output``; see the module docstring.
 
@@ -178,6 +183,7 @@ def label_to_coco(
     ``TeacherCalibration``'s) unless ``conf`` is given, which then applies to every class; neither:
     ``DEFAULT_CONF``. ``mask_format``: ``rle``, ``polygon`` or ``none``. ``file_name`` values are
     relative to ``images_root`` (default: ``images_root_for``). Every annotation has a ``score``.
+    ``filler`` computes the missing cache entries in place of ``fill_cache`` (``label --backend ray``).
     """
     check_mask_format(mask_format)
     names = list(teacher.class_names)
@@ -223,7 +229,12 @@ def label_to_coco(
     outside = next((p for p in selection.images if not p.resolve().is_relative_to(result.images_root)), None)
     if outside is not None:
         raise UsageError(f"image {outside} is not under the images root {result.images_root}", "give another root")
-    stats = fill_cache(teacher, selection.images, selection.keys, cache_dir, batch_size=batch_size, progress=progress)
+    if filler is None:
+        stats = fill_cache(
+            teacher, selection.images, selection.keys, cache_dir, batch_size=batch_size, progress=progress
+        )
+    else:
+        stats = filler(selection.images, selection.keys, Path(cache_dir), batch_size, progress)
     result.computed, result.cached = stats.computed, stats.hits
     label_filter = LabelFilter(thresholds=thresholds, nms_iou=nms_iou, cross_class_iou=cross_class_iou)
     document_info = _info(info, teacher, result, label_filter)

@@ -155,6 +155,14 @@ class DistilledTeacher:
             out.extend(self._predict_chunk(chunk, pixels))
         return out
 
+    def predict_decoded(self, paths: Sequence[Path], pixels: Sequence[np.ndarray]) -> list[TeacherPrediction]:
+        """``predict`` on images already decoded by ``read_rgb`` (Ray's CPU workers decode them)."""
+        out: list[TeacherPrediction] = []
+        for start in range(0, len(paths), self.batch_size):
+            end = start + self.batch_size
+            out.extend(self._predict_chunk([Path(p) for p in paths[start:end]], list(pixels[start:end])))
+        return out
+
     def _predict_chunk(self, paths: list[Path], pixels: list[np.ndarray]) -> list[TeacherPrediction]:
         num_classes = len(self._class_names)
         use_truth = self.ground_truth is not None

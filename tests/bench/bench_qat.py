@@ -1,14 +1,14 @@
 """Benchmark: post-training INT8 vs quantization-aware training (QAT) on BCCD, same run, same machine.
 
-A yolov8n BCCD student at 320 px loses ~0.2 points with optimize's default PTQ (``fast``: per-channel
-weights), too little to show a recovery. The harsher case measured here is the same placement with
-**per-tensor int8 weights** (one scale per convolution, what some NPUs/DSPs require): PTQ loses
-several points; QAT with the same per-tensor scheme trains them back. The default per-channel PTQ
-and QAT are measured beside it. Rows: mAP50-95 (bbox) on val and test through `evaluate`'s
-evaluator, latency median per image (batch 1, --threads, interleaved with the fp32 ONNX file,
-see distillkit/export/benchmark.py) and the ratio to it.
+A yolov8n BCCD student at 320 px loses ~0.2 points with optimize's default PTQ (``fast``, per-channel
+weights, 7-bit on x86 CPUs without VNNI/AMX), too little to show a recovery. ``--per-tensor`` measures
+the harsher case: the same placement with **per-tensor weights** (one scale per convolution, what some
+NPUs/DSPs require), where PTQ loses several points, against QAT with the same per-tensor scheme.
+Rows: mAP50-95 (bbox) on val and test through `evaluate`'s evaluator, latency median per image
+(batch 1, --threads, interleaved with the fp32 ONNX file, see distillkit/export/benchmark.py) and the
+ratio to it, file size.
 
-    .venv/bin/python tests/bench/bench_qat.py [--model best.pt] [--epochs 3] [--data /tmp/bench/semi]
+    .venv/bin/python tests/bench/bench_qat.py [--model best.pt] [--epochs 3] [--per-tensor] [--data /tmp/bench/semi]
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -30,6 +31,7 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--calib-images", type=int, default=100)
     parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--per-tensor", action="store_true", help="PTQ and QAT with one weight scale per tensor.")
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=8, help="Interleaved latency rounds (6 runs each).")
@@ -50,19 +52,22 @@ def main() -> int:
     paths = calibration_images(args.data / "train.json", None, args.calib_images, images_dir=args.images_dir)
     inputs = preprocess_many(paths, metadata)
     files = {"onnx fp32": work / "model.onnx"}
-    reduced = RECIPES["fast"].__class__("fast-reduce-range", reduce_range=True, description="fast, 7-bit weights")
-    for name, recipe in (("ptq fast (default)", RECIPES["fast"]), ("ptq fast, reduce_range", reduced)):
+    fast = RECIPES["fast"]  # 7-bit weights on x86 CPUs without VNNI/AMX (reduce_range auto), 8-bit elsewhere
+    recipes = {"ptq fast (default)": fast}
+    if args.per_tensor:
+        recipes["ptq fast, per-tensor weights"] = replace(fast, name="fast-per-tensor", per_channel=False)
+    for name, recipe in recipes.items():
         target = work / f"{recipe.name}.onnx"
         quantize_static_int8(work / "model.onnx", target, metadata, inputs, recipe)
         files[name] = target
-    settings = QatSettings(epochs=args.epochs, batch=args.batch, lr=args.lr)
+    settings = QatSettings(epochs=args.epochs, batch=args.batch, lr=args.lr, per_channel=not args.per_tensor)
     start = time.perf_counter()
     result = qat_int8(
         source, args.data / "train.json", work / "model_int8_qat.onnx", metadata, inputs, settings, args.images_dir
     )
     seconds = time.perf_counter() - start
     print(f"qat: trained {result.train_seconds:.0f} s, losses {result.epoch_losses}", flush=True)
-    files["qat (7-bit weights)"] = result.path
+    files[f"qat ({'per-tensor' if args.per_tensor else 'per-channel'} weights)"] = result.path
 
     runners = {name: onnx_runner(path, args.threads) for name, path in files.items()}
     latency = measure_latency(runners, inputs[:16], rounds=args.rounds)
@@ -73,7 +78,7 @@ def main() -> int:
         for split in ("val", "test")
     }
     print(f"\n{args.model} at {source.imgsz} px, {args.threads} threads, {len(inputs)} calibration images")
-    print(f"QAT: {args.epochs} epochs, batch {args.batch}, lr {args.lr}")
+    print(f"QAT: {args.epochs} epochs, batch {args.batch}, lr {args.lr}, weights {result.settings.weight_bits}-bit")
     print(f"{'artefact':32} {'val mAP50-95':>13} {'test mAP50-95':>14} {'median ms':>10} {'x fp32':>7} {'MB':>6}")
     reference = latency["onnx fp32"].median_ms
     for index, (name, path) in enumerate(files.items()):

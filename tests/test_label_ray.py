@@ -1,0 +1,109 @@
+"""`label --backend ray`: a local Ray cluster (started by the test, 2 CPUs) labels exactly as the local backend.
+
+A tiny random-weight Grounding DINO zero-shot teacher (no downloads) on 12 generated 64-px images:
+the same cache keys and entries, the same COCO annotations, a second run computing nothing.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from distillkit.io import read_json
+from tests.test_teachers import run_cli
+from tests.tiny_teachers import write_shapes_dataset, write_tiny_grounding_dino
+
+if importlib.util.find_spec("ray") is None:
+    pytest.skip('the ray extra is not installed (pip install "distillkit[ray]")', allow_module_level=True)
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+IMAGES = 12
+
+
+@pytest.fixture(scope="module")
+def ray_cluster() -> Iterator[None]:
+    """A local Ray with 2 CPUs for this module: label joins it (it is already initialised) and leaves it up."""
+    from distillkit.labelling.ray_backend import import_ray
+
+    ray = import_ray()
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("label_ray")
+    return {
+        "dino": write_tiny_grounding_dino(root / "weights" / "dino").resolve(),
+        "raw": write_shapes_dataset(root / "raw", IMAGES, "boxes", seed=7, name="unused.json").parent / "images",
+    }
+
+
+def _label(world: dict[str, Path], output: Path, cache: Path, *extra: Any) -> dict[str, Any]:
+    result = run_cli(
+        "label", world["raw"], "-o", output, "--classes", "red, green", "--dino-weights", world["dino"],
+        "--conf", "0", "--batch", "4", "--cache-dir", cache, "--device", "cpu", "--json", *extra,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def _entries(cache: Path) -> dict[str, Any]:
+    return {path.name: read_json(path) for path in cache.rglob("*.json") if path.parent.name != cache.name}
+
+
+def test_ray_labels_exactly_as_local(ray_cluster: None, world: dict[str, Path], tmp_path: Path) -> None:
+    local = _label(world, tmp_path / "local" / "labels.json", tmp_path / "cache_local")
+    ray = _label(world, tmp_path / "ray" / "labels.json", tmp_path / "cache_ray", "--backend", "ray")
+    assert local["computed"] == ray["computed"] == IMAGES
+    assert local["teacher_identity"] == ray["teacher_identity"]
+    local_entries, ray_entries = _entries(tmp_path / "cache_local"), _entries(tmp_path / "cache_ray")
+    assert len(local_entries) == IMAGES and set(ray_entries) == set(local_entries)  # the same content keys
+    assert ray_entries == local_entries  # the same predictions, number for number
+    local_coco, ray_coco = (read_json(tmp_path / kind / "labels.json") for kind in ("local", "ray"))
+    for key in ("images", "annotations", "categories"):
+        assert ray_coco[key] == local_coco[key]
+    assert ray_coco["annotations"], "the tiny teacher at --conf 0 labels something"
+
+    again = _label(world, tmp_path / "ray" / "again.json", tmp_path / "cache_ray", "--backend", "ray")
+    assert again["computed"] == 0 and again["cached"] == IMAGES  # resumable: nothing is computed twice
+
+
+def test_ray_fills_only_the_missing_entries(ray_cluster: None, world: dict[str, Path], tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    first = _label(world, tmp_path / "a.json", cache)
+    entries = sorted(path for path in cache.rglob("*.json") if path.parent.name != cache.name)
+    assert first["computed"] == IMAGES and len(entries) == IMAGES
+    for path in entries[:5]:  # as if a job was killed before these were written
+        path.unlink()
+    resumed = _label(world, tmp_path / "b.json", cache, "--backend", "ray", "--ray-actors", "1")
+    assert resumed["computed"] == 5 and resumed["cached"] == IMAGES - 5
+    # other batches (the 5 missing images together) pad differently: equal up to float rounding
+    resumed_annotations = read_json(tmp_path / "b.json")["annotations"]
+    first_annotations = read_json(tmp_path / "a.json")["annotations"]
+    assert len(resumed_annotations) == len(first_annotations)
+    for a, b in zip(resumed_annotations, first_annotations, strict=True):
+        assert (a["image_id"], a["category_id"]) == (b["image_id"], b["category_id"])
+        assert a["score"] == pytest.approx(b["score"], abs=1e-5)
+        assert a["bbox"] == pytest.approx(b["bbox"], abs=1e-3)
+
+
+def test_backend_options_are_checked_before_any_work(
+    world: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result = run_cli("label", world["raw"], "-o", tmp_path / "x.json", "--classes", "red", "--backend", "spark")
+    assert result.exit_code == 2 and "--backend spark is unknown" in result.output
+    result = run_cli("label", world["raw"], "-o", tmp_path / "x.json", "--classes", "red", "--ray-actors", "2")
+    assert result.exit_code == 2 and "go with --backend ray" in result.output
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a))
+    result = run_cli("label", world["raw"], "-o", tmp_path / "x.json", "--classes", "red", "--backend", "ray")
+    assert result.exit_code == 2 and 'pip install "distillkit[ray]"' in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "x.json").exists()
