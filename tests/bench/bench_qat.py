@@ -32,6 +32,11 @@ def main() -> int:
     parser.add_argument("--calib-images", type=int, default=100)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--per-tensor", action="store_true", help="PTQ and QAT with one weight scale per tensor.")
+    parser.add_argument(
+        "--weight-bits",
+        type=int,
+        help="Weights in this many bits of int8 for QAT and for a PTQ row made by the same pipeline with 0 epochs.",
+    )
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=8, help="Interleaved latency rounds (6 runs each).")
@@ -60,14 +65,23 @@ def main() -> int:
         target = work / f"{recipe.name}.onnx"
         quantize_static_int8(work / "model.onnx", target, metadata, inputs, recipe)
         files[name] = target
-    settings = QatSettings(epochs=args.epochs, batch=args.batch, lr=args.lr, per_channel=not args.per_tensor)
+    settings = QatSettings(
+        epochs=args.epochs, batch=args.batch, lr=args.lr, per_channel=not args.per_tensor, weight_bits=args.weight_bits
+    )
+    if args.weight_bits:  # PTQ in exactly QAT's scheme: its calibration and export, no training
+        ptq = replace(settings, epochs=0)
+        same = qat_int8(
+            source, args.data / "train.json", work / "ptq_same.onnx", metadata, inputs, ptq, args.images_dir
+        )
+        files[f"ptq, {args.weight_bits}-bit weights (qat pipeline, 0 epochs)"] = same.path
     start = time.perf_counter()
     result = qat_int8(
         source, args.data / "train.json", work / "model_int8_qat.onnx", metadata, inputs, settings, args.images_dir
     )
     seconds = time.perf_counter() - start
     print(f"qat: trained {result.train_seconds:.0f} s, losses {result.epoch_losses}", flush=True)
-    files[f"qat ({'per-tensor' if args.per_tensor else 'per-channel'} weights)"] = result.path
+    scheme = f"{result.settings.weight_bits}-bit {'per-tensor' if args.per_tensor else 'per-channel'} weights"
+    files[f"qat, {scheme}"] = result.path
 
     runners = {name: onnx_runner(path, args.threads) for name, path in files.items()}
     latency = measure_latency(runners, inputs[:16], rounds=args.rounds)
@@ -79,13 +93,13 @@ def main() -> int:
     }
     print(f"\n{args.model} at {source.imgsz} px, {args.threads} threads, {len(inputs)} calibration images")
     print(f"QAT: {args.epochs} epochs, batch {args.batch}, lr {args.lr}, weights {result.settings.weight_bits}-bit")
-    print(f"{'artefact':32} {'val mAP50-95':>13} {'test mAP50-95':>14} {'median ms':>10} {'x fp32':>7} {'MB':>6}")
+    print(f"{'artefact':52} {'val mAP50-95':>13} {'test mAP50-95':>14} {'median ms':>10} {'x fp32':>7} {'MB':>6}")
     reference = latency["onnx fp32"].median_ms
     for index, (name, path) in enumerate(files.items()):
         val, test = accuracy["val"][index].value, accuracy["test"][index].value
         ms = latency[name].median_ms
         size = path.stat().st_size / 1e6
-        print(f"{name:32} {val:13.4f} {test:14.4f} {ms:10.1f} {ms / reference:7.2f} {size:6.2f}")
+        print(f"{name:52} {val:13.4f} {test:14.4f} {ms:10.1f} {ms / reference:7.2f} {size:6.2f}")
     print(f"QAT took {seconds:.0f} s in all (calibration, data, training {result.train_seconds:.0f} s, export)")
     return 0
 
