@@ -65,6 +65,9 @@ def test_qat_row_replaces_the_failed_int8_row_and_the_command_passes(
     assert qat["latency"]["median_ms"] > 0 and "latency_ratio" in qat and "size_ratio" in qat
     assert qat["parity_max_abs_diff"]["scores"] < 0.1  # the head's decoding stayed float: scores survive
     assert report["passed"] is True and report["failed"] == []
+    names = [row["name"] for row in report["artefacts"]]
+    passed = {name: row["passed"] for name, row in zip(names, report["matrix"], strict=True)}
+    assert passed["onnx int8"] is False and passed["onnx int8 (qat)"] is True  # the matrix keeps the PTQ failure
     assert report["qat"]["epochs"] == 1 and report["qat"]["train_seconds"] > 0 and report["qat"]["lr"] > 0
     assert report["qat"]["replaced"] == ["onnx int8"] and len(report["qat"]["epoch_losses"]) == 1
     assert any("model_int8_qat.onnx (QAT) passes" in notice for notice in report["notices"])
