@@ -44,7 +44,7 @@ def qat_run(detector: tuple[Path, list[Path], Path]) -> tuple[int, dict[str, Any
     code, stdout, stderr = run(
         "optimize", "--model", str(checkpoint), "--calib-dir", str(images[0].parent), "--val-data", str(truth),
         "--int8-recipe", "full", "--qat-epochs", "1", "--qat-data", str(truth), "--threads", "1",
-        "--output", str(folder), "--json",
+        "--latency-rounds", "1", "--output", str(folder), "--json",
     )  # fmt: skip
     return code, json.loads(stdout), stderr, folder
 
@@ -164,7 +164,7 @@ def test_failed_int8_without_qat_suggests_the_options(detector: tuple[Path, list
     checkpoint, images, truth = detector
     code, stdout, stderr = run(
         "optimize", "--model", str(checkpoint), "--calib-dir", str(images[0].parent), "--val-data", str(truth),
-        "--int8-recipe", "full", "--threads", "1", "--output", str(tmp_path), "--json",
+        "--int8-recipe", "full", "--threads", "1", "--latency-rounds", "1", "--output", str(tmp_path), "--json",
     )  # fmt: skip
     assert code == 1
     hint = "--qat-epochs 3 --qat-data TRAIN.json"
