@@ -582,3 +582,37 @@ def test_resumed_run_says_it_started_from_the_selected_weights(
     resumed = train_student(train, val, out, overrides=TINY, resume=True)
     component = resumed.distillation["weight_selection"]
     assert resumed.epochs_run == 2 and component["active"] and "student_init.pt" in component["reason"]
+
+
+def test_a_teacher_that_knows_no_class_is_an_error_not_a_crash(shapes: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    """Every class under unknown_class_ap on --val: no labels and no KD would be left. Before: IndexError in KD."""
+    from tests.optimize_helpers import make_checkpoint
+
+    train, val, unlabeled = shapes
+    teacher = make_checkpoint(tmp_path / "teacher" / "best.pt", names=("square", "disc"), imgsz=64, score_logit=1.0)
+    settings = [*FAST, "student.imgsz=64", "student.epochs=1", "distillation.teacher_min_ap=0"]
+    common = [
+        "train-student",
+        "-d",
+        str(train),
+        "-v",
+        str(val),
+        "--teacher",
+        str(teacher),
+        "--unlabeled",
+        str(unlabeled),
+    ]
+    code, _, err = run(*common, "-o", str(tmp_path / "refused"), *(p for s in settings for p in ("--set", s)))
+    assert code == 2 and "does not know any class" in err and "Traceback" not in err
+    forced = [*settings, "distillation.unknown_classes=[]"]  # the way to use it anyway, named in the hint
+    code, _, err = run(*common, "-o", str(tmp_path / "forced"), *(p for s in forced for p in ("--set", s)))
+    assert code == 0, err
+
+
+def test_kd_anchor_weights_of_no_taught_class_are_zero() -> None:
+    import torch
+
+    from distillkit.students.kd_loss import anchor_weights
+
+    weights = anchor_weights(torch.zeros(2, 0, 7))
+    assert weights.shape == (2, 7) and float(weights.abs().sum()) == 0.0

@@ -288,6 +288,37 @@ def test_ctrl_c_stops_train_student_promptly_and_resume_finishes(tmp_path: Path)
     assert json.loads(resumed.stdout)["epochs_run"] == 6
 
 
+def test_a_finished_command_exits_without_the_interpreters_teardown(tmp_path: Path) -> None:
+    """The real process ends by os._exit once its threads and exit handlers are done.
+
+    The teardown of torch/transformers modules took seconds (label: "interrupted" at once, exit 9 to
+    36 s later on a loaded machine), and a Ctrl-C during it killed a finished infer by the signal
+    (exit -2, nothing said), because CPython restores SIGINT's default action before that teardown.
+    """
+    script = tmp_path / "finish.py"
+    script.write_text(
+        "import atexit, sys, threading, time\n"
+        "from pathlib import Path\n"
+        "from distillkit.cli import main\n"
+        "out = Path(sys.argv[1])\n"
+        "class Teardown:\n"
+        "    def __del__(self, out=out):  # a module global: only the interpreter's teardown finalizes it\n"
+        "        (out / 'teardown').write_text('ran')\n"
+        "keep = Teardown()\n"
+        "atexit.register(lambda: (out / 'atexit').write_text('ran'))\n"
+        "threading.Thread(target=lambda: (time.sleep(0.5), (out / 'thread').write_text('ran'))).start()\n"
+        "sys.argv = ['distillkit', 'validate', str(out / 'missing.json')]\n"
+        "main()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=120, cwd=REPO
+    )
+    assert done.returncode == 2, done.stderr  # the command's own exit code (a missing file)
+    assert done.stderr.startswith("error: ") and "Traceback" not in done.stderr
+    assert (tmp_path / "thread").is_file() and (tmp_path / "atexit").is_file()
+    assert not (tmp_path / "teardown").exists()
+
+
 # ---------------------------------------------------------------------------------------------------
 # train-classifier from a timm name
 

@@ -61,7 +61,11 @@ def _entries(cache: Path) -> dict[str, Any]:
 
 def test_ray_labels_exactly_as_local(ray_cluster: None, world: dict[str, Path], tmp_path: Path) -> None:
     local = _label(world, tmp_path / "local" / "labels.json", tmp_path / "cache_local")
-    ray = _label(world, tmp_path / "ray" / "labels.json", tmp_path / "cache_ray", "--backend", "ray")
+    # two actors on the 2 CPUs: one torch thread each, as this test's local run (equal results need equal
+    # thread counts: a matmul's float sums depend on how they are split)
+    ray = _label(
+        world, tmp_path / "ray" / "labels.json", tmp_path / "cache_ray", "--backend", "ray", "--ray-actors", "2"
+    )
     assert local["computed"] == ray["computed"] == IMAGES
     assert local["teacher_identity"] == ray["teacher_identity"]
     local_entries, ray_entries = _entries(tmp_path / "cache_local"), _entries(tmp_path / "cache_ray")
@@ -107,3 +111,28 @@ def test_backend_options_are_checked_before_any_work(
     result = run_cli("label", world["raw"], "-o", tmp_path / "x.json", "--classes", "red", "--backend", "ray")
     assert result.exit_code == 2 and 'pip install "distillkit[ray]"' in result.output
     assert "Traceback" not in result.output and not (tmp_path / "x.json").exists()
+
+
+def test_train_student_labels_on_ray_as_it_does_locally(ray_cluster: None, tmp_path: Path) -> None:
+    """`train-student --teacher T --unlabeled DIR --label-backend ray`: the same teacher-output cache as local."""
+    from tests.optimize_helpers import make_checkpoint
+    from tests.test_train_student import FAST, make_shapes
+
+    train, val = make_shapes(tmp_path / "train", 8, 0), make_shapes(tmp_path / "val", 4, 1)
+    unlabeled = make_shapes(tmp_path / "unlabeled", 6, 2).parent / "images"
+    teacher = make_checkpoint(tmp_path / "teacher" / "best.pt", names=("square", "disc"), imgsz=64, score_logit=1.0)
+    caches = {}
+    for backend in ("local", "ray"):
+        out = tmp_path / f"student_{backend}"
+        # a random teacher: accepted as it is (its AP is 0 on every class, which would otherwise stop the run)
+        settings = [*FAST, "student.imgsz=64", "student.epochs=1", "distillation.teacher_min_ap=0"]
+        settings += ["distillation.unknown_classes=[]"]
+        result = run_cli(
+            "train-student", "-d", train, "-v", val, "-o", out, "--teacher", teacher, "--unlabeled", unlabeled,
+            "--label-backend", backend, *(part for item in settings for part in ("--set", item)), "--json",
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        report = json.loads(result.stdout)
+        assert report["pseudo_labels"]["unlabeled_images"] == 6, report["pseudo_labels"]
+        caches[backend] = _entries(out / "cache" / "teacher_outputs")
+    assert caches["local"] and caches["ray"] == caches["local"]  # train, val and unlabelled images, entry by entry

@@ -38,6 +38,12 @@ def train_student(
     force_teacher: bool = typer.Option(
         False, "--force-teacher", help="Use a teacher that scores below distillation.teacher_min_ap on --val."
     ),
+    label_backend: str | None = typer.Option(
+        None, "--label-backend", help="local or ray: the teacher labels on a Ray cluster (distillkit[ray])."
+    ),
+    ray_address: str | None = typer.Option(
+        None, "--ray-address", help="With --label-backend ray: auto or HOST:PORT [default: start Ray for the run]."
+    ),
     images_dir: Path | None = typer.Option(
         None, "--images-dir", help="Folder holding the images [default: each JSON's folder and its images/]."
     ),
@@ -98,6 +104,8 @@ def train_student(
         ("distillation.ultralytics_teacher", teacher),
         ("distillation.unlabeled_images", unlabeled),
         ("distillation.force_teacher", True if force_teacher else None),
+        ("distillation.label_backend", label_backend),
+        ("distillation.ray_address", ray_address),
     ):
         if isinstance(value, Path):  # absolute: a YAML-safe string, and valid again on --resume from elsewhere
             value = value.resolve()

@@ -381,6 +381,9 @@ class DistillationConfig(SectionModel):
     unlabeled_images: str | None = Field(description="folder of unlabelled images to pseudo-label")
     unlabeled_max_images: PositiveInt | None = Field(description="cap on unlabelled images; null: all")
     cache: bool = Field(description="cache teacher outputs per image")
+    label_backend: Literal["local", "ray"] = Field(description="label here, or on a Ray cluster (distillkit[ray])")
+    ray_address: str | None = Field(description="Ray cluster to join (auto or HOST:PORT); null: start one")
+    ray_actors: PositiveInt | None = Field(description="teacher actors on Ray; null: one per GPU, else per 2 CPUs")
 
     @model_validator(mode="after")
     def _teacher_for_builtin(self) -> DistillationConfig:

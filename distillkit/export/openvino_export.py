@@ -119,7 +119,15 @@ def export_openvino(
     ultralytics_keys = onnx_metadata_props(load_onnx_graph(onnx_path))
     ultralytics_keys.pop(METADATA_KEY, None)
     _write_folder(ov, model, target, result, ultralytics_keys, compress_to_fp16=precision == "fp16")
+    verify_openvino_folder(target)
     return result
+
+
+def verify_openvino_folder(folder: Path) -> None:
+    """Re-read a written folder: one ``images`` input of shape (N, 3, H, W), and its metadata, as infer reads them."""
+    check_openvino_input(folder)
+    if read_openvino_metadata(folder) is None:
+        raise DataError(f"{folder}/{METADATA_YAML} has no distillkit metadata", "re-export it with distillkit optimize")
 
 
 def _quantize_int8(

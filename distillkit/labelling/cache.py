@@ -8,7 +8,7 @@ entry is written atomically as soon as its batch is done, which makes labelling 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,13 +57,21 @@ def label_images(
     batch_size: int = 8,
     progress: Progress = NULL_PROGRESS,
     stats: LabellingStats | None = None,
+    filler: Callable[..., LabellingStats] | None = None,
 ) -> Iterator[tuple[Path, TeacherPrediction]]:
     """Yield ``(image, prediction)`` for every image, computing only what the cache lacks.
 
     Images are yielded in input order. ``stats`` (if given) counts cache hits and computed images.
+    ``filler`` (``RayLabelling.filler``) computes every missing entry first, elsewhere; the images
+    are then all read from the cache.
     """
     cache = TeacherOutputCache(Path(cache_dir), teacher.identity)
     stats = stats if stats is not None else LabellingStats()
+    if filler is not None:
+        paths = [Path(p) for p in images]
+        filled = filler(paths, [image_content_key(p) for p in paths], Path(cache_dir), batch_size, progress)
+        stats.computed += filled.computed
+        stats.hits -= filled.computed  # counted again as hits below, when read back from the cache
     with progress.task("Teacher labelling", total=len(images)) as task:
         for start in range(0, len(images), batch_size):
             batch = [Path(p) for p in images[start : start + batch_size]]

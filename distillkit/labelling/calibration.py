@@ -72,6 +72,7 @@ def calibrate_teacher(
     batch_size: int = 8,
     progress: Progress = NULL_PROGRESS,
     stats: LabellingStats | None = None,
+    filler: Any = None,
 ) -> TeacherCalibration:
     """Label ``validation``'s images (a ``ValidationResult``), score the cleaned labels, choose the gates."""
     from distillkit.evaluation.coco_metrics import evaluate_predictions
@@ -90,7 +91,13 @@ def calibrate_teacher(
     category_ids = sorted(int(c["id"]) for c in dataset["categories"])
     detections: list[dict[str, Any]] = []
     predictions = label_images(
-        teacher, [path for _, path in images], cache_dir, batch_size=batch_size, progress=progress, stats=stats
+        teacher,
+        [path for _, path in images],
+        cache_dir,
+        batch_size=batch_size,
+        progress=progress,
+        stats=stats,
+        filler=filler,
     )
     for (image, _), (_, raw) in zip(images, predictions, strict=True):
         cleaned = suppress_cross_class_duplicates(classwise_nms(raw, nms_iou), cross_class_iou)

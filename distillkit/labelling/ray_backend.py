@@ -35,26 +35,54 @@ BACKENDS = ("local", "ray")
 
 
 @dataclass(frozen=True)
-class TeacherRecipe:
-    """How a worker builds the teacher the driver built: ``load_labelling_teacher``'s arguments (picklable)."""
-
-    arguments: dict[str, Any] = field(default_factory=dict)
-    trust_model_files: bool = False  # --trust-model-file, which each worker process must be told too
-
-    def build(self, device: str | None) -> Teacher:
-        from distillkit.labelling.factory import load_labelling_teacher
-        from distillkit.safe_load import trust_model_files
-
-        trust_model_files(self.trust_model_files)
-        return load_labelling_teacher(**{**self.arguments, "device": device}).teacher
-
-
-@dataclass(frozen=True)
 class RayOptions:
     address: str | None = None  # None: a Ray started here for this run; "auto" or HOST:PORT: join that cluster
     actors: int | None = None  # teacher actors [default: one per GPU, else one per two CPUs]
     gpus_per_actor: float | None = None  # [default: 1 when the cluster has GPUs, else 0]
     num_cpus: int | None = None  # CPUs of a Ray started here [default: all]
+
+
+@dataclass(frozen=True)
+class TeacherRecipe:
+    """How a worker builds the teacher the driver built (picklable): a factory named by import path, its arguments.
+
+    ``factory`` is ``"module:function"``, called with ``arguments`` plus ``device``; a result with a
+    ``teacher`` attribute (``LabellingTeacher``) gives that teacher. The default is `label`'s factory.
+    """
+
+    arguments: dict[str, Any] = field(default_factory=dict)
+    trust_model_files: bool = False  # --trust-model-file, which each worker process must be told too
+    factory: str = "distillkit.labelling.factory:load_labelling_teacher"
+
+    def build(self, device: str | None) -> Teacher:
+        import importlib
+
+        from distillkit.safe_load import trust_model_files
+
+        trust_model_files(self.trust_model_files)
+        module, _, name = self.factory.partition(":")
+        built = getattr(importlib.import_module(module), name)(**{**self.arguments, "device": device})
+        return built.teacher if hasattr(built, "teacher") else built
+
+
+@dataclass(frozen=True)
+class RayLabelling:
+    """Everything a caller needs to have a cache filled on Ray: how to build the teacher, where Ray is."""
+
+    recipe: TeacherRecipe
+    options: RayOptions
+
+    def filler(self, teacher: Teacher) -> Any:
+        """A ``CacheFiller`` (``label_to_coco(filler=...)``, ``label_images(filler=...)``) for ``teacher``."""
+
+        def fill(
+            images: Sequence[Path], keys: Sequence[str], cache_dir: Path, batch_size: int, progress: Progress
+        ) -> LabellingStats:
+            return fill_cache_ray(
+                self.recipe, teacher, images, keys, cache_dir, self.options, batch_size=batch_size, progress=progress
+            )
+
+        return fill
 
 
 def import_ray() -> Any:
@@ -91,7 +119,13 @@ def _decode(batch: dict[str, np.ndarray]) -> dict[str, Any]:
 class _TeacherActor:
     """One teacher, built once per actor; predicts a batch, writes its cache entries, returns their keys."""
 
-    def __init__(self, recipe: TeacherRecipe, identity: str, cache_dir: str, device: str | None) -> None:
+    def __init__(
+        self, recipe: TeacherRecipe, identity: str, cache_dir: str, device: str | None, threads: int | None = None
+    ) -> None:
+        if threads:  # Ray pins a 1-CPU actor to one thread; on CPUs give it its share of the machine
+            import torch
+
+            torch.set_num_threads(threads)
         self.teacher = recipe.build(device)
         if self.teacher.identity != identity:  # e.g. other weights under the same path on this node
             raise RuntimeError(
@@ -146,6 +180,7 @@ def fill_cache_ray(
                 "identity": teacher.identity,
                 "cache_dir": str(Path(cache_dir).resolve()),
                 "device": "cuda:0" if gpus_per_actor else "cpu",  # Ray shows each actor its own GPU(s) only
+                "threads": None if gpus_per_actor else _cpu_threads(ray, actors),
             },
             batch_size=batch_size,
             concurrency=actors,
@@ -181,6 +216,11 @@ def _connect(ray: Any, options: RayOptions) -> bool:
             f"no Ray cluster at {options.address} ({exc})", "start one (ray start --head) or leave out --ray-address"
         ) from exc
     return True
+
+
+def _cpu_threads(ray: Any, actors: int) -> int:
+    """Torch threads per CPU actor: the cluster's CPUs shared among the actors (decoding is light beside it)."""
+    return max(1, int(float(ray.cluster_resources().get("CPU", 1)) // actors))
 
 
 def _pool(ray: Any, options: RayOptions) -> tuple[float, int]:

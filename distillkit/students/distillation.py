@@ -78,6 +78,7 @@ class DistillationPlan:
     ultralytics_distill: Path | None = None  # ultralytics' own distill_model
     soft: Any = None  # SoftTargetSettings, set once the YOLO conversion wrote the soft-target table
     teacher_dir: Path | None = None  # a train-teacher experiment (its calibration is stored there too)
+    cache_filler: Any = None  # distillation.label_backend=ray: fills the teacher-output cache on Ray first
     student_init: Any = None  # the student model with weights selected from the teacher (weight_selection)
     components: dict[str, Component] = field(default_factory=dict)
     notices: list[str] = field(default_factory=list)
@@ -105,6 +106,41 @@ def load_directory_teacher(exp_dir: Path, device: str, batch_size: int) -> Teach
             "use --teacher with an ultralytics checkpoint instead",
         ) from exc
     return load_teacher(exp_dir, device=device, batch_size=batch_size)
+
+
+def _ray_filler(settings: Any, plan: DistillationPlan, batch_size: int, given_object: bool) -> Any:
+    """A cache filler that labels on Ray with the run's teacher, rebuilt in each actor from its recipe."""
+    from distillkit.labelling.ray_backend import RayLabelling, RayOptions, TeacherRecipe, require_ray
+
+    require_ray()
+    if plan.labeller is None or given_object:
+        raise UsageError(
+            "distillation.label_backend=ray labels with a --teacher-dir or --teacher teacher",
+            "give one of them, or label locally (distillation.label_backend=local)",
+        )
+    if plan.teacher_dir is not None:
+        recipe = TeacherRecipe(
+            {"exp_dir": plan.teacher_dir.resolve(), "batch_size": batch_size},
+            factory="distillkit.students.distillation:load_directory_teacher",
+        )
+    else:
+        labeller = plan.labeller
+        recipe = TeacherRecipe(
+            {
+                "checkpoint": str(getattr(labeller, "path", Path(settings.ultralytics_teacher).resolve())),
+                "dataset_class_names": list(labeller.class_names),
+                "conf": getattr(labeller, "conf", settings.teacher_conf),
+                "iou": getattr(labeller, "iou", 0.7),
+                "imgsz": getattr(labeller, "imgsz", 640),
+                "max_det": getattr(labeller, "max_det", 300),
+            },
+            factory="distillkit.students.yolo_teacher:YoloTeacher",
+        )
+    from distillkit.safe_load import model_files_trusted
+
+    recipe = TeacherRecipe(recipe.arguments, trust_model_files=model_files_trusted(), factory=recipe.factory)
+    options = RayOptions(address=settings.ray_address, actors=settings.ray_actors)
+    return RayLabelling(recipe, options).filler(plan.labeller)
 
 
 def plan_distillation(
@@ -148,6 +184,8 @@ def plan_distillation(
         plan.teacher_dir = Path(settings.teacher_dir)
     elif yolo is not None:
         plan.labeller, plan.labeller_source = yolo, f"YOLO teacher {settings.ultralytics_teacher}"
+    if settings.label_backend == "ray":
+        plan.cache_filler = _ray_filler(settings, plan, config.student.batch, teacher is not None)
     if plan.labeller is not None and list(plan.labeller.class_names) != list(class_names):
         raise UsageError(
             f"the teacher's classes {list(plan.labeller.class_names)} are not the dataset's {list(class_names)}",
@@ -322,6 +360,7 @@ def add_pseudo_labels(
                 soft_targets=settings.soft_targets,
                 batch_size=config.student.batch,
                 progress=progress,
+                filler=plan.cache_filler,
             )
             splits["train"] = SplitSource(merged, train.image_roots)
         if settings.unlabeled_images:
@@ -341,6 +380,7 @@ def add_pseudo_labels(
                 unknown_classes=unknown,
                 batch_size=config.student.batch,
                 progress=progress,
+                filler=plan.cache_filler,
             )
             if coco["images"]:
                 splits[PSEUDO_SPLIT] = SplitSource(coco, [root])
@@ -383,6 +423,7 @@ def _gates(
         cross_class_iou=settings.cross_class_iou,
         batch_size=config.student.batch,
         progress=progress,
+        filler=plan.cache_filler,
     )
     _store_calibration(calibration, folder, plan.teacher_dir)
     report.teacher_ap = calibration.ap
@@ -432,6 +473,12 @@ def _unknown_classes(
     unknown = sorted(class_names.index(name) for name in names)
     if not unknown:
         return []
+    if len(unknown) == len(class_names):  # no labels, no KD: the teacher would contribute nothing at all
+        raise UsageError(
+            f"the teacher does not know any class of this dataset (AP below distillation.unknown_class_ap="
+            f"{settings.unknown_class_ap:g} on --val for every class), so it would teach the student nothing",
+            "train a better teacher, or train without one; distillation.unknown_classes=[] uses it anyway",
+        )
     report.unknown_classes = [class_names[i] for i in unknown]
     report.notices.append(
         f"the teacher does not know {', '.join(report.unknown_classes)} (AP below "

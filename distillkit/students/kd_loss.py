@@ -51,7 +51,9 @@ def head_outputs(output: Any) -> dict[str, Any]:
 
 
 def anchor_weights(teacher_scores: torch.Tensor) -> torch.Tensor:
-    """(B, A): the teacher's best class probability per anchor."""
+    """(B, A): the teacher's best class probability per anchor (0 where it is taught no class at all)."""
+    if teacher_scores.shape[1] == 0:
+        return teacher_scores.new_zeros((teacher_scores.shape[0], teacher_scores.shape[2]))
     return teacher_scores.sigmoid().amax(dim=1)
 
 

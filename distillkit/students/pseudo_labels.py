@@ -181,6 +181,7 @@ def label_training_images(
     soft_targets: bool = True,
     batch_size: int = 8,
     progress: Progress = NULL_PROGRESS,
+    filler: Any = None,
 ) -> dict[str, Any]:
     """A copy of the training COCO dict with the teacher's new objects added (and soft targets on its GT)."""
     merged = copy.deepcopy(dataset)
@@ -203,6 +204,7 @@ def label_training_images(
         batch_size=batch_size,
         progress=progress,
         stats=stats,
+        filler=filler,
     )
     for image, (_, raw) in zip(images, predictions, strict=True):
         raw = raw.scaled_to(image["width"], image["height"])
@@ -248,6 +250,7 @@ def label_unlabeled_images(
     unknown_classes: Sequence[int] = (),
     batch_size: int = 8,
     progress: Progress = NULL_PROGRESS,
+    filler: Any = None,
 ) -> tuple[dict[str, Any], Path]:
     """A COCO dict of the unlabelled images and their pseudo-labels, plus the root its file_names are under.
 
@@ -271,7 +274,10 @@ def label_unlabeled_images(
     coco: dict[str, Any] = {"images": [], "annotations": [], "categories": copy.deepcopy(categories)}
     stats = LabellingStats()
     for image_id, (path, prediction) in enumerate(
-        label_images(teacher, selected, cache_dir, batch_size=batch_size, progress=progress, stats=stats), start=1
+        label_images(
+            teacher, selected, cache_dir, batch_size=batch_size, progress=progress, stats=stats, filler=filler
+        ),
+        start=1,
     ):
         coco["images"].append(
             {
