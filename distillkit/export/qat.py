@@ -467,7 +467,6 @@ def store_int8_weights(model: Any) -> None:
 
     graph = model.graph
     constants = _constants(model)
-    producers = {output: node for node in graph.node for output in node.output}
     consumers: dict[str, list[Any]] = {}
     for node in graph.node:
         for name in node.input:
@@ -517,7 +516,6 @@ def store_int8_weights(model: Any) -> None:
     graph.node.extend(added + kept)
     graph.initializer.extend(new_initializers)
     _drop_unused(model)
-    del producers
 
 
 def _constants(model: Any) -> dict[str, np.ndarray]:
