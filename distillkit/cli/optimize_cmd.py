@@ -48,6 +48,15 @@ def optimize(
     prune: float | None = typer.Option(None, "--prune", help="Structured channel pruning ratio, e.g. 0.2."),
     prune_finetune_epochs: int = typer.Option(0, "--prune-finetune-epochs", min=0, help="Fine-tune after pruning."),
     prune_data: Path | None = typer.Option(None, "--prune-data", help="Train COCO file for the fine-tuning."),
+    qat_epochs: int = typer.Option(
+        0,
+        "--qat-epochs",
+        min=0,
+        help="When a static INT8 file fails the accuracy guard: quantization-aware fine-tuning for N epochs.",
+    ),
+    qat_data: Path | None = typer.Option(
+        None, "--qat-data", help="Train COCO file for --qat-epochs (images found like --images-dir's)."
+    ),
     threads: int | None = typer.Option(None, "--threads", min=1, help="CPU threads for latency [default: all]."),
     latency_rounds: int = typer.Option(
         5, "--latency-rounds", min=1, help="Interleaved timing rounds (6 runs of each artefact per round)."
@@ -72,6 +81,9 @@ def optimize(
     the PyTorch model on real images, mAP50-95 (accuracy for classifiers) with --val-data, and
     ratios to the source. With --val-data, an artefact losing more than --max-drop points is marked
     failed and the command exits 1 (unless --force).
+    With --qat-epochs N --qat-data train.json, a static INT8 file that fails gets a short
+    quantization-aware fine-tune instead: model_int8_qat.onnx, measured like the others; when it
+    passes, the failed row reads "failed (replaced by qat)" and the command exits 0.
     `distillkit infer` and `distillkit evaluate` take the .onnx, OpenVINO and .tflite files as they take the .pt.
 
     Examples:
@@ -85,6 +97,8 @@ def optimize(
         distillkit optimize -m best.pt -f onnx -f engine -q fp16 --calib-dir images/ --json
 
         distillkit optimize -m best.pt -f onnx -f tflite -q int8 -q fp16 --calib-data data/val.json
+
+        distillkit optimize -m best.pt --calib-data train.json --val-data val.json --qat-epochs 3 --qat-data train.json
     """
     trust_model_files(trust_model_file)  # before anything reads a model file
     out = make_output(json_mode, quiet)
@@ -104,6 +118,8 @@ def optimize(
         prune=prune,
         prune_finetune_epochs=prune_finetune_epochs,
         prune_data=prune_data,
+        qat_epochs=qat_epochs,
+        qat_data=qat_data,
         output=output,
         threads=threads,
         latency_rounds=latency_rounds,

@@ -3,7 +3,8 @@
 Every artefact (the source ``.pt`` included, as the reference) gets a row: file, size, median and
 p90 latency per image on this machine (batch 1, stated threads, warm-up, timed interleaved), output
 parity with the PyTorch model on real images, mAP50-95 / accuracy on ``val_data``, ratios to the
-source. With ``val_data``, an artefact losing more than ``max_drop`` points fails the guard.
+source. With ``val_data``, an artefact losing more than ``max_drop`` points fails the guard; with
+``qat_epochs``, a static INT8 file that fails is replaced by a quantization-aware fine-tune (``qat.py``).
 """
 
 from __future__ import annotations
@@ -68,6 +69,8 @@ class OptimizeOptions:
     prune: float | None = None
     prune_finetune_epochs: int = 0
     prune_data: Path | None = None  # train COCO for fine-tuning the pruned model
+    qat_epochs: int = 0  # >0: a failed static INT8 artefact gets a quantization-aware fine-tune (export/qat.py)
+    qat_data: Path | None = None  # train COCO for it
     output: Path | None = None
     threads: int | None = None
     opset: int = 18
@@ -126,6 +129,7 @@ class OptimizeResult:
     sidecar: Path
     notices: list[str] = field(default_factory=list)
     latency_rounds: int = 5
+    qat: dict[str, Any] | None = None  # settings and training time of the QAT fallback, when it ran
 
     @property
     def failed(self) -> list[Artefact]:
@@ -153,7 +157,8 @@ class OptimizeResult:
                     "accuracy": row["accuracy"],
                     "drop_points": row.get("accuracy_drop_points"),
                     # None: no --val-data, so nothing was guarded
-                    "passed": None if artefact.accuracy is None else artefact.status != "failed",
+                    # a row QAT replaced failed its own guard all the same
+                    "passed": None if artefact.accuracy is None else not artefact.status.startswith("failed"),
                 }
             )
         return rows
@@ -182,6 +187,7 @@ class OptimizeResult:
             "int8_recipes": {name: recipe.to_dict() for name, recipe in RECIPES.items()},
             "sidecar": str(self.sidecar),
             "notices": self.notices,
+            "qat": self.qat,
         }
 
 
@@ -191,6 +197,8 @@ def optimize_model(model: str | Path, options: OptimizeOptions, progress: Progre
     output = options.output if options.output is not None else source_path.resolve().parent / "optimized"
     _check_output(output, source_path, options)
     source = original = load_source_model(source_path, options.imgsz)
+    if options.qat_epochs and source.task == "classify":
+        raise UsageError("--qat-epochs handles YOLO students", "classifiers keep the PTQ artefacts")
     if "engine" in options.formats:  # fail before any work when TensorRT cannot run here
         from distillkit.export.tensorrt_export import require_tensorrt
 
@@ -258,12 +266,15 @@ def optimize_model(model: str | Path, options: OptimizeOptions, progress: Progre
 
     parity_inputs = _parity_inputs(calibration_inputs, options, metadata)
     sources = {original.path: original, source.path: source}
-    _measure(sources, artefacts, parity_inputs, metadata, threads, options, progress)
-    notices.extend(_spread_notices(artefacts))
+    qat = None
     if options.val_data is not None:
         _guard_accuracy(source, artefacts, metadata, options, progress)
+        # before timing, so that a QAT row is timed interleaved with the others and its ratios hold
+        qat = _qat_fallback(source, artefacts, metadata, calibration_inputs, options, notices, progress)
     else:
         notices.append("no --val-data: accuracy not measured and not guarded")
+    _measure(sources, artefacts, parity_inputs, metadata, threads, options, progress)
+    notices.extend(_spread_notices(artefacts))
     result = OptimizeResult(
         source=source_path,
         output_dir=output,
@@ -277,6 +288,7 @@ def optimize_model(model: str | Path, options: OptimizeOptions, progress: Progre
         sidecar=sidecar,
         notices=notices,
         latency_rounds=options.latency_rounds,
+        qat=qat,
     )
     atomic_write_json(result.report_path, result.to_dict())
     return result
@@ -284,7 +296,7 @@ def optimize_model(model: str | Path, options: OptimizeOptions, progress: Progre
 
 def _check_output(output: Path, model: Path, options: OptimizeOptions) -> None:
     """Before the model loads: artefacts never land on an input file or inside an images folder."""
-    files = [options.calib_data, options.val_data, options.prune_data]
+    files = [options.calib_data, options.val_data, options.prune_data, options.qat_data]
     folders = [options.calib_dir, *image_folders(files, options.images_dir)]
     check_output_outside_inputs(output, [model, *files, *folders])
 
@@ -307,6 +319,16 @@ def _check_options(options: OptimizeOptions) -> None:
         raise UsageError("--max-drop must be >= 0")
     if options.latency_rounds < 1:
         raise UsageError("--latency-rounds must be >= 1")
+    if options.qat_epochs < 0:
+        raise UsageError("--qat-epochs must be >= 0")
+    if options.qat_epochs:  # QAT runs after the accuracy guard of a static INT8 file: all three must be possible
+        if options.qat_data is None:
+            raise UsageError("--qat-epochs needs training data", "pass --qat-data train.json")
+        if options.val_data is None:
+            raise UsageError("--qat-epochs needs --val-data", "QAT runs when an INT8 file fails the accuracy guard")
+        if "int8" not in options.quantize or "onnx" not in options.formats:
+            hint = "QAT replaces a static INT8 ONNX file that fails"
+            raise UsageError("--qat-epochs needs --quantize int8 and --format onnx", hint)
 
 
 def _quantized(
@@ -512,13 +534,67 @@ def _guard_accuracy(
     reference = artefacts[0].accuracy
     assert reference is not None
     for artefact in artefacts[1:]:
-        assert artefact.accuracy is not None
-        drop = (reference.value - artefact.accuracy.value) * 100
-        if drop > options.max_drop:
-            artefact.status = "failed"
-            artefact.notes.append(
-                f"{artefact.accuracy.metric} drops {drop:.2f} points (> --max-drop {options.max_drop})"
-            )
+        _apply_guard(reference, artefact, options.max_drop)
+
+
+def _apply_guard(reference: Accuracy, artefact: Artefact, max_drop: float) -> None:
+    assert artefact.accuracy is not None
+    drop = (reference.value - artefact.accuracy.value) * 100
+    if drop > max_drop:
+        artefact.status = "failed"
+        artefact.notes.append(f"{artefact.accuracy.metric} drops {drop:.2f} points (> --max-drop {max_drop})")
+
+
+QAT_HINT = "recover it with quantization-aware training: --qat-epochs 3 --qat-data TRAIN.json"
+QAT_REPLACED = "failed (replaced by qat)"
+
+
+def _qat_fallback(
+    source: SourceModel,
+    artefacts: list[Artefact],
+    metadata: ModelMetadata,
+    calibration_inputs: list[np.ndarray],
+    options: OptimizeOptions,
+    notices: list[str],
+    progress: Progress,
+) -> dict[str, Any] | None:
+    """When a static INT8 file failed the guard: QAT it (``--qat-epochs``) or say how; None when QAT did not run.
+
+    A passing QAT row replaces the failed static rows (status ``failed (replaced by qat)``, not counted
+    as failures: the folder then holds an INT8 file that passes, which is what the user asked for);
+    a failing QAT row fails like any other.
+    """
+    failed = [a for a in artefacts if a.format == "onnx" and a.name.startswith("onnx int8") and a.status == "failed"]
+    failed = [a for a in failed if "dynamic" not in a.name]  # dynamic INT8 has no calibrated ranges to train
+    if not failed or source.task not in ("detect", "segment"):
+        return None
+    if not options.qat_epochs:
+        for artefact in failed:
+            artefact.notes.append(QAT_HINT)
+        return None
+    from distillkit.export.qat import QAT_FILE, QatSettings, qat_int8
+
+    assert options.qat_data is not None and options.val_data is not None
+    settings = QatSettings(epochs=options.qat_epochs)
+    target = failed[0].path.parent / QAT_FILE
+    result = qat_int8(
+        source, options.qat_data, target, metadata, calibration_inputs, settings, options.images_dir, progress
+    )
+    note = f"quantization-aware training, {settings.epochs} epochs on {options.qat_data} ({result.train_seconds:.0f} s)"
+    row = Artefact("onnx int8 (qat)", target, "onnx", "int8", _mb(target), notes=[note])
+    row.accuracy = detection_accuracy(
+        options.val_data, [target], source.task, source.imgsz, options.images_dir, progress
+    )[0]
+    assert artefacts[0].accuracy is not None
+    _apply_guard(artefacts[0].accuracy, row, options.max_drop)
+    artefacts.append(row)
+    if row.status == "ok":
+        for artefact in failed:
+            artefact.status = QAT_REPLACED
+            artefact.notes.append(f"replaced by {row.name} ({target.name}), which passes the accuracy guard")
+        names = ", ".join(artefact.name for artefact in failed)
+        notices.append(f"{names} failed the accuracy guard; {target.name} (QAT) passes it and replaces it")
+    return {**result.to_dict(), "file": str(target), "replaced": [a.name for a in failed], "status": row.status}
 
 
 def _default_threads() -> int:

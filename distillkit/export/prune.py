@@ -139,6 +139,31 @@ def _checkpoint(original: dict[str, Any], model: nn.Module) -> dict[str, Any]:
     return saved
 
 
+def yolo_training_data(
+    train_data: Path, images_dir: Path | None, task: str, folder: Path, progress: Progress = NULL_PROGRESS
+) -> Path:
+    """The COCO file as a YOLO dataset for ultralytics (train and val both its images); its yaml path.
+
+    Shared by pruning's and QAT's fine-tuning: the same validation, image lookup and class mapping.
+    """
+    from distillkit.data.images import default_image_roots
+    from distillkit.data.validate import load_valid_dataset
+    from distillkit.data.yolo_format import SplitSource, prepare_yolo_dataset
+
+    loaded = load_valid_dataset(train_data)
+    assert loaded.dataset is not None
+    roots = default_image_roots(Path(train_data), images_dir)
+    dataset = prepare_yolo_dataset(
+        {"train": SplitSource(loaded.dataset, roots), "val": SplitSource(loaded.dataset, roots)},
+        folder,
+        task,
+        loaded.info.class_mapping,
+        loaded.info.class_names,
+        progress=progress,
+    )
+    return Path(dataset.yaml_path)
+
+
 def _finetune(
     target: Path,
     epochs: int,
@@ -148,25 +173,12 @@ def _finetune(
     images_dir: Path | None = None,
 ) -> str:
     """Retrain the pruned model with ultralytics on the COCO file converted to YOLO format."""
-    from distillkit.data.images import default_image_roots
-    from distillkit.data.validate import load_valid_dataset
-    from distillkit.data.yolo_format import SplitSource, prepare_yolo_dataset
     from distillkit.students.ultralytics_env import import_ultralytics
 
     if train_data is None:
         raise UsageError("--prune-finetune-epochs needs --prune-data train.json")
-    loaded = load_valid_dataset(train_data)
-    assert loaded.dataset is not None
-    roots = default_image_roots(Path(train_data), images_dir)
     work = target.parent / "prune_finetune"
-    dataset = prepare_yolo_dataset(
-        {"train": SplitSource(loaded.dataset, roots), "val": SplitSource(loaded.dataset, roots)},
-        work / "yolo_data",
-        source.task,
-        loaded.info.class_mapping,
-        loaded.info.class_names,
-        progress=progress,
-    )
+    yaml_path = yolo_training_data(train_data, images_dir, source.task, work / "yolo_data", progress)
     import_ultralytics()
     from ultralytics import YOLO
     from ultralytics.models.yolo.detect import DetectionTrainer
@@ -186,7 +198,7 @@ def _finetune(
     with progress.task(f"fine-tuning the pruned model ({epochs} epochs)", total=None):
         model.train(
             trainer=PrunedTrainer,
-            data=str(dataset.yaml_path),
+            data=str(yaml_path),
             epochs=epochs,
             imgsz=source.imgsz,
             project=str(work.resolve()),

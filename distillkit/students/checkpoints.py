@@ -162,6 +162,11 @@ def inspect_checkpoint(path: Path) -> CheckpointState:
     epoch = int(checkpoint.get("epoch", -1))
     if epoch < 0 or checkpoint.get("optimizer") is None:
         return CheckpointState("finished")  # strip_optimizer marks the end of training this way
+    epochs = int((checkpoint.get("train_args") or {}).get("epochs") or 0)
+    if epochs and epoch + 1 >= epochs:
+        # every epoch trained, killed before the final strip/validation: ultralytics refuses to resume it
+        # ("training to N epochs is finished"), so it is a finished run whose exports are still to be made
+        return CheckpointState("finished", epoch=epoch)
     return CheckpointState("resumable", epoch=epoch)
 
 

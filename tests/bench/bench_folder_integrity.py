@@ -292,7 +292,7 @@ def marker(name: str, folder: Path) -> Path:
     """A path that appears when the command's real work is about to start (after imports, loading, checks)."""
     return {
         "train-student": folder / "train" / "args.yaml",
-        "train-classifier": folder / "metadata.json",
+        "train-classifier": folder / "tensorboard",  # opened by the training loop just before epoch 1
         "train-teacher": folder / TEACHER_FOLDER / "tensorboard",  # opened just before the epoch loop
         "label": folder / "cache" / "image_keys.jsonl",  # teacher loaded, images being hashed and labelled
         "infer": folder,  # model loaded; made when predictions.json's temporary file opens, before image 1
