@@ -213,7 +213,8 @@ def _connect(ray: Any, options: RayOptions) -> bool:
         ray.init(num_cpus=options.num_cpus, **common)
     except ConnectionError as exc:
         raise UsageError(
-            f"no Ray cluster at {options.address} ({exc})", "start one (ray start --head) or leave out --ray-address"
+            f"no Ray cluster at {options.address} ({exc})",
+            "start one with Ray's own `ray start` command, or leave out --ray-address",
         ) from exc
     return True
 
