@@ -1,4 +1,6 @@
-"""`label --backend ray`: a local Ray cluster (started by the test, 2 CPUs) labels exactly as the local backend.
+"""`label --backend ray`: a local Ray (started by each run, 2 CPUs) labels exactly as the local backend.
+
+Ray runs go through a subprocess: Ray's gRPC threads in pytest's own process could break later forks.
 
 A tiny random-weight Grounding DINO zero-shot teacher (no downloads) on 12 generated 64-px images:
 the same cache keys and entries, the same COCO annotations, a second run computing nothing.
@@ -8,7 +10,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from collections.abc import Iterator
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,18 +27,7 @@ if importlib.util.find_spec("ray") is None:
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 IMAGES = 12
-
-
-@pytest.fixture(scope="module")
-def ray_cluster() -> Iterator[None]:
-    """A local Ray with 2 CPUs for this module: label joins it (it is already initialised) and leaves it up."""
-    from distillkit.labelling.ray_backend import import_ray
-
-    ray = import_ray()
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -46,20 +39,33 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
 
 
+def _cli(*args: Any) -> tuple[int, str, str]:
+    """In-process for the local backend; a subprocess with Ray, so Ray's threads never live in pytest's process."""
+    if "ray" not in [str(a) for a in args]:
+        result = run_cli(*args)
+        return result.exit_code, result.stdout, result.output
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+    done = subprocess.run(
+        [sys.executable, "-m", "distillkit", *(str(a) for a in args)], env=env, capture_output=True, text=True,
+        timeout=900,
+    )  # fmt: skip
+    return done.returncode, done.stdout, done.stderr
+
+
 def _label(world: dict[str, Path], output: Path, cache: Path, *extra: Any) -> dict[str, Any]:
-    result = run_cli(
+    code, stdout, output_text = _cli(
         "label", world["raw"], "-o", output, "--classes", "red, green", "--dino-weights", world["dino"],
         "--conf", "0", "--batch", "4", "--cache-dir", cache, "--device", "cpu", "--json", *extra,
     )  # fmt: skip
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
+    assert code == 0, output_text
+    return json.loads(stdout)
 
 
 def _entries(cache: Path) -> dict[str, Any]:
     return {path.name: read_json(path) for path in cache.rglob("*.json") if path.parent.name != cache.name}
 
 
-def test_ray_labels_exactly_as_local(ray_cluster: None, world: dict[str, Path], tmp_path: Path) -> None:
+def test_ray_labels_exactly_as_local(world: dict[str, Path], tmp_path: Path) -> None:
     local = _label(world, tmp_path / "local" / "labels.json", tmp_path / "cache_local")
     # two actors on the 2 CPUs: one torch thread each, as this test's local run (equal results need equal
     # thread counts: a matmul's float sums depend on how they are split)
@@ -80,7 +86,7 @@ def test_ray_labels_exactly_as_local(ray_cluster: None, world: dict[str, Path], 
     assert again["computed"] == 0 and again["cached"] == IMAGES  # resumable: nothing is computed twice
 
 
-def test_ray_fills_only_the_missing_entries(ray_cluster: None, world: dict[str, Path], tmp_path: Path) -> None:
+def test_ray_fills_only_the_missing_entries(world: dict[str, Path], tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     first = _label(world, tmp_path / "a.json", cache)
     entries = sorted(path for path in cache.rglob("*.json") if path.parent.name != cache.name)
@@ -113,7 +119,7 @@ def test_backend_options_are_checked_before_any_work(
     assert "Traceback" not in result.output and not (tmp_path / "x.json").exists()
 
 
-def test_train_student_labels_on_ray_as_it_does_locally(ray_cluster: None, tmp_path: Path) -> None:
+def test_train_student_labels_on_ray_as_it_does_locally(tmp_path: Path) -> None:
     """`train-student --teacher T --unlabeled DIR --label-backend ray`: the same teacher-output cache as local."""
     from tests.optimize_helpers import make_checkpoint
     from tests.test_train_student import FAST, make_shapes
@@ -127,12 +133,12 @@ def test_train_student_labels_on_ray_as_it_does_locally(ray_cluster: None, tmp_p
         # a random teacher: accepted as it is (its AP is 0 on every class, which would otherwise stop the run)
         settings = [*FAST, "student.imgsz=64", "student.epochs=1", "distillation.teacher_min_ap=0"]
         settings += ["distillation.unknown_classes=[]"]
-        result = run_cli(
+        code, stdout, output_text = _cli(
             "train-student", "-d", train, "-v", val, "-o", out, "--teacher", teacher, "--unlabeled", unlabeled,
             "--label-backend", backend, *(part for item in settings for part in ("--set", item)), "--json",
         )  # fmt: skip
-        assert result.exit_code == 0, result.output
-        report = json.loads(result.stdout)
+        assert code == 0, output_text
+        report = json.loads(stdout)
         assert report["pseudo_labels"]["unlabeled_images"] == 6, report["pseudo_labels"]
         caches[backend] = _entries(out / "cache" / "teacher_outputs")
     assert caches["local"] and caches["ray"] == caches["local"]  # train, val and unlabelled images, entry by entry
