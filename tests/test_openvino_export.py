@@ -27,6 +27,11 @@ if importlib.util.find_spec("openvino") is None or importlib.util.find_spec("nnc
 
 IMGSZ = 96
 
+# Slow, run on its own (`pytest -m slow tests/test_openvino_export.py`, under two minutes): twice in a full
+# default run, pytest's process died with SIGSEGV some tests after this module had loaded OpenVINO's
+# native runtime into it (not reproduced with this module and the following ones alone).
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(autouse=True)
 def private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
