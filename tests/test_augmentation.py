@@ -231,7 +231,9 @@ def test_boxes_alone_follow_their_objects_under_scale_and_shift(seed: int, scene
         # an object cut by the border has a clipped box but a tighter visible mask: compare whole ones
         inside = moved is not None and moved[0] > 1 and moved[1] > 1
         if inside and moved[0] + moved[2] < width - 1 and moved[1] + moved[3] < height - 1:
-            assert np.abs(moved - box).max() <= 1.5
+            # the mask is resampled to pixels: each edge of its tight box may move up to a pixel, so a width or
+            # height up to two (hypothesis found 1.74 px at seed=29683, scene_seed=4505 with a 1.5 bound)
+            assert np.abs(moved - box).max() <= 2.0
 
 
 def shift_right(fraction: float) -> AugmentationPipeline:
