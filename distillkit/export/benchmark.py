@@ -118,11 +118,11 @@ def onnx_runner(path: Path, threads: int) -> Runner:
     return run
 
 
-def openvino_runner(path: Path, threads: int) -> Runner:
-    """An OpenVINO folder compiled for batch-1 latency with ``threads`` CPU threads."""
+def openvino_runner(path: Path, threads: int, compiled: Any = None) -> Runner:
+    """An OpenVINO folder compiled for batch-1 latency with ``threads`` CPU threads (or the given compiled model)."""
     from distillkit.export.openvino_export import compile_openvino
 
-    compiled = compile_openvino(path, threads)
+    compiled = compiled if compiled is not None else compile_openvino(path, threads)
 
     def run(batch: np.ndarray) -> list[np.ndarray]:
         return [np.asarray(output) for output in compiled(batch).values()]

@@ -105,9 +105,10 @@ def export_openvino(
         raise UsageError(f"OpenVINO precision {precision!r} is not one of {', '.join(PRECISIONS)}")
     ov = import_openvino()
     model = ov.convert_model(str(onnx_path))
+    graph = load_onnx_graph(onnx_path)  # read once: its head nodes (INT8) and ultralytics' entries
     extra: dict[str, Any] = {"runtime": f"openvino {ov.__version__}"}
     if precision == "int8":
-        model, excluded = _quantize_int8(model, onnx_path, calibration_inputs, progress)
+        model, excluded = _quantize_int8(model, graph, calibration_inputs, progress)
         extra["quantization"] = {
             "name": "nncf post-training",
             "preset": "mixed",
@@ -116,7 +117,7 @@ def export_openvino(
         }
     result = replace(metadata, precision=precision, extra={**metadata.extra, **extra})
     _set_model_info(model, result)
-    ultralytics_keys = onnx_metadata_props(load_onnx_graph(onnx_path))
+    ultralytics_keys = onnx_metadata_props(graph)
     ultralytics_keys.pop(METADATA_KEY, None)
     _write_folder(ov, model, target, result, ultralytics_keys, compress_to_fp16=precision == "fp16")
     verify_openvino_folder(target)
@@ -131,7 +132,7 @@ def verify_openvino_folder(folder: Path) -> None:
 
 
 def _quantize_int8(
-    model: Any, onnx_path: Path, calibration_inputs: Sequence[np.ndarray], progress: Progress
+    model: Any, graph: Any, calibration_inputs: Sequence[np.ndarray], progress: Progress
 ) -> tuple[Any, int]:
     import nncf
 
@@ -141,7 +142,7 @@ def _quantize_int8(
         raise UsageError("no calibration images", "pass --calib-data or --calib-dir with real images")
     present = {op.get_friendly_name() for op in model.get_ordered_ops()}
     # OpenVINO keeps the ONNX node names as friendly names, so the ONNX recipe's exclusions apply as they are
-    excluded = sorted(set(head_decode_nodes(load_onnx_graph(onnx_path))) & present)
+    excluded = sorted(set(head_decode_nodes(graph)) & present)
     nncf.set_log_level(logging.ERROR)
     # NNCF draws its own rich bars on stdout, which would break --json output: keep them out
     with (
@@ -234,11 +235,13 @@ def check_openvino_input(folder: Path) -> None:
         )
 
 
-def compile_openvino(folder: Path, threads: int) -> Any:
-    """Compiled for batch-1 latency on the CPU with ``threads`` threads, as ultralytics runs it (LATENCY hint)."""
+def compile_openvino(folder: Path, threads: int | None = None) -> Any:
+    """Compiled for batch-1 latency on the CPU (LATENCY hint, as ultralytics runs it), ``threads`` threads or all."""
     ov = import_openvino()
     xml = next(openvino_model_folder(folder).glob("*.xml"))
-    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1}
+    config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
+    if threads:
+        config.update({"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1})
     return ov.Core().compile_model(str(xml), "CPU", config)
 
 
@@ -266,12 +269,7 @@ class OpenVINOSession:
             self.shape = shape
 
     def __init__(self, folder: Path, threads: int | None = None) -> None:
-        ov = import_openvino()
-        xml = next(openvino_model_folder(folder).glob("*.xml"))
-        config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
-        if threads:
-            config["INFERENCE_NUM_THREADS"] = threads
-        self._compiled = ov.Core().compile_model(str(xml), "CPU", config)
+        self._compiled = compile_openvino(folder, threads)
         self._inputs = [self._port(port) for port in self._compiled.inputs]
         self._outputs = [self._port(port) for port in self._compiled.outputs]
 

@@ -260,7 +260,7 @@ def optimize_model(model: str | Path, options: OptimizeOptions, progress: Progre
     if "engine" in options.formats:
         artefacts.extend(_engines(fp32, metadata, calibration_inputs, options, progress))
     if "openvino" in options.formats:
-        artefacts.extend(_openvino(fp32, metadata, calibration_inputs, options, threads, progress))
+        artefacts.extend(_openvino(fp32, metadata, calibration_inputs, options, progress))
     if "tflite" in options.formats:
         artefacts.extend(_tflite(source, output, calibration_inputs, options, progress))
 
@@ -398,17 +398,10 @@ def _openvino(
     metadata: ModelMetadata,
     calibration_inputs: list[np.ndarray],
     options: OptimizeOptions,
-    threads: int,
     progress: Progress,
 ) -> list[Artefact]:
     """fp32 IR always (OpenVINO's own baseline), fp16 weights with -q fp16, NNCF INT8 with -q int8."""
-    from distillkit.export.openvino_export import (
-        compile_openvino,
-        export_openvino,
-        folder_size_mb,
-        inference_precision,
-        openvino_folder,
-    )
+    from distillkit.export.openvino_export import export_openvino, folder_size_mb, openvino_folder
 
     precisions = ["fp32", *(p for p in ("fp16", "int8") if p in options.quantize)]
     artefacts = []
@@ -416,8 +409,7 @@ def _openvino(
         target = openvino_folder(fp32.parent, precision)
         with progress.task(f"converting {target.name}", total=None):
             export_openvino(fp32, target, metadata, precision, calibration_inputs, progress)
-        computed = inference_precision(compile_openvino(target, threads))
-        notes = [f"the CPU plugin computes in {computed} here (bf16 on CPUs that have it: measured, not assumed)"]
+        notes = []  # the compute precision the CPU plugin picks is added when _measure compiles the folder
         if precision == "int8":
             notes.append(f"NNCF post-training INT8, {len(calibration_inputs)} images, head decoding in float")
         size = folder_size_mb(target)
@@ -487,7 +479,15 @@ def _measure(
             elif artefact.format == "onnx":
                 runners[artefact.name] = onnx_runner(artefact.path, threads)
             elif artefact.format == "openvino":
-                runners[artefact.name] = openvino_runner(artefact.path, threads)
+                from distillkit.export.openvino_export import compile_openvino, inference_precision
+
+                compiled = compile_openvino(artefact.path, threads)  # once: timed, and asked its precision
+                artefact.notes.insert(
+                    0,
+                    f"the CPU plugin computes in {inference_precision(compiled)} here "
+                    "(bf16 on CPUs that have it: measured, not assumed)",
+                )
+                runners[artefact.name] = openvino_runner(artefact.path, threads, compiled)
             elif artefact.format == "tflite":
                 runners[artefact.name] = tflite_runner(artefact.path, threads)
             else:
