@@ -210,7 +210,7 @@ class _Allowlist:
         if self._ultralytics_done:
             return
         self._ultralytics_done = True
-        from distillkit.students.ultralytics_env import import_ultralytics
+        from distillkit.ultralytics_env import import_ultralytics
 
         import_ultralytics()
         import importlib

@@ -48,7 +48,7 @@ class ModelConstructor:
         self.marker = marker
 
     def __reduce__(self) -> Any:
-        from distillkit.students.ultralytics_env import import_ultralytics
+        from distillkit.ultralytics_env import import_ultralytics
 
         import_ultralytics()
         from ultralytics.nn.tasks import DetectionModel

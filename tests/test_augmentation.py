@@ -337,7 +337,7 @@ def test_ultralytics_training_dataset_applies_the_pipeline(tmp_path: Path) -> No
     from distillkit.data.synthetic import generate_inspection_dataset
     from distillkit.data.validate import load_valid_dataset
     from distillkit.data.yolo_format import SplitSource, prepare_yolo_dataset
-    from distillkit.students.ultralytics_env import import_ultralytics
+    from distillkit.ultralytics_env import import_ultralytics
 
     annotations = generate_inspection_dataset(tmp_path / "data", num_images=4, seed=1, image_size=(96, 96))
     valid = load_valid_dataset(annotations)

@@ -496,7 +496,7 @@ def test_logit_kd_leaves_out_the_classes_the_teacher_does_not_know() -> None:
 
 
 def _yolo_architecture(name: str, nc: int) -> torch.nn.Module:
-    from distillkit.students.ultralytics_env import import_ultralytics
+    from distillkit.ultralytics_env import import_ultralytics
 
     import_ultralytics()
     from ultralytics.nn.tasks import DetectionModel
@@ -548,7 +548,7 @@ def test_weight_selection_needs_a_teacher_of_the_students_family(yolo_teacher: P
     from types import SimpleNamespace
 
     from distillkit.students.distillation import DistillationPlan, _plan_weight_selection
-    from distillkit.students.ultralytics_env import import_ultralytics
+    from distillkit.ultralytics_env import import_ultralytics
 
     import_ultralytics()
     from ultralytics import YOLO

@@ -19,8 +19,9 @@ import torch
 from distillkit.classify.train import train_classifier
 from distillkit.errors import UsageError
 from distillkit.locking import LOCK_NAME, lock_holder, output_lock
-from distillkit.students.checkpoints import STAGING_DIR, CheckpointState, inspect_checkpoint
+from distillkit.students.checkpoints import CheckpointState, inspect_checkpoint
 from distillkit.students.trainer import train_student
+from distillkit.ultralytics_checkpoints import STAGING_DIR
 from tests.test_cli import run
 from tests.test_train_student import make_shapes
 
@@ -349,7 +350,7 @@ class SigintDisposition(torch.utils.data.Dataset):
 
 
 def test_loader_workers_leave_ctrl_c_to_the_main_process() -> None:
-    from distillkit.students.ultralytics_env import import_ultralytics
+    from distillkit.ultralytics_env import import_ultralytics
 
     import_ultralytics()
     from ultralytics.data import build

@@ -101,7 +101,7 @@ def test_the_shared_reader_applies_the_orientation(data: dict[str, Any]) -> None
 
 def test_opencv_and_ultralytics_read_the_same_orientation(data: dict[str, Any]) -> None:
     """The rule is the one the students' loader follows: cv2 and ultralytics' imread rotate too."""
-    from distillkit.students.ultralytics_env import import_ultralytics
+    from distillkit.ultralytics_env import import_ultralytics
 
     import_ultralytics()
     from ultralytics.utils.patches import imread
@@ -114,7 +114,7 @@ def test_opencv_and_ultralytics_read_the_same_orientation(data: dict[str, Any]) 
 
 @pytest.mark.parametrize("suffix", [".png", ".webp", ".tiff"])
 def test_other_formats_follow_the_same_rule_as_ultralytics(tmp_path: Path, suffix: str) -> None:
-    from distillkit.students.ultralytics_env import import_ultralytics
+    from distillkit.ultralytics_env import import_ultralytics
 
     import_ultralytics()
     from ultralytics.utils.patches import imread
@@ -128,7 +128,7 @@ def test_other_formats_follow_the_same_rule_as_ultralytics(tmp_path: Path, suffi
 
 
 def test_sixteen_bit_images_keep_their_high_byte_as_ultralytics_reads_them(tmp_path: Path) -> None:
-    from distillkit.students.ultralytics_env import import_ultralytics
+    from distillkit.ultralytics_env import import_ultralytics
 
     import_ultralytics()
     from ultralytics.utils.patches import imread
@@ -233,7 +233,7 @@ def test_yolo_conversion_as_ultralytics_loads_it(data: dict[str, Any], tmp_path:
     from distillkit.data.images import default_image_roots
     from distillkit.data.validate import load_valid_dataset
     from distillkit.data.yolo_format import SplitSource, prepare_yolo_dataset
-    from distillkit.students.ultralytics_env import import_ultralytics
+    from distillkit.ultralytics_env import import_ultralytics
 
     valid = load_valid_dataset(data["annotations"])
     source = SplitSource(valid.dataset, default_image_roots(data["annotations"]))  # type: ignore[arg-type]
@@ -262,7 +262,7 @@ def test_yolo_conversion_as_ultralytics_loads_it(data: dict[str, Any], tmp_path:
 
 def test_infer_reads_the_displayed_picture(data: dict[str, Any], tmp_path: Path) -> None:
     from distillkit.inference.predictor import load_model, predict_images
-    from distillkit.students.ultralytics_env import import_ultralytics
+    from distillkit.ultralytics_env import import_ultralytics
     from tests.optimize_helpers import make_checkpoint
 
     import_ultralytics()

@@ -24,7 +24,7 @@ from distillkit.safe_load import (
     safe_torch_load,
     trust_model_files,
 )
-from distillkit.students.ultralytics_env import import_ultralytics
+from distillkit.ultralytics_env import import_ultralytics
 from tests.malicious_payloads import BoundTouch, ModelConstructor, PathTouch, ShellCommand, malicious_checkpoint
 from tests.optimize_helpers import make_checkpoint, make_images
 from tests.test_cli import run

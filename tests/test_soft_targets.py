@@ -9,7 +9,7 @@ import torch
 from distillkit.labelling.postprocess import LabelFilter, classwise_nms, suppress_cross_class_duplicates
 from distillkit.labelling.types import TeacherPrediction
 from distillkit.students.soft_targets import SoftTargetLossMixin, decode, encode, match_rows
-from distillkit.students.ultralytics_env import import_ultralytics
+from distillkit.ultralytics_env import import_ultralytics
 
 
 def test_row_encoding_round_trips_through_any_row_selection() -> None:

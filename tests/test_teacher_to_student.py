@@ -112,7 +112,7 @@ def test_every_label_keeps_its_row_through_ultralytics_training_augmentations(
         load_soft_targets,
         soft_target_dataset,
     )
-    from distillkit.students.ultralytics_env import import_ultralytics
+    from distillkit.ultralytics_env import import_ultralytics
 
     out = tmp_path / "student"
     result = run_cli(

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from distillkit.students.ultralytics_env import import_ultralytics
+from distillkit.ultralytics_env import import_ultralytics
 
 PROBE = textwrap.dedent(
     """
@@ -26,7 +26,7 @@ PROBE = textwrap.dedent(
     socket.socket.connect = blocked
     socket.getaddrinfo = no_dns
 
-    from distillkit.students.ultralytics_env import import_ultralytics
+    from distillkit.ultralytics_env import import_ultralytics
     ultralytics = import_ultralytics()
     from ultralytics import YOLO
     from ultralytics.utils import SETTINGS

@@ -299,8 +299,8 @@ _DISK_HINTS = {
 
 
 def resource_checks() -> list[Check]:
-    from distillkit.students.ultralytics_env import distillkit_cache_dir
     from distillkit.teachers.weights import hub_cache_dir
+    from distillkit.ultralytics_env import distillkit_cache_dir
 
     return [
         memory_check(),

@@ -17,7 +17,7 @@ from distillkit.checks.model import OK, WARN, Check
 STACK_IMPORTS = (
     "import torch",
     "import torchvision",
-    "from distillkit.students.ultralytics_env import import_ultralytics; import_ultralytics()",
+    "from distillkit.ultralytics_env import import_ultralytics; import_ultralytics()",
     "import transformers",
     "import peft",
     "import timm",
@@ -140,7 +140,7 @@ def import_probe_check(env: Mapping[str, str] | None = None, timeout: float = PR
 
 def ultralytics_offline_check() -> Check:
     """What ``ultralytics_env`` turned off, read back from the environment and ultralytics' settings."""
-    from distillkit.students import ultralytics_env
+    from distillkit import ultralytics_env
 
     name = "ultralytics network features"
     try:
@@ -172,7 +172,7 @@ def ultralytics_offline_check() -> Check:
         f"fonts local; settings in {config_dir}"
     )
     if problems:
-        fix = "import ultralytics only through distillkit.students.ultralytics_env.import_ultralytics()"
+        fix = "import ultralytics only through distillkit.ultralytics_env.import_ultralytics()"
         return Check("offline", name, WARN, "; ".join(problems), fix, data=data)
     return Check("offline", name, OK, detail, data=data)
 

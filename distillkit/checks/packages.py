@@ -47,7 +47,7 @@ def installed_version(module: str) -> str | None:
 
 
 def _import_ultralytics() -> ModuleType:
-    from distillkit.students.ultralytics_env import import_ultralytics
+    from distillkit.ultralytics_env import import_ultralytics
 
     return import_ultralytics()
 

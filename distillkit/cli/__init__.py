@@ -81,9 +81,19 @@ def _tolerant_streams() -> None:
                 reconfigure(errors="backslashreplace")
 
 
+def _quiet_library_loggers() -> None:
+    # Libraries imported on the way log warnings meant for their own developers onto the user's
+    # stderr, where scripts read distillkit's one-line errors: torchao (pulled in by transformers
+    # when the tflite extra is installed) registers enums that torch 2.14 calls deprecated, once per import.
+    import logging
+
+    logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     _tolerant_streams()
+    _quiet_library_loggers()
     debug = "--debug" in args or os.environ.get("DISTILLKIT_DEBUG", "") not in ("", "0")
     args = [a for a in args if a != "--debug"]
     json_mode = _wants_json(args)

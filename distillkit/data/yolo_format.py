@@ -221,7 +221,7 @@ def _polygon_points(ann: dict[str, Any], width: int, height: int) -> np.ndarray 
         return np.array([[x, y], [x + w, y], [x + w, y + h], [x, y + h]], dtype=np.float64)
     if len(parts) == 1:
         return np.asarray(parts[0], dtype=np.float64).reshape(-1, 2)
-    from distillkit.students.ultralytics_env import import_ultralytics
+    from distillkit.ultralytics_env import import_ultralytics
 
     import_ultralytics()
     from ultralytics.data.converter import merge_multi_segment

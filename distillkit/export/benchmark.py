@@ -159,7 +159,7 @@ def engine_runner(path: Path) -> Runner:
     """A TensorRT engine through ultralytics' AutoBackend on the first CUDA device."""
     import torch
 
-    from distillkit.students.ultralytics_env import import_ultralytics
+    from distillkit.ultralytics_env import import_ultralytics
 
     import_ultralytics()
     from ultralytics.nn.autobackend import AutoBackend

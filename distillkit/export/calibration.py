@@ -66,7 +66,7 @@ def preprocess_many(paths: Sequence[Path], metadata: ModelMetadata) -> list[np.n
 
 def _letterbox(path: Path, shape: tuple[int, int], pad_value: int) -> np.ndarray:
     from distillkit.images import read_bgr
-    from distillkit.students.ultralytics_env import import_ultralytics
+    from distillkit.ultralytics_env import import_ultralytics
 
     import_ultralytics()
     from ultralytics.data.augment import LetterBox

@@ -71,7 +71,7 @@ def export_yolo_onnx(
     """Export with ultralytics (onnxslim simplification), verify, add metadata, write ``target``."""
     import onnx
 
-    from distillkit.students.ultralytics_env import import_ultralytics
+    from distillkit.ultralytics_env import import_ultralytics
 
     import_ultralytics()
     from ultralytics import YOLO

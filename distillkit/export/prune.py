@@ -173,7 +173,7 @@ def _finetune(
     images_dir: Path | None = None,
 ) -> str:
     """Retrain the pruned model with ultralytics on the COCO file converted to YOLO format."""
-    from distillkit.students.ultralytics_env import import_ultralytics
+    from distillkit.ultralytics_env import import_ultralytics
 
     if train_data is None:
         raise UsageError("--prune-finetune-epochs needs --prune-data train.json")

@@ -232,7 +232,7 @@ def _concat_output(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> A
 
 def prepare_qat_model(source: SourceModel, per_channel: bool = True, bits: int = 8) -> nn.Module:
     """A float copy of the YOLO model, BN folded, fake quantizers inserted outside the head's decoding."""
-    from distillkit.students.ultralytics_env import import_ultralytics
+    from distillkit.ultralytics_env import import_ultralytics
 
     import_ultralytics()
     from ultralytics.nn.modules import Concat, Conv
@@ -399,7 +399,7 @@ def _batches(loader: Any) -> Iterator[dict[str, Any]]:
 
 
 def _train_loader(yaml_path: Path, source: SourceModel, settings: QatSettings) -> tuple[Any, Any]:
-    from distillkit.students.ultralytics_env import import_ultralytics
+    from distillkit.ultralytics_env import import_ultralytics
 
     import_ultralytics()
     from ultralytics.cfg import get_cfg

@@ -78,7 +78,7 @@ def build_engine(
     require_tensorrt()
     import onnx
 
-    from distillkit.students.ultralytics_env import import_ultralytics
+    from distillkit.ultralytics_env import import_ultralytics
 
     import_ultralytics()
     from ultralytics.utils.export.engine import onnx2engine

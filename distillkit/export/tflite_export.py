@@ -126,7 +126,7 @@ def export_yolo_tflite(
 
 def _convert(source: SourceModel, work: Path) -> Path:
     """ultralytics' LiteRT exporter on a copy of the checkpoint: it writes beside its input."""
-    from distillkit.students.ultralytics_env import import_ultralytics
+    from distillkit.ultralytics_env import import_ultralytics
 
     import_ultralytics()
     from ultralytics import YOLO

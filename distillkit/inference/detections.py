@@ -145,7 +145,7 @@ class Detections:
         """An annotated BGR copy, drawn by ultralytics (the same look as its own overlays)."""
         import torch
 
-        from distillkit.students.ultralytics_env import import_ultralytics
+        from distillkit.ultralytics_env import import_ultralytics
 
         import_ultralytics()
         from ultralytics.engine.results import Results

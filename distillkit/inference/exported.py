@@ -33,7 +33,7 @@ from distillkit.export.openvino_export import (
     read_openvino_metadata,
 )
 from distillkit.inference.predictor import LoadedModel
-from distillkit.students.ultralytics_env import import_ultralytics
+from distillkit.ultralytics_env import import_ultralytics
 
 EXPORTED_SUFFIXES = (".onnx", ".engine", ".tflite")
 

@@ -25,7 +25,7 @@ from distillkit.inference.detections import Detections
 from distillkit.inference.slicing import SliceSpec, predict_sliced
 from distillkit.io import atomic_open, dumps_json
 from distillkit.progress import NULL_PROGRESS, Progress, ProgressTask
-from distillkit.students.ultralytics_env import import_ultralytics
+from distillkit.ultralytics_env import import_ultralytics
 
 SUPPORTED_SUFFIXES = (".pt", ".onnx", ".engine", ".tflite")
 

@@ -36,7 +36,7 @@ from distillkit.students.soft_targets import (
     load_soft_targets,
     soft_target_dataset,
 )
-from distillkit.students.ultralytics_env import import_ultralytics
+from distillkit.ultralytics_env import import_ultralytics
 
 PROJECTORS_FILE = "kd_projectors.pt"
 

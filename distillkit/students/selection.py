@@ -63,7 +63,7 @@ def load_student_model(source: str, name: str) -> Any:
     Ultralytics raises FileNotFoundError for an unknown architecture name and TypeError for a file
     that is not a YOLO checkpoint (a classifier, a truncated file); neither is a distillkit bug.
     """
-    from distillkit.students.ultralytics_env import import_ultralytics
+    from distillkit.ultralytics_env import import_ultralytics
 
     import_ultralytics()
     from ultralytics import YOLO
@@ -86,7 +86,7 @@ def local_weight_folders() -> list[Path]:
     if os.environ.get("DISTILLKIT_WEIGHTS"):
         folders.append(Path(os.environ["DISTILLKIT_WEIGHTS"]))
     try:
-        from distillkit.students.ultralytics_env import import_ultralytics
+        from distillkit.ultralytics_env import import_ultralytics
 
         import_ultralytics()
         from ultralytics.utils import SETTINGS

@@ -19,7 +19,7 @@ import numpy as np
 from distillkit.errors import UsageError
 from distillkit.io import sha256_file
 from distillkit.labelling.types import TeacherPrediction
-from distillkit.students.ultralytics_env import import_ultralytics
+from distillkit.ultralytics_env import import_ultralytics
 
 
 def _normalise(name: str) -> str:

@@ -73,7 +73,7 @@ def score(model: Path, test: Path, images: Path, imgsz: int, work: Path) -> dict
     from distillkit.data.validate import load_valid_dataset
     from distillkit.data.yolo_format import SplitSource, prepare_yolo_dataset
     from distillkit.evaluation.models import evaluate_models
-    from distillkit.students.ultralytics_env import import_ultralytics
+    from distillkit.ultralytics_env import import_ultralytics
 
     evaluation = evaluate_models(test, [model], images_dir=images, imgsz=imgsz)[0]
     coco_ap = float(next(iter(evaluation.result.metrics.values())).stats["AP"])

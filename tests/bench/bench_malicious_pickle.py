@@ -51,7 +51,7 @@ PAYLOADS = {
 
 def build(work: Path, marker: Path) -> list[tuple[str, list[str]]]:
     """The inputs every command needs, and the command lines (one malicious file each)."""
-    from distillkit.students.ultralytics_env import import_ultralytics
+    from distillkit.ultralytics_env import import_ultralytics
 
     import_ultralytics()
     from tests.optimize_helpers import make_images

@@ -25,7 +25,7 @@ SETTINGS = ["student.optimizer=SGD", "student.plots=false", "student.workers=0",
 
 DIRECT = """
 import json, sys
-from distillkit.students.ultralytics_env import import_ultralytics
+from distillkit.ultralytics_env import import_ultralytics
 import_ultralytics()
 from ultralytics import YOLO
 arguments = json.loads(sys.argv[1])

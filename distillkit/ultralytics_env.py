@@ -5,7 +5,7 @@ packages at export, syncs settings with its hub and reports to integrations (wan
 Users run distillkit on offline training servers, so all of that is switched off here, before the
 first import: environment variables, a private settings folder, local fonts, settings updates.
 Its checkpoint loader is routed through ``distillkit.safe_load`` (model files are data, not code), and
-its checkpoint writer through ``distillkit.students.checkpoints`` (atomic files).
+its checkpoint writer through ``distillkit.ultralytics_checkpoints`` (atomic files).
 Always import ultralytics through ``import_ultralytics()``.
 """
 
@@ -88,7 +88,7 @@ def import_ultralytics() -> ModuleType:
     from distillkit.safe_load import install_ultralytics_guard
 
     install_ultralytics_guard()  # checkpoints are read under distillkit's allowlist, never as code
-    from distillkit.students.checkpoints import install_atomic_checkpoints
+    from distillkit.ultralytics_checkpoints import install_atomic_checkpoints
 
     install_atomic_checkpoints()  # a kill at any instant leaves a complete last.pt / best.pt
     return ultralytics
