@@ -311,7 +311,7 @@ def test_pipeline_from_config_uses_the_section_and_its_seed() -> None:
 
 
 def test_student_arguments_carry_the_pipeline_only_when_asked() -> None:
-    from distillkit.students.trainer import ultralytics_train_arguments
+    from distillkit.students.train import ultralytics_train_arguments
 
     assert ultralytics_augmentation_arguments(build_config(["augmentation"]).augmentation) == {}
     config = build_config(
@@ -432,7 +432,7 @@ def test_student_trains_one_epoch_with_the_pipeline(tmp_path: Path) -> None:
     """A real (tiny) ultralytics run takes the pipeline and stores it with the run's arguments."""
     import yaml
 
-    from distillkit.students.trainer import train_student
+    from distillkit.students.train import train_student
     from tests.test_train_student import FAST, make_shapes
 
     train, val = make_shapes(tmp_path / "train", 4, 0), make_shapes(tmp_path / "val", 2, 1)

@@ -20,7 +20,7 @@ from distillkit.errors import DataError, UsageError
 from distillkit.labelling.types import TeacherPrediction
 from distillkit.students.kd_loss import anchor_weights, build_projectors, dfl_kd, feature_kd, logit_kd
 from distillkit.students.pseudo_labels import merge_with_ground_truth, prediction_annotations
-from distillkit.students.trainer import train_student
+from distillkit.students.train import train_student
 from distillkit.students.yolo_teacher import YoloTeacher, teacher_class_index
 from tests.test_cli import run
 from tests.test_train_student import FAST, make_shapes
@@ -328,7 +328,7 @@ def test_a_given_teacher_is_used_by_default_and_refused_when_it_could_change_not
     # `--teacher-dir EXP` alone used to load the teachers and then change nothing, with a notice (issue 13)
     from distillkit.config import build_config
     from distillkit.students.distillation import plan_distillation
-    from distillkit.students.trainer import STUDENT_SECTIONS
+    from distillkit.students.train import STUDENT_SECTIONS
 
     config = build_config(STUDENT_SECTIONS)
     plan = plan_distillation(config, ["square", "disc"], "detect", 16, "cpu", teacher=FakeTeacher(["square", "disc"]))

@@ -20,7 +20,7 @@ from distillkit.classify.train import train_classifier
 from distillkit.errors import UsageError
 from distillkit.locking import LOCK_NAME, lock_holder, output_lock
 from distillkit.students.checkpoints import CheckpointState, inspect_checkpoint
-from distillkit.students.trainer import train_student
+from distillkit.students.train import train_student
 from distillkit.ultralytics_checkpoints import STAGING_DIR
 from tests.test_cli import run
 from tests.test_train_student import make_shapes

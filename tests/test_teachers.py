@@ -148,7 +148,7 @@ def test_only_narrows_the_decision_and_refuses_what_the_data_lacks() -> None:
 
 def test_a_folder_as_data_is_named_as_such(tmp_path: Path) -> None:
     # used to read "training file not found" for a folder that exists (e.g. a classifier's class tree)
-    from distillkit.teachers.pipeline import _load
+    from distillkit.experiment.coco import _load
 
     with pytest.raises(UsageError, match="is a folder, not a COCO JSON file"):
         _load(tmp_path, "training", NULL_PROGRESS)

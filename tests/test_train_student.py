@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw
 
 from distillkit.errors import UsageError
 from distillkit.students.selection import resolve_student
-from distillkit.students.trainer import CHECKPOINT_KEY, train_student
+from distillkit.students.train import CHECKPOINT_KEY, train_student
 from tests.test_cli import run
 
 # A setting that learns the two-shape set below in a few CPU seconds (measured: mAP50-95 > 0 by epoch 10).
@@ -352,7 +352,7 @@ def test_piped_run_prints_one_line_per_epoch_with_losses_and_metrics(shapes: tup
 
 
 def test_all_zero_warning_names_the_likely_causes() -> None:
-    from distillkit.students.trainer import all_zero_warning
+    from distillkit.students.train import all_zero_warning
 
     zeros = {"metrics/precision(B)": 0.0, "metrics/recall(B)": 0.0, "metrics/mAP50(B)": 0.0, "metrics/mAP50-95(B)": 0.0}
     warning = all_zero_warning(zeros, epochs=20, steps_per_epoch=2, pretrained=False)

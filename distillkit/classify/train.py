@@ -41,13 +41,12 @@ from distillkit.classify.models import ClassifierSpec, TimmClassifier, build_cla
 from distillkit.classify.research.training import build_research_training, research_model_name
 from distillkit.classify.sources import ClassificationData, load_classification_data, split_classification_data
 from distillkit.classify.thresholds import tune_thresholds
-from distillkit.config import build_config, write_experiment_config
+from distillkit.config import ConfigOverrides, build_config
 from distillkit.config.build import ExperimentConfig
 from distillkit.data.info import CategoryInfo, DatasetInfo
 from distillkit.errors import DataError, UsageError
+from distillkit.experiment import ExperimentRun, PreviousRun
 from distillkit.io import atomic_write_json
-from distillkit.locking import output_lock
-from distillkit.paths import check_output_outside_inputs
 from distillkit.progress import NULL_PROGRESS, Progress
 from distillkit.training.rng import seed_everything
 
@@ -313,9 +312,7 @@ def dataset_info_for(data: ClassificationData) -> DatasetInfo:
     )
 
 
-def _multi_label_setting(
-    config: ExperimentConfig, data: ClassificationData, overrides: Sequence[str]
-) -> tuple[bool, list[str]]:
+def _multi_label_setting(config: ExperimentConfig, data: ClassificationData) -> tuple[bool, list[str]]:
     """Resolve ``multi_label: auto`` and make the loss fit it; returns (multi_label, notices)."""
     setting = config.classifier.multi_label
     notices: list[str] = []
@@ -325,7 +322,7 @@ def _multi_label_setting(
             "drop the override (auto detects it) or fix the labels",
         )
     multi_label = data.multi_label if setting == "auto" else bool(setting)
-    loss_given = any(text.split("=", 1)[0].strip() == "classifier.loss" for text in overrides)
+    loss_given = config.is_overridden("classifier.loss")
     if multi_label and config.classifier.loss == "cross_entropy":
         if loss_given:
             raise UsageError(
@@ -412,11 +409,329 @@ def _write_split(path: Path, train: ClassificationData, val: ClassificationData,
 # the entry point
 
 
+@dataclass
+class _Prepared:
+    """What the start of a classifier run settles: data, configuration, model and its teacher."""
+
+    train_data: ClassificationData
+    val_data: ClassificationData
+    split: str  # "given" or "auto"
+    config: ExperimentConfig
+    multi_label: bool
+    size: tuple[int, int]
+    model: TimmClassifier
+    teacher: Teacher | None
+    projector: nn.Module | None
+
+
+class ClassifierRun(ExperimentRun[ClassifierTrainingResult]):
+    """``train-classifier``: a timm classifier on the shared ``Trainer``, calibrated and scored at the end."""
+
+    config_file = CONFIG_FILE
+    sections = SECTIONS
+
+    def __init__(
+        self,
+        data: PathLike,
+        output: PathLike,
+        *,
+        val: PathLike | None = None,
+        images_dir: PathLike | None = None,
+        val_images_dir: PathLike | None = None,
+        val_fraction: float = DEFAULT_VAL_FRACTION,
+        teacher: PathLike | None = None,
+        **common: Any,
+    ) -> None:
+        super().__init__(output, **common)
+        self.data, self.val = data, val
+        self.images_dir, self.val_images_dir = images_dir, val_images_dir
+        self.val_fraction = val_fraction
+        self.teacher_file = teacher
+        self.notices: list[str] = []
+
+    def inputs(self) -> list[PathLike | None]:
+        return [self.data, self.val, self.images_dir, self.val_images_dir]
+
+    def previous_run(self) -> PreviousRun:
+        # Checked before anything is written: a new run would overwrite the old run's best.pt and last.pt.
+        state = self.folder / "checkpoints" / "last.pt"  # where Trainer keeps the loop's state
+        return PreviousRun("resumable" if state.exists() else "missing", state)
+
+    def train(self) -> ClassifierTrainingResult:
+        started = time.perf_counter()
+        prepared = self._prepare()
+        self.write_config(prepared.config, task="classify", val=str(self.val) if self.val else None)
+        _write_split(self.folder / SPLIT_FILE, prepared.train_data, prepared.val_data, prepared.split)
+        module, val_loader, meta, fit = self._fit(prepared)
+        classifier = module.classifier.eval()  # now holding the best epoch's evaluated weights
+        calibration = self._calibrate(classifier, val_loader, prepared, meta)
+        meta.epoch = fit.best_epoch
+        best_path = save_classifier(self.folder / "best.pt", classifier, meta)
+        last_path = self.folder / "last.pt"
+        if not last_path.is_file():  # e.g. checkpointing.save_last=false: the final weights still go somewhere
+            save_classifier(last_path, classifier, meta)
+        return self._result(prepared, meta, fit, calibration, best_path, last_path, time.perf_counter() - started)
+
+    # -- the steps --------------------------------------------------------------------------------
+
+    def _load_data(self) -> tuple[ClassificationData, ClassificationData, ClassificationData, str]:
+        """(all labelled data, train part, validation part, how they were split)."""
+        full = load_classification_data(self.data, self.images_dir)
+        empty = [name for name, count in zip(full.class_names, full.class_counts(), strict=True) if count == 0]
+        if full.kind == "folder" and empty:  # the model would get an output no image ever trains
+            raise DataError(
+                f"class folder(s) {', '.join(empty)} of {self.data} hold no images", "add images or remove them"
+            )
+        if self.val is not None:
+            val_data = load_classification_data(self.val, self.val_images_dir or self.images_dir)
+            return full, full, val_data.aligned_to(full.class_names), "given"
+        # the seed of the split
+        probe = build_config(
+            ["training_dynamics"], overrides=[o for o in self.overrides if o.section == "training_dynamics"]
+        )
+        train_data, val_data = split_classification_data(full, self.val_fraction, seed=probe.training_dynamics.seed)
+        return full, train_data, val_data, "auto"
+
+    def _prepare(self) -> _Prepared:
+        full, train_data, val_data, how = self._load_data()
+        teacher_setting = {"classifier.kd_teacher": Path(self.teacher_file).as_posix()} if self.teacher_file else {}
+        config = self.configure(dataset_info_for(train_data), self.data, last=teacher_setting)
+        if config.classifier.num_classes != train_data.num_classes:
+            raise UsageError(
+                f"classifier.num_classes is {config.classifier.num_classes} but the data has "
+                f"{train_data.num_classes} classes",
+                "leave classifier.num_classes at null",
+            )
+        multi_label, notices = _multi_label_setting(config, full)
+        self.notices.extend(notices)
+        if not multi_label and train_data.num_classes < 2:
+            raise DataError(
+                f"{self.data} has a single class ({', '.join(train_data.class_names)}): nothing to tell apart",
+                "give each class its own sub-folder (or label); at least two classes are needed",
+            )
+        if config.classifier.tune_thresholds and not multi_label:
+            self.notices.append(
+                "classifier.tune_thresholds has no effect on single-label data (the prediction is the arg-max)"
+            )
+        size = _input_size(config, train_data, val_data)
+        # Seeded first: a model built from a timm name (and the KD projector) starts from the same random
+        # weights on every run with the same seed, as the training loop after it already does.
+        seed_everything(config.training_dynamics.seed)
+        model, model_notices = _build_model(config, train_data.num_classes)
+        self.notices.extend(model_notices)
+        teacher, projector = self._teacher(config, model, train_data, multi_label)
+        return _Prepared(train_data, val_data, how, config, multi_label, size, model, teacher, projector)
+
+    def _teacher(
+        self, config: ExperimentConfig, model: TimmClassifier, train_data: ClassificationData, multi_label: bool
+    ) -> tuple[Teacher | None, nn.Module | None]:
+        """The distillation teacher and, for feature distillation, the projection onto its features."""
+        settings, pre = config.classifier, config.preprocessing
+        if not settings.kd_teacher:
+            if settings.feature_weight > 0:
+                self.notices.append(
+                    "classifier.feature_weight is set but there is no teacher: feature distillation is off"
+                )
+            return None, None
+        loaded = _load_teacher(settings.kd_teacher, train_data.class_names, multi_label)
+        projector = nn.Linear(model.num_features, loaded.model.num_features) if settings.feature_weight > 0 else None
+        return Teacher(loaded, pre.mean, pre.std), projector
+
+    def _fit(self, prepared: _Prepared) -> tuple[ClassifierTrainingModule, DataLoader[Any], ClassifierMeta, Any]:
+        """Datasets, loss and the shared ``Trainer``; returns the trained module and what scoring needs."""
+        from distillkit.training import Trainer
+
+        config, train_data, size = prepared.config, prepared.train_data, prepared.size
+        pre, dynamics, settings = config.preprocessing, config.training_dynamics, config.classifier
+        train_set = ClassificationDataset(
+            train_data.paths, train_data.targets, size, pre.mean, pre.std, pre.interpolation, _augment_factory(config)
+        )
+        val_data = prepared.val_data
+        val_set = ClassificationDataset(val_data.paths, val_data.targets, size, pre.mean, pre.std, pre.interpolation)
+        _preload([train_set, val_set], self.progress)
+        val_workers = min(dynamics.num_workers, 2)
+        val_loader = DataLoader(
+            val_set,
+            batch_size=dynamics.batch_size * 2,
+            shuffle=False,
+            num_workers=val_workers,
+            persistent_workers=val_workers > 0,  # evaluated every epoch: keep the workers instead of re-forking
+        )
+        meta = ClassifierMeta(
+            spec=prepared.model.spec,
+            class_names=list(train_data.class_names),
+            multi_label=prepared.multi_label,
+            imgsz=size if size[0] != size[1] else size[0],
+            mean=list(pre.mean),
+            std=list(pre.std),
+            interpolation=pre.interpolation,
+            threshold=settings.threshold,
+        )
+        module = ClassifierTrainingModule(prepared.model, prepared.projector)
+        research = self._objective(prepared, module, train_data)
+        trainer = Trainer(
+            module,
+            research.compute_loss,
+            train_set,
+            evaluate=ValidationEvaluator(
+                val_loader, train_data.class_names, prepared.multi_label, settings.topk, settings.threshold
+            ),
+            dynamics=dynamics,
+            checkpointing=config.checkpointing,
+            output_dir=self.folder,
+            monitor="val/macro_f1" if prepared.multi_label else "val/accuracy",
+            progress=self.progress,
+            extra_state={"task": "classify", "classifier": meta.to_dict()},
+            callbacks=[CheckpointWriter(self.folder, meta), *research.callbacks],
+            drop_last=len(train_set) > dynamics.batch_size,
+            optimizer_wrapper=research.optimizer_wrapper,
+        )
+        fit = trainer.fit(resume=self.resume)
+        if fit.diverged:
+            raise DataError("training diverged (non-finite loss)", "lower training_dynamics.lr or enable grad clipping")
+        return module, val_loader, meta, fit
+
+    def _objective(self, prepared: _Prepared, module: ClassifierTrainingModule, train_data: ClassificationData) -> Any:
+        """The loss (with mixing and distillation) and the research techniques' callbacks and optimiser wrapper."""
+        settings, multi_label = prepared.config.classifier, prepared.multi_label
+        criterion = build_loss(settings, multi_label, train_data.class_counts(), len(train_data))
+        compute_loss = LossComputer(
+            criterion=criterion,
+            mixer=BatchMixer(settings.mixup_alpha, settings.cutmix_alpha),
+            multi_label=multi_label,
+            teacher=prepared.teacher,
+            kd_temperature=settings.kd_temperature,
+            kd_alpha=settings.kd_alpha,
+            feature_weight=settings.feature_weight if prepared.projector is not None else 0.0,
+        )
+        if multi_label and (settings.mixup_alpha > 0 or settings.cutmix_alpha > 0):
+            self.notices.append("mixup/cutmix are for single-label data: off for this multi-label set")
+        # Research techniques (classify/research): loss, callbacks, optimiser wrapper; all off: the plain path.
+        research = build_research_training(
+            settings,
+            module,
+            criterion,
+            compute_loss,
+            multi_label,
+            self.folder,
+            prepared.teacher,
+            compute_loss.feature_weight,
+        )
+        self.notices.extend(research.notices)
+        return research
+
+    def _calibrate(
+        self, classifier: nn.Module, val_loader: DataLoader[Any], prepared: _Prepared, meta: ClassifierMeta
+    ) -> _Calibration:
+        """Temperature scaling (and, opt-in, per-class thresholds) on the validation set; scores into ``meta``."""
+        settings, multi_label = prepared.config.classifier, prepared.multi_label
+        names = prepared.train_data.class_names
+        logits, targets = collect_logits(classifier, val_loader)
+        ece_before = classification_metrics(
+            _probabilities(logits, multi_label), targets, names, multi_label, settings.topk, settings.threshold
+        ).ece
+        temperature = fit_temperature(logits, targets, multi_label) if settings.calibrate else 1.0
+        calibrated = _probabilities(logits, multi_label, temperature)  # what inference will see
+        cut: list[float] | float = settings.threshold
+        tuning = None
+        if multi_label and settings.tune_thresholds:
+            # Opt-in: tuned on the same images they are then scored on, so the validation metrics below are
+            # optimistic, and a small validation set overfits them (see classify/thresholds.py).
+            tuning = tune_thresholds(calibrated, targets, names, settings.threshold)
+            meta.thresholds = cut = tuning.thresholds
+            self.notices.append(
+                f"per-class thresholds tuned on the {len(prepared.val_data)} validation images and stored in best.pt "
+                "(infer/evaluate apply them; --threshold overrides): the validation metrics use them and are "
+                "optimistic — judge them on held-out data with evaluate"
+            )
+        final = classification_metrics(calibrated, targets, names, multi_label, settings.topk, cut)
+        meta.temperature = temperature
+        meta.metrics = {**final.to_dict(), "ece_uncalibrated": ece_before}
+        meta.metrics.pop("reliability", None)
+        if tuning is not None:
+            at_default = classification_metrics(
+                calibrated, targets, names, multi_label, settings.topk, settings.threshold
+            )
+            meta.metrics["threshold_tuning"] = {
+                **tuning.to_dict(names),
+                "macro_f1_at_default": at_default.macro_f1,
+                "micro_f1_at_default": at_default.micro_f1,
+            }
+        return _Calibration(temperature, ece_before, final, tuning)
+
+    def _result(
+        self,
+        prepared: _Prepared,
+        meta: ClassifierMeta,
+        fit: Any,
+        calibration: _Calibration,
+        best_path: Path,
+        last_path: Path,
+        elapsed: float,
+    ) -> ClassifierTrainingResult:
+        """The result object, the curves plot and ``results.json``."""
+        exp, names = self.folder, prepared.train_data.class_names
+        files = {"best": str(best_path), "last": str(last_path), "config": str(exp / CONFIG_FILE)}
+        if fit.history:
+            from distillkit.classify.plots import plot_training_curves
+
+            files["curves"] = str(plot_training_curves(fit.history, exp / CURVES_FILE, fit.monitor))
+        if fit.metrics_csv is not None:
+            files["metrics_csv"] = str(fit.metrics_csv)
+        files["tensorboard"] = str(exp / "tensorboard")
+        tuning = calibration.tuning
+        result = ClassifierTrainingResult(
+            output_dir=exp,
+            best=best_path,
+            last=last_path,
+            class_names=list(names),
+            multi_label=prepared.multi_label,
+            model=prepared.model.spec.name,
+            epochs_run=fit.epochs_run,
+            best_epoch=fit.best_epoch,
+            monitor=fit.monitor,
+            best_value=fit.best_value,
+            stopped_early=fit.stopped_early,
+            metrics=meta.metrics,
+            temperature=calibration.temperature,
+            ece_before=calibration.ece_before,
+            ece_after=calibration.final.ece,
+            train_images=len(prepared.train_data),
+            val_images=len(prepared.val_data),
+            split=prepared.split,
+            elapsed_s=elapsed,
+            history=fit.history,
+            notices=self.notices,
+            files=files,
+            thresholds=None if tuning is None else dict(zip(names, tuning.thresholds, strict=True)),
+        )
+        files["results"] = str(exp / RESULTS_FILE)
+        atomic_write_json(
+            exp / RESULTS_FILE,
+            {
+                "task": "classify",
+                **result.to_dict(),
+                "config": prepared.config.to_dict(),
+                "history": fit.history,
+                "reliability": calibration.final.to_dict()["reliability"],
+            },
+        )
+        return result
+
+
+@dataclass
+class _Calibration:
+    temperature: float
+    ece_before: float
+    final: Any  # the calibrated validation metrics
+    tuning: Any  # per-class threshold tuning, when asked for
+
+
 def train_classifier(
     data: PathLike,
     output: PathLike,
     val: PathLike | None = None,
-    overrides: Sequence[str] = (),
+    overrides: ConfigOverrides = (),
     images_dir: PathLike | None = None,
     val_images_dir: PathLike | None = None,
     val_fraction: float = DEFAULT_VAL_FRACTION,
@@ -424,249 +739,22 @@ def train_classifier(
     resume: bool | PathLike = False,
     progress: Progress = NULL_PROGRESS,
 ) -> ClassifierTrainingResult:
-    """Train an image classifier; see the module docstring. Raises DataError / UsageError / ConfigError."""
-    exp = Path(output)
-    check_output_outside_inputs(exp, [data, val, images_dir, val_images_dir])
-    with output_lock(exp):  # a second run into this folder is refused before anything is read or written
-        return _train_classifier_locked(
-            data, exp, val, overrides, images_dir, val_images_dir, val_fraction, teacher, resume, progress
-        )
+    """Train an image classifier; see the module docstring. Raises DataError / UsageError / ConfigError.
 
-
-def _train_classifier_locked(
-    data: PathLike,
-    exp: Path,
-    val: PathLike | None,
-    overrides: Sequence[str],
-    images_dir: PathLike | None,
-    val_images_dir: PathLike | None,
-    val_fraction: float,
-    teacher: PathLike | None,
-    resume: bool | PathLike,
-    progress: Progress,
-) -> ClassifierTrainingResult:
-    started = time.perf_counter()
-    from distillkit.training import Trainer
-
-    # Checked before anything is written: a new run would overwrite the old run's best.pt and last.pt.
-    state = exp / "checkpoints" / "last.pt"  # where Trainer keeps the loop's state
-    if not resume and state.exists():
-        raise UsageError(
-            f"{exp} already holds a training run", "pass --resume to continue it, or choose another --output"
-        )
-    if resume is True and not state.exists():
-        raise UsageError(f"nothing to resume in {exp} (no {state})", "start a new run without --resume")
-    settings = list(overrides)
-    if teacher is not None:
-        settings.append(f"classifier.kd_teacher={Path(teacher).as_posix()}")
-    full = load_classification_data(data, images_dir)
-    empty = [name for name, count in zip(full.class_names, full.class_counts(), strict=True) if count == 0]
-    if full.kind == "folder" and empty:  # the model would get an output no image ever trains
-        raise DataError(f"class folder(s) {', '.join(empty)} of {data} hold no images", "add images or remove them")
-    probe = build_config(["training_dynamics"], overrides=[s for s in settings if s.startswith("training_dynamics.")])
-    if val is not None:
-        train_data = full
-        val_data = load_classification_data(val, val_images_dir or images_dir).aligned_to(full.class_names)
-        how = "given"
-    else:
-        train_data, val_data = split_classification_data(full, val_fraction, seed=probe.training_dynamics.seed)
-        how = "auto"
-    config = build_config(
-        list(SECTIONS), dataset_info=dataset_info_for(train_data), dataset_path=data, overrides=settings
-    )
-    if config.classifier.num_classes != train_data.num_classes:
-        raise UsageError(
-            f"classifier.num_classes is {config.classifier.num_classes} but the data has "
-            f"{train_data.num_classes} classes",
-            "leave classifier.num_classes at null",
-        )
-    multi_label, notices = _multi_label_setting(config, full, settings)
-    if not multi_label and train_data.num_classes < 2:
-        raise DataError(
-            f"{data} has a single class ({', '.join(train_data.class_names)}): nothing to tell apart",
-            "give each class its own sub-folder (or label); at least two classes are needed",
-        )
-    if config.classifier.tune_thresholds and not multi_label:
-        notices.append("classifier.tune_thresholds has no effect on single-label data (the prediction is the arg-max)")
-    size = _input_size(config, train_data, val_data)
-    pre = config.preprocessing
-    # Seeded first: a model built from a timm name (and the KD projector) starts from the same random
-    # weights on every run with the same seed, as the training loop after it already does.
-    seed_everything(config.training_dynamics.seed)
-    model, model_notices = _build_model(config, train_data.num_classes)
-    notices.extend(model_notices)
-
-    settings_c = config.classifier
-    kd_source = settings_c.kd_teacher
-    teacher_runtime = None
-    projector = None
-    if kd_source:
-        loaded_teacher = _load_teacher(kd_source, train_data.class_names, multi_label)
-        teacher_runtime = Teacher(loaded_teacher, pre.mean, pre.std)
-        if settings_c.feature_weight > 0:
-            projector = nn.Linear(model.num_features, loaded_teacher.model.num_features)
-    elif settings_c.feature_weight > 0:
-        notices.append("classifier.feature_weight is set but there is no teacher: feature distillation is off")
-
-    exp.mkdir(parents=True, exist_ok=True)
-    write_experiment_config(
-        exp, config, filename=CONFIG_FILE, extra_metadata={"task": "classify", "val": str(val) if val else None}
-    )
-    _write_split(exp / SPLIT_FILE, train_data, val_data, how)
-
-    dynamics = config.training_dynamics
-    train_set = ClassificationDataset(
-        train_data.paths, train_data.targets, size, pre.mean, pre.std, pre.interpolation, _augment_factory(config)
-    )
-    val_set = ClassificationDataset(val_data.paths, val_data.targets, size, pre.mean, pre.std, pre.interpolation)
-    _preload([train_set, val_set], progress)
-    val_workers = min(dynamics.num_workers, 2)
-    val_loader = DataLoader(
-        val_set,
-        batch_size=dynamics.batch_size * 2,
-        shuffle=False,
-        num_workers=val_workers,
-        persistent_workers=val_workers > 0,  # evaluated every epoch: keep the workers instead of re-forking
-    )
-    monitor = "val/macro_f1" if multi_label else "val/accuracy"
-    meta = ClassifierMeta(
-        spec=model.spec,
-        class_names=list(train_data.class_names),
-        multi_label=multi_label,
-        imgsz=size if size[0] != size[1] else size[0],
-        mean=list(pre.mean),
-        std=list(pre.std),
-        interpolation=pre.interpolation,
-        threshold=settings_c.threshold,
-    )
-    criterion = build_loss(settings_c, multi_label, train_data.class_counts(), len(train_data))
-    compute_loss = LossComputer(
-        criterion=criterion,
-        mixer=BatchMixer(settings_c.mixup_alpha, settings_c.cutmix_alpha),
-        multi_label=multi_label,
-        teacher=teacher_runtime,
-        kd_temperature=settings_c.kd_temperature,
-        kd_alpha=settings_c.kd_alpha,
-        feature_weight=settings_c.feature_weight if projector is not None else 0.0,
-    )
-    if multi_label and (settings_c.mixup_alpha > 0 or settings_c.cutmix_alpha > 0):
-        notices.append("mixup/cutmix are for single-label data: off for this multi-label set")
-    module = ClassifierTrainingModule(model, projector)
-    # Research techniques (classify/research): loss, callbacks and optimiser wrapper; the plain path when all are off.
-    research = build_research_training(
-        settings_c, module, criterion, compute_loss, multi_label, exp, teacher_runtime, compute_loss.feature_weight
-    )
-    notices.extend(research.notices)
-    trainer = Trainer(
-        module,
-        research.compute_loss,
-        train_set,
-        evaluate=ValidationEvaluator(
-            val_loader, train_data.class_names, multi_label, settings_c.topk, settings_c.threshold
-        ),
-        dynamics=dynamics,
-        checkpointing=config.checkpointing,
-        output_dir=exp,
-        monitor=monitor,
+    ``overrides``: typed values by dotted key (``{"training_dynamics.epochs": 5}``) or ``--set`` text.
+    """
+    return ClassifierRun(
+        data,
+        output,
+        val=val,
+        images_dir=images_dir,
+        val_images_dir=val_images_dir,
+        val_fraction=val_fraction,
+        teacher=teacher,
+        overrides=overrides,
+        resume=resume,
         progress=progress,
-        extra_state={"task": "classify", "classifier": meta.to_dict()},
-        callbacks=[CheckpointWriter(exp, meta), *research.callbacks],
-        drop_last=len(train_set) > dynamics.batch_size,
-        optimizer_wrapper=research.optimizer_wrapper,
-    )
-    fit = trainer.fit(resume=resume)
-    if fit.diverged:
-        raise DataError("training diverged (non-finite loss)", "lower training_dynamics.lr or enable grad clipping")
-
-    # The model now holds the best epoch's evaluated weights: calibrate and score them.
-    classifier = module.classifier.eval()
-    logits, targets = collect_logits(classifier, val_loader)
-    ece_before = classification_metrics(
-        _probabilities(logits, multi_label),
-        targets,
-        train_data.class_names,
-        multi_label,
-        settings_c.topk,
-        settings_c.threshold,
-    ).ece
-    temperature = fit_temperature(logits, targets, multi_label) if settings_c.calibrate else 1.0
-    calibrated = _probabilities(logits, multi_label, temperature)  # what inference will see
-    cut: list[float] | float = settings_c.threshold
-    tuning = None
-    if multi_label and settings_c.tune_thresholds:
-        # Opt-in: tuned on the same images they are then scored on, so the validation metrics below are
-        # optimistic, and a small validation set overfits them (see classify/thresholds.py).
-        tuning = tune_thresholds(calibrated, targets, train_data.class_names, settings_c.threshold)
-        meta.thresholds = cut = tuning.thresholds
-        notices.append(
-            f"per-class thresholds tuned on the {len(val_data)} validation images and stored in best.pt "
-            "(infer/evaluate apply them; --threshold overrides): the validation metrics use them and are "
-            "optimistic — judge them on held-out data with evaluate"
-        )
-    final = classification_metrics(calibrated, targets, train_data.class_names, multi_label, settings_c.topk, cut)
-    meta.temperature = temperature
-    meta.metrics = {**final.to_dict(), "ece_uncalibrated": ece_before}
-    meta.metrics.pop("reliability", None)
-    if tuning is not None:
-        at_default = classification_metrics(
-            calibrated, targets, train_data.class_names, multi_label, settings_c.topk, settings_c.threshold
-        )
-        meta.metrics["threshold_tuning"] = {
-            **tuning.to_dict(train_data.class_names),
-            "macro_f1_at_default": at_default.macro_f1,
-            "micro_f1_at_default": at_default.micro_f1,
-        }
-    meta.epoch = fit.best_epoch
-    best_path = save_classifier(exp / "best.pt", classifier, meta)
-    last_path = exp / "last.pt"
-    if not last_path.is_file():  # e.g. checkpointing.save_last=false: the final weights still go somewhere
-        save_classifier(last_path, classifier, meta)
-
-    files = {"best": str(best_path), "last": str(last_path), "config": str(exp / CONFIG_FILE)}
-    if fit.history:
-        from distillkit.classify.plots import plot_training_curves
-
-        files["curves"] = str(plot_training_curves(fit.history, exp / CURVES_FILE, fit.monitor))
-    if fit.metrics_csv is not None:
-        files["metrics_csv"] = str(fit.metrics_csv)
-    files["tensorboard"] = str(exp / "tensorboard")
-    result = ClassifierTrainingResult(
-        output_dir=exp,
-        best=best_path,
-        last=last_path,
-        class_names=list(train_data.class_names),
-        multi_label=multi_label,
-        model=model.spec.name,
-        epochs_run=fit.epochs_run,
-        best_epoch=fit.best_epoch,
-        monitor=fit.monitor,
-        best_value=fit.best_value,
-        stopped_early=fit.stopped_early,
-        metrics=meta.metrics,
-        temperature=temperature,
-        ece_before=ece_before,
-        ece_after=final.ece,
-        train_images=len(train_data),
-        val_images=len(val_data),
-        split=how,
-        elapsed_s=time.perf_counter() - started,
-        history=fit.history,
-        notices=notices,
-        files=files,
-        thresholds=None if tuning is None else dict(zip(train_data.class_names, tuning.thresholds, strict=True)),
-    )
-    files["results"] = str(exp / RESULTS_FILE)
-    atomic_write_json(
-        exp / RESULTS_FILE,
-        {
-            "task": "classify",
-            **result.to_dict(),
-            "config": config.to_dict(),
-            "history": fit.history,
-            "reliability": final.to_dict()["reliability"],
-        },
-    )
-    return result
+    ).run()
 
 
 def _preload(datasets: Sequence[ClassificationDataset], progress: Progress) -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import typer
 
 from distillkit.cli.console import Output
+from distillkit.config import Override, as_overrides, parse_overrides
 from distillkit.data.split import SplitResult, check_no_empty_split, split_dataset, write_splits
 from distillkit.errors import UsageError
 from distillkit.inference.slicing import SliceSpec
@@ -92,3 +94,16 @@ def split_summary_with_paths(result: SplitResult, paths: dict[str, Path]) -> dic
     for name, path in paths.items():
         summary["splits"][name]["path"] = str(path)
     return summary
+
+
+def command_overrides(set_options: Sequence[str], options: Mapping[str, Any]) -> list[Override]:
+    """The run's overrides: ``--set`` text parsed here, once, then the command's typed options (which win).
+
+    Options left at None are not set; paths become absolute (valid again on ``--resume`` from elsewhere).
+    """
+    typed = {
+        key: str(value.resolve()) if isinstance(value, Path) else value
+        for key, value in options.items()
+        if value is not None
+    }
+    return [*parse_overrides(set_options), *as_overrides(typed)]

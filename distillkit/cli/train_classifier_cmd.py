@@ -8,20 +8,26 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from distillkit.cli.common import JSON_OPTION, QUIET_OPTION, TRUST_MODEL_FILE_OPTION, make_output
+from distillkit.cli.common import (
+    JSON_OPTION,
+    QUIET_OPTION,
+    TRUST_MODEL_FILE_OPTION,
+    command_overrides,
+    make_output,
+)
 from distillkit.errors import UsageError
 from distillkit.safe_load import trust_model_files
 
 _SIZE = re.compile(r"^\s*(\d+)\s*(?:[x,]\s*(\d+)\s*)?$")
 
 
-def _imgsz_override(text: str) -> str:
+def _imgsz_override(text: str) -> int | list[int]:
     """``224`` → ``224``; ``256x1600`` / ``256,1600`` (height x width) → ``[256, 1600]``."""
     match = _SIZE.match(text)
     if not match:
         raise UsageError(f"--imgsz {text!r} is not a size", "give pixels (224) or HEIGHTxWIDTH (256x1600)")
     height, width = match.group(1), match.group(2)
-    return height if width is None else f"[{height}, {width}]"
+    return int(height) if width is None else [int(height), int(width)]
 
 
 def train_classifier(
@@ -99,17 +105,17 @@ def train_classifier(
         return
     if data is None or output is None:
         raise UsageError("--data and --output are required", "e.g. distillkit train-classifier -d data/ -o exp/cls")
-    settings = list(overrides)
-    for key, value in (
-        ("classifier.model", model),
-        ("training_dynamics.epochs", epochs),
-        ("training_dynamics.batch_size", batch),
-        ("classifier.imgsz", _imgsz_override(imgsz) if imgsz is not None else None),
-        ("training_dynamics.device", device),
-        ("classifier.keep_full_resolution", "true" if full_resolution else None),
-    ):
-        if value is not None:
-            settings.append(f"{key}={value}")
+    settings = command_overrides(
+        overrides,
+        {
+            "classifier.model": model,
+            "training_dynamics.epochs": epochs,
+            "training_dynamics.batch_size": batch,
+            "classifier.imgsz": _imgsz_override(imgsz) if imgsz is not None else None,
+            "training_dynamics.device": device,
+            "classifier.keep_full_resolution": True if full_resolution else None,
+        },
+    )
     from distillkit.classify.train import train_classifier as run_training
 
     result = run_training(

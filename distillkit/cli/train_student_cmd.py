@@ -7,9 +7,15 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from distillkit.cli.common import JSON_OPTION, QUIET_OPTION, TRUST_MODEL_FILE_OPTION, make_output
+from distillkit.cli.common import (
+    JSON_OPTION,
+    QUIET_OPTION,
+    TRUST_MODEL_FILE_OPTION,
+    command_overrides,
+    make_output,
+)
 from distillkit.safe_load import trust_model_files
-from distillkit.students.trainer import train_student as run_training
+from distillkit.students.train import train_student as run_training
 
 
 def train_student(
@@ -93,26 +99,23 @@ def train_student(
     """
     trust_model_files(trust_model_file)  # before anything reads a model file
     out = make_output(json_mode, quiet)
-    settings = list(overrides)
-    for key, value in (
-        ("student.model", student),
-        ("student.epochs", epochs),
-        ("student.imgsz", imgsz),
-        ("student.batch", batch),
-        ("training_dynamics.device", device),
-        ("distillation.teacher_dir", teacher_dir),
-        ("distillation.ultralytics_teacher", teacher),
-        ("distillation.unlabeled_images", unlabeled),
-        ("distillation.force_teacher", True if force_teacher else None),
-        ("distillation.label_backend", label_backend),
-        ("distillation.ray_address", ray_address),
-    ):
-        if isinstance(value, Path):  # absolute: a YAML-safe string, and valid again on --resume from elsewhere
-            value = value.resolve()
-        if value is not None:
-            settings.append(f"{key}={value}")
-    if exclude:
-        settings.append(f"distillation.exclude={[str(path.resolve()) for path in exclude]}")
+    settings = command_overrides(
+        overrides,
+        {
+            "student.model": student,
+            "student.epochs": epochs,
+            "student.imgsz": imgsz,
+            "student.batch": batch,
+            "training_dynamics.device": device,
+            "distillation.teacher_dir": teacher_dir,
+            "distillation.ultralytics_teacher": teacher,
+            "distillation.unlabeled_images": unlabeled,
+            "distillation.force_teacher": True if force_teacher else None,
+            "distillation.label_backend": label_backend,
+            "distillation.ray_address": ray_address,
+            "distillation.exclude": [str(path.resolve()) for path in exclude] if exclude else None,
+        },
+    )
     result = run_training(
         data, val, output, overrides=settings, images_dir=images_dir, resume=resume, progress=out.progress()
     )

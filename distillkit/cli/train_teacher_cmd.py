@@ -7,7 +7,13 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from distillkit.cli.common import JSON_OPTION, QUIET_OPTION, TRUST_MODEL_FILE_OPTION, make_output
+from distillkit.cli.common import (
+    JSON_OPTION,
+    QUIET_OPTION,
+    TRUST_MODEL_FILE_OPTION,
+    command_overrides,
+    make_output,
+)
 from distillkit.cli.render import display_path
 from distillkit.safe_load import trust_model_files
 from distillkit.teachers.pipeline import TEACHER_LABELS, train_teachers
@@ -65,17 +71,17 @@ def train_teacher(
     from distillkit.training import is_main_process
 
     out = make_output(json_mode, quiet or not is_main_process())
-    settings = list(overrides)
-    for key, value in (
-        ("teacher_grounding_dino_lora.weights", dino_weights),
-        ("teacher_sam_lora.weights", sam_weights),
-        ("teacher_grounding_dino_lora.epochs", epochs),
-        ("teacher_sam_lora.epochs", epochs),
-        ("teacher_grounding_dino_lora.batch_size", batch),
-        ("teacher_sam_lora.batch_size", batch),
-    ):
-        if value is not None:
-            settings.append(f"{key}={_weights_text(value)}")
+    settings = command_overrides(
+        overrides,
+        {
+            "teacher_grounding_dino_lora.weights": _weights_text(dino_weights),
+            "teacher_sam_lora.weights": _weights_text(sam_weights),
+            "teacher_grounding_dino_lora.epochs": epochs,
+            "teacher_sam_lora.epochs": epochs,
+            "teacher_grounding_dino_lora.batch_size": batch,
+            "teacher_sam_lora.batch_size": batch,
+        },
+    )
     result = train_teachers(
         data,
         val,
@@ -125,8 +131,10 @@ def train_teacher(
     out.print(f"config: {display_path(str(result.config_path))}")
 
 
-def _weights_text(value: object) -> str:
+def _weights_text(value: object) -> str | None:
     # Local folders become absolute (valid from any working folder later); hub ids stay as they are.
+    if value is None:
+        return None
     if isinstance(value, str) and Path(value).expanduser().exists():
         return str(Path(value).expanduser().resolve())
     return str(value)

@@ -32,7 +32,17 @@ from distillkit.config.experiment import (
     write_experiment_config,
 )
 from distillkit.config.explain import describe_field, iter_fields, short_type, show_value
-from distillkit.config.overrides import Override, apply_override, parse_override, parse_overrides, parse_value
+from distillkit.config.overrides import (
+    ConfigOverrides,
+    Override,
+    apply_override,
+    as_overrides,
+    parse_override,
+    parse_overrides,
+    parse_value,
+    section_overrides,
+    typed_override,
+)
 from distillkit.config.schema import ALL_SCHEMAS, DATA_SECTION, SECTIONS, DataSection, SectionModel
 
 __all__ = [
@@ -42,11 +52,13 @@ __all__ = [
     "METADATA_FILENAME",
     "SECTIONS",
     "SEGMENTATION_STUDENT",
+    "ConfigOverrides",
     "DataSection",
     "ExperimentConfig",
     "Override",
     "SectionModel",
     "apply_override",
+    "as_overrides",
     "available_default_sections",
     "build_config",
     "build_metadata",
@@ -62,9 +74,11 @@ __all__ = [
     "parse_overrides",
     "parse_value",
     "section_defaults",
+    "section_overrides",
     "short_type",
     "show_value",
     "student_model_for",
+    "typed_override",
     "validate_section",
     "write_experiment_config",
 ]

@@ -29,7 +29,7 @@ from pydantic import ValidationError
 from distillkit import __version__
 from distillkit.config.defaults import load_defaults
 from distillkit.config.explain import suggest, unknown_section_error, validation_error_to_config_error
-from distillkit.config.overrides import Override, apply_override, parse_override
+from distillkit.config.overrides import ConfigOverrides, Override, apply_override, as_overrides
 from distillkit.config.schema import (
     ALL_SCHEMAS,
     DATA_SECTION,
@@ -86,6 +86,12 @@ class ExperimentConfig:
     dataset_info: DatasetInfo | None = None
     dataset_path: Path | None = None
     overrides: tuple[str, ...] = field(default_factory=tuple)
+    #: the dotted keys an override set (``classifier.loss``), so a command can tell a choice from a default
+    overridden: frozenset[str] = field(default_factory=frozenset)
+
+    def is_overridden(self, key: str) -> bool:
+        """Whether ``key`` (``section.key``) was set by an override rather than by defaults or data."""
+        return key in self.overridden
 
     # -- access -----------------------------------------------------------------------------------
 
@@ -320,21 +326,21 @@ def build_config(
     sections: Sequence[str] | None = None,
     dataset_info: DatasetInfo | None = None,
     dataset_path: PathLike | None = None,
-    overrides: Sequence[str | Override] = (),
+    overrides: ConfigOverrides = (),
+    saved: Sequence[Override] = (),
 ) -> ExperimentConfig:
     """Layer shipped defaults → data → overrides for ``sections`` (None: all) and validate them.
 
     ``dataset_info`` adds the ``data`` section and fills the data-decided settings;
-    ``dataset_path`` is recorded in it. ``overrides`` are ``section.key=value`` strings (or parsed
-    ``Override`` objects), applied in order. Raises ConfigError (exit code 2) naming the key for
-    unknown sections or keys (with the nearest valid one) and for values of the wrong type, and
-    UsageError for malformed override strings.
+    ``dataset_path`` is recorded in it. ``saved`` restores settings of a saved configuration
+    (``section_overrides``, on ``--resume``) before ``overrides``: typed values by dotted key, parsed
+    ``Override`` objects or ``section.key=value`` strings, applied in order. Raises ConfigError
+    (exit code 2) naming the key for unknown sections or keys (with the nearest valid one) and for
+    values of the wrong type, and UsageError for malformed override strings.
     """
     if isinstance(sections, str):  # a lone name, not a sequence of one-letter names
         sections = [sections]
-    if isinstance(overrides, str):
-        overrides = [overrides]
-    parsed = [item if isinstance(item, Override) else parse_override(item) for item in overrides]
+    parsed = as_overrides(overrides)
     names = _select_sections(sections, has_data=dataset_info is not None)
 
     tree: dict[str, dict[str, Any]] = {}
@@ -345,7 +351,7 @@ def build_config(
         else:
             tree[name] = load_defaults(name)
 
-    for override in parsed:
+    for override in [*saved, *parsed]:
         _check_override_scope(override, names)
         apply_override(tree, override)
 
@@ -364,5 +370,6 @@ def build_config(
         sections=models,
         dataset_info=dataset_info,
         dataset_path=Path(_path_text(dataset_path)) if dataset_path is not None else None,
-        overrides=tuple(override.text for override in parsed),
+        overrides=tuple(override.text for override in [*saved, *parsed]),
+        overridden=frozenset(override.key for override in parsed),
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,12 +75,7 @@ def _normalise(value: Any, text: str) -> Any:
     return value
 
 
-def parse_override(text: str) -> Override:
-    """Parse ``section.key=value`` (nested: ``section.a.b=value``); raise UsageError when malformed."""
-    if "=" not in text:
-        raise UsageError(f"override {text!r} has no '='", _FORMAT_HINT)
-    raw_key, raw_value = text.split("=", 1)
-    key = raw_key.strip()
+def _check_key(key: str, text: str) -> None:
     if not key:
         raise UsageError(f"override {text!r} has an empty key", _FORMAT_HINT)
     parts = key.split(".")
@@ -91,6 +86,15 @@ def parse_override(text: str) -> Override:
             raise UsageError(f"override {text!r} has an empty part in the key {key!r}", _FORMAT_HINT)
         if not _KEY_PART.match(part):
             raise UsageError(f"override {text!r}: {part!r} is not a valid key name", _FORMAT_HINT)
+
+
+def parse_override(text: str) -> Override:
+    """Parse ``section.key=value`` (nested: ``section.a.b=value``); raise UsageError when malformed."""
+    if "=" not in text:
+        raise UsageError(f"override {text!r} has no '='", _FORMAT_HINT)
+    raw_key, raw_value = text.split("=", 1)
+    key = raw_key.strip()
+    _check_key(key, text)
     try:
         value = parse_value(raw_value)
     except UsageError as exc:
@@ -101,6 +105,43 @@ def parse_override(text: str) -> Override:
 def parse_overrides(texts: Iterable[str]) -> list[Override]:
     """Parse every ``--set`` item, in order (a later item wins over an earlier one for the same key)."""
     return [parse_override(text) for text in texts]
+
+
+def value_text(value: Any) -> str:
+    """``value`` as ``--set`` would read it back (YAML flow style), for messages and metadata."""
+    return yaml.safe_dump(value, default_flow_style=True, width=10**6).strip().removesuffix("...").strip()
+
+
+def typed_override(key: str, value: Any) -> Override:
+    """An override from a key and an already typed value: nothing is parsed from text."""
+    text = f"{key}={value_text(value)}"
+    _check_key(key, text)
+    return Override(key=key, value=value, text=text)
+
+
+#: What the library's entry points take as overrides: typed values by dotted key
+#: (``{"student.epochs": 50}``), or already parsed ``Override`` objects. ``--set`` text is parsed
+#: once, by the command line (``parse_overrides``); a plain string is accepted as that same
+#: ``section.key=value`` text for use from Python.
+ConfigOverrides = Mapping[str, Any] | Sequence["Override | str"]
+
+
+def as_overrides(overrides: ConfigOverrides | str | None) -> list[Override]:
+    """The overrides as ``Override`` objects, in order."""
+    if overrides is None:
+        return []
+    if isinstance(overrides, str):  # a lone item, not a sequence of characters
+        overrides = [overrides]
+    if isinstance(overrides, Mapping):
+        return [typed_override(str(key), value) for key, value in overrides.items()]
+    return [item if isinstance(item, Override) else parse_override(item) for item in overrides]
+
+
+def section_overrides(sections: Mapping[str, Mapping[str, Any]], names: Iterable[str]) -> list[Override]:
+    """Overrides that restore the named sections of a saved configuration, key by key, typed."""
+    return [
+        typed_override(f"{name}.{key}", value) for name in names for key, value in (sections.get(name) or {}).items()
+    ]
 
 
 def apply_override(tree: dict[str, Any], override: Override) -> None:

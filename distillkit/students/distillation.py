@@ -511,18 +511,6 @@ def train_on_extra_splits(dataset: YoloDataset, splits: Sequence[str]) -> None:
     atomic_write_text(dataset.yaml_path, yaml.safe_dump(document, sort_keys=False, allow_unicode=True))
 
 
-def saved_section_overrides(config_file: Path, section: str) -> list[str]:
-    """``section.key=value`` overrides restoring one section of a written config (empty if absent)."""
-    if not config_file.is_file():
-        return []
-    document = yaml.safe_load(config_file.read_text()) or {}
-    values = document.get(section) or {}
-    return [
-        f"{section}.{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"
-        for key, value in values.items()
-    ]
-
-
 MIN_INHERITED_FRACTION = 0.5  # below this the teacher is not of the student's family: selection would mislead
 
 

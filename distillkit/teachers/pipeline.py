@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from distillkit.config import ExperimentConfig, build_config, write_experiment_config
-from distillkit.data.validate import ValidationResult, load_valid_dataset
+from distillkit.config import ConfigOverrides, ExperimentConfig, build_config
+from distillkit.data.validate import ValidationResult
 from distillkit.errors import DataError, UsageError
-from distillkit.locking import output_lock
-from distillkit.paths import check_output_outside_inputs, image_folders
+from distillkit.experiment import ExperimentRun, PreviousRun, coco_inputs, load_coco_pair
+from distillkit.experiment.coco import CocoSource
 from distillkit.progress import NULL_PROGRESS, Progress
 from distillkit.teachers.results import TeacherTrainResult
 
@@ -67,39 +67,6 @@ class TeachersResult:
         }
 
 
-def _load(source: ValidationResult | str | os.PathLike[str], what: str, progress: Progress) -> ValidationResult:
-    if isinstance(source, ValidationResult):
-        return source
-    path = Path(source)
-    if path.is_dir():
-        raise UsageError(f"{what} data {path} is a folder, not a COCO JSON file", "pass the annotation file itself")
-    if not path.is_file():
-        raise UsageError(f"{what} file not found: {path}", "check the path")
-    return load_valid_dataset(path, progress=progress)
-
-
-def _check_output(
-    exp_dir: str | os.PathLike[str],
-    train: ValidationResult | str | os.PathLike[str],
-    val: ValidationResult | str | os.PathLike[str],
-    images_dir: Path | None,
-    val_images_dir: Path | None,
-) -> None:
-    """Before any work: the experiment folder is no input file and lies in no images folder."""
-    train_file, val_file = (s.report.source if isinstance(s, ValidationResult) else s for s in (train, val))
-    folders = image_folders([train_file], images_dir) + image_folders([val_file], val_images_dir or images_dir)
-    check_output_outside_inputs(exp_dir, [train_file, val_file, *folders])
-
-
-def _check_same_classes(train: ValidationResult, val: ValidationResult) -> None:
-    if train.info.class_mapping != val.info.class_mapping or train.info.class_names != val.info.class_names:
-        raise DataError(
-            "the training and validation files have different categories "
-            f"({', '.join(train.info.class_names)} vs {', '.join(val.info.class_names)})",
-            "split both from the same annotation file (distillkit split)",
-        )
-
-
 def choose_teachers(decision: Sequence[str], only: str | None) -> tuple[list[str], dict[str, str]]:
     """The teachers to train now: the data's decision, narrowed by ``--only``."""
     if not decision:
@@ -118,29 +85,107 @@ def choose_teachers(decision: Sequence[str], only: str | None) -> tuple[list[str
     return [wanted], {name: f"--only {only}" for name in decision if name != wanted}
 
 
-def teacher_config(train: ValidationResult, train_path: Path | None, overrides: Sequence[str] = ()) -> ExperimentConfig:
+def teacher_config(
+    train: ValidationResult, train_path: Path | None, overrides: ConfigOverrides = ()
+) -> ExperimentConfig:
     """Shipped defaults → the training data → overrides, for every teacher section."""
     return build_config(list(TEACHER_SECTIONS), dataset_info=train.info, dataset_path=train_path, overrides=overrides)
 
 
-def _check_fresh_or_resume(teachers_dir: Path, names: Sequence[str], resume: bool) -> None:
-    if resume:
-        return
-    for name in names:
-        last = teachers_dir / TEACHER_FOLDERS[name] / "checkpoints" / "last.pt"
-        if last.is_file():
-            raise UsageError(
-                f"{teachers_dir.parent} already holds a {TEACHER_LABELS[name]} training run ({last})",
-                "pass --resume to continue it, or choose another --output",
-            )
+class TeacherRun(ExperimentRun[TeachersResult]):
+    """``train-teacher``: the teachers the data calls for, each into its folder under ``EXP/teachers/``."""
+
+    config_file = CONFIG_FILE
+    sections = TEACHER_SECTIONS
+
+    def __init__(
+        self,
+        train: CocoSource,
+        val: CocoSource,
+        output: str | os.PathLike[str],
+        *,
+        only: Literal["dino", "sam"] | None = None,
+        merge: bool = False,
+        device: str | None = None,
+        images_dir: Path | None = None,
+        val_images_dir: Path | None = None,
+        **common: Any,
+    ) -> None:
+        super().__init__(output, **common)
+        self.train_source, self.val_source = train, val
+        self.only, self.merge, self.device = only, merge, device
+        self.images_dir, self.val_images_dir = images_dir, val_images_dir
+
+    def inputs(self) -> list[Path | None]:
+        return coco_inputs(self.train_source, self.val_source, self.images_dir, self.val_images_dir)
+
+    def previous_run(self) -> PreviousRun:
+        # Which teachers run is decided by the data, read after the lock: each is checked in ``train``.
+        return PreviousRun("missing", self.folder / TEACHERS_DIR)
+
+    def _teacher_run(self, name: str) -> PreviousRun:
+        last = self.folder / TEACHERS_DIR / TEACHER_FOLDERS[name] / "checkpoints" / "last.pt"
+        return PreviousRun(
+            "resumable" if last.is_file() else "missing", last, what=f"a {TEACHER_LABELS[name]} training run"
+        )
+
+    def train(self) -> TeachersResult:
+        from distillkit.training import barrier, is_main_process
+
+        train_result, val_result = load_coco_pair(self.train_source, self.val_source, self.progress)
+        train_path = Path(train_result.report.source) if train_result.report.source else None
+        config = self.configure(train_result.info, train_path)
+        decision = list(config.data.teachers)
+        chosen, skipped = choose_teachers(decision, self.only)
+        previous = {name: self._teacher_run(name) for name in chosen}
+        for state in previous.values():
+            if not self.resume:  # a teacher that never started starts fresh even with --resume
+                self.check_previous(state)
+        config_path = self.folder / CONFIG_FILE
+        if is_main_process():
+            extra: dict[str, Any] = {"teachers_trained": chosen, "skipped": skipped, "merge": self.merge}
+            if val_result.report.source:
+                extra["validation"] = str(Path(val_result.report.source).resolve())
+            config_path = self.write_config(config, **extra)
+        barrier()
+
+        result = TeachersResult(self.folder, config_path, list(config.data.class_names), decision, skipped=skipped)
+        for name in chosen:
+            result.trained.append(self._train_one(name, train_result, val_result, config, previous[name]))
+        return result
+
+    def _train_one(
+        self,
+        name: str,
+        train_result: ValidationResult,
+        val_result: ValidationResult,
+        config: ExperimentConfig,
+        previous: PreviousRun,
+    ) -> TeacherTrainResult:
+        if name == "grounding_dino":
+            from distillkit.teachers.grounding_dino.train import train_grounding_dino as train_teacher
+        else:
+            from distillkit.teachers.sam.train import train_sam as train_teacher
+        return train_teacher(
+            train_result,
+            val_result,
+            config,
+            self.folder / TEACHERS_DIR,
+            resume=bool(self.resume) and previous.kind == "resumable",
+            merge=self.merge,
+            images_dir=self.images_dir,
+            val_images_dir=self.val_images_dir,
+            device=self.device,
+            progress=self.progress,
+        )
 
 
 def train_teachers(
-    train: ValidationResult | str | os.PathLike[str],
-    val: ValidationResult | str | os.PathLike[str],
+    train: CocoSource,
+    val: CocoSource,
     exp_dir: str | os.PathLike[str],
     *,
-    overrides: Sequence[str] = (),
+    overrides: ConfigOverrides = (),
     only: Literal["dino", "sam"] | None = None,
     resume: bool = False,
     merge: bool = False,
@@ -151,81 +196,21 @@ def train_teachers(
 ) -> TeachersResult:
     """Train the teachers the training data calls for into ``exp_dir``; see the module docstring.
 
-    ``overrides`` are ``section.key=value`` strings (``--set``). ``resume`` continues interrupted
-    runs from their ``checkpoints/last.pt`` (a teacher that never started starts fresh); without it,
-    an existing run in ``exp_dir`` is refused rather than overwritten, and so is a second run into
-    ``exp_dir`` while one is going on.
+    ``overrides``: typed values by dotted key (``{"teacher_sam_lora.epochs": 5}``) or ``--set`` text.
+    ``resume`` continues interrupted runs from their ``checkpoints/last.pt`` (a teacher that never
+    started starts fresh); without it, an existing run in ``exp_dir`` is refused rather than
+    overwritten, and so is a second run into ``exp_dir`` while one is going on.
     """
-    _check_output(exp_dir, train, val, images_dir, val_images_dir)
-    with output_lock(exp_dir):
-        return _train_teachers_locked(
-            train,
-            val,
-            exp_dir,
-            overrides=overrides,
-            only=only,
-            resume=resume,
-            merge=merge,
-            device=device,
-            images_dir=images_dir,
-            val_images_dir=val_images_dir,
-            progress=progress,
-        )
-
-
-def _train_teachers_locked(
-    train: ValidationResult | str | os.PathLike[str],
-    val: ValidationResult | str | os.PathLike[str],
-    exp_dir: str | os.PathLike[str],
-    *,
-    overrides: Sequence[str] = (),
-    only: Literal["dino", "sam"] | None = None,
-    resume: bool = False,
-    merge: bool = False,
-    device: str | None = None,
-    images_dir: Path | None = None,
-    val_images_dir: Path | None = None,
-    progress: Progress = NULL_PROGRESS,
-) -> TeachersResult:
-    from distillkit.training import barrier, is_main_process
-
-    train_result = _load(train, "training", progress)
-    val_result = _load(val, "validation", progress)
-    _check_same_classes(train_result, val_result)
-    train_path = Path(train_result.report.source) if train_result.report.source else None
-    config = teacher_config(train_result, train_path, overrides)
-    decision = list(config.data.teachers)
-    chosen, skipped = choose_teachers(decision, only)
-    exp = Path(exp_dir)
-    teachers_dir = exp / TEACHERS_DIR
-    _check_fresh_or_resume(teachers_dir, chosen, resume)
-
-    config_path = exp / CONFIG_FILE
-    if is_main_process():
-        extra = {"teachers_trained": chosen, "skipped": skipped, "resume": resume, "merge": merge}
-        if val_result.report.source:
-            extra["validation"] = str(Path(val_result.report.source).resolve())
-        config_path = write_experiment_config(exp, config, filename=CONFIG_FILE, extra_metadata=extra)
-    barrier()
-
-    result = TeachersResult(exp, config_path, list(config.data.class_names), decision, skipped=skipped)
-    common: dict[str, Any] = {"device": device, "progress": progress}
-    for name in chosen:
-        resume_this = resume and (teachers_dir / TEACHER_FOLDERS[name] / "checkpoints" / "last.pt").is_file()
-        if name == "grounding_dino":
-            from distillkit.teachers.grounding_dino.train import train_grounding_dino as train_teacher
-        else:
-            from distillkit.teachers.sam.train import train_sam as train_teacher
-        trained = train_teacher(
-            train_result,
-            val_result,
-            config,
-            teachers_dir,
-            resume=resume_this,
-            merge=merge,
-            images_dir=images_dir,
-            val_images_dir=val_images_dir,
-            **common,
-        )
-        result.trained.append(trained)
-    return result
+    return TeacherRun(
+        train,
+        val,
+        exp_dir,
+        only=only,
+        merge=merge,
+        device=device,
+        images_dir=images_dir,
+        val_images_dir=val_images_dir,
+        overrides=overrides,
+        resume=resume,
+        progress=progress,
+    ).run()

@@ -98,7 +98,7 @@ def score(model: Path, test: Path, images: Path, imgsz: int, work: Path) -> dict
 def train(
     splits: dict[str, Path], images: Path, out: Path, settings: list[str], fresh: bool
 ) -> tuple[Path, float, dict[str, Any]]:
-    from distillkit.students.trainer import train_student
+    from distillkit.students.train import train_student
 
     marker = out / "bench_done.json"
     if marker.exists() and not fresh:

@@ -57,7 +57,7 @@ def make_splits(bccd: Path, work: Path) -> dict[str, Path]:
 
 
 def train(splits: dict[str, Path], images: Path, out: Path, settings: list[str], fresh: bool) -> tuple[Path, float]:
-    from distillkit.students.trainer import train_student
+    from distillkit.students.train import train_student
 
     marker = out / "bench_done.json"
     if marker.exists() and not fresh:

@@ -93,7 +93,7 @@ def main() -> int:
 
         from distillkit.config import build_config
         from distillkit.data.validate import load_valid_dataset
-        from distillkit.students.trainer import ultralytics_train_arguments
+        from distillkit.students.train import ultralytics_train_arguments
 
         info = load_valid_dataset(data).info
         config = build_config(

@@ -123,7 +123,7 @@ def main() -> int:
     parser.add_argument("--fraction", type=float, default=0.25)
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args()
-    from distillkit.students.trainer import train_student
+    from distillkit.students.train import train_student
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="distillkit-bench-unknown-"))
     shutil.rmtree(work, ignore_errors=True)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import csv
 import shutil
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,16 +24,16 @@ import orjson
 import yaml
 
 from distillkit.augmentation.ultralytics_hook import ultralytics_augmentation_arguments
-from distillkit.config import build_config, write_experiment_config
+from distillkit.config import ConfigOverrides
 from distillkit.data.images import default_image_roots
-from distillkit.data.validate import ValidationResult, load_valid_dataset
+from distillkit.data.validate import ValidationResult
 from distillkit.data.yolo_format import SOFT_TARGETS_FILE, SplitSource, YoloDataset, prepare_yolo_dataset
 from distillkit.errors import DataError, UsageError
+from distillkit.experiment import ExperimentRun, PreviousRun, coco_inputs, load_coco_pair
 from distillkit.interrupts import deferred_interrupt
 from distillkit.io import atomic_open, atomic_write_yaml
 from distillkit.labelling.types import Teacher
-from distillkit.locking import output_lock
-from distillkit.paths import check_output_outside_inputs, image_folders
+from distillkit.paths import check_output_outside_inputs
 from distillkit.progress import NULL_PROGRESS, Progress, epoch_line, log_line, values_text
 from distillkit.students.checkpoints import ExactResume, inspect_checkpoint
 from distillkit.students.copy_paste import with_rare_class_paste
@@ -42,7 +42,6 @@ from distillkit.students.distillation import (
     PSEUDO_SPLIT,
     add_pseudo_labels,
     plan_distillation,
-    saved_section_overrides,
     train_on_extra_splits,
 )
 from distillkit.students.selection import StudentSpec, load_student_model, resolve_student
@@ -94,11 +93,237 @@ class StudentTrainingResult:
         }
 
 
+class StudentRun(ExperimentRun[StudentTrainingResult]):
+    """``train-student``: the prompt-free YOLO student, distilled from the teachers it is given."""
+
+    config_file = "distillation_config.yaml"
+    sections = STUDENT_SECTIONS
+    # On --resume the teachers, KD weights and augmentation of the interrupted run, unless overridden again.
+    resume_sections = ("distillation", "augmentation")
+
+    def __init__(
+        self,
+        train: str | Path,
+        val: str | Path,
+        output: str | Path,
+        *,
+        images_dir: str | Path | None = None,
+        val_images_dir: str | Path | None = None,
+        callbacks: Mapping[str, Callable[[Any], None]] | None = None,
+        teacher: Teacher | None = None,
+        **common: Any,
+    ) -> None:
+        super().__init__(output, **common)
+        self.train_file, self.val_file = Path(train), Path(val)
+        self.images_dir = _path(images_dir)
+        self.val_images_dir = _path(val_images_dir or images_dir)
+        self.callbacks = dict(callbacks or {})
+        self.teacher = teacher
+        self.run_dir = self.folder / RUN_NAME
+        self.notices: list[str] = []
+
+    def inputs(self) -> list[Path | None]:
+        return coco_inputs(self.train_file, self.val_file, self.images_dir, self.val_images_dir)
+
+    def previous_run(self) -> PreviousRun:
+        last = self.run_dir / "weights" / "last.pt"
+        state = inspect_checkpoint(last)
+        return PreviousRun(state.kind, last, state.problem, run_dir=self.run_dir)  # type: ignore[arg-type]
+
+    def finished_result(self, previous: PreviousRun) -> StudentTrainingResult:
+        return _finished_run(self.folder, self.train_file)
+
+    def train(self) -> StudentTrainingResult:
+        train_data, val_data = load_coco_pair(self.train_file, self.val_file)
+        config = self.configure(train_data.info, self.train_file)
+        spec, model = self._student(config, train_data)
+        task = model.task
+        plan = self._plan(config, train_data, model, spec, task)
+        self._record(config, spec, task, plan)
+        dataset, pseudo_report = self._training_data(config, train_data, val_data, model, spec, task, plan)
+        if plan.student_init is not None:  # weight selection: train from the teacher-derived start
+            model = load_student_model(
+                str(save_student_init(plan.student_init, self.folder / STUDENT_INIT)), "--student"
+            )
+        self._fit(model, config, dataset, plan, spec, task)
+        trainer = model.trainer
+        pseudo_report.soft_targets_matched = int(getattr(trainer, "soft_labels_matched", 0))
+        metrics = {key: float(value) for key, value in (trainer.metrics or {}).items()}
+        warning = all_zero_warning(
+            metrics,
+            int(trainer.epochs),
+            len(getattr(trainer, "train_loader", None) or []),
+            bool(spec.pretrained or plan.student_init is not None or self.resume),
+        )
+        if warning:
+            self.notices.append(warning)
+        best, last, results_csv = self._publish(train_data.info.class_mapping)
+        return StudentTrainingResult(
+            output_dir=self.folder,
+            best=best,
+            last=last,
+            results_csv=results_csv,
+            task=task,
+            student=spec,
+            epochs_run=_epochs_in(results_csv),
+            metrics=metrics,
+            dataset=dataset,
+            resumed=bool(self.resume),
+            notices=self.notices,
+            distillation=plan.to_dict()["components"],
+            pseudo_labels=pseudo_report.to_dict(),
+        )
+
+    # -- the steps --------------------------------------------------------------------------------
+
+    def _student(self, config: Any, train_data: ValidationResult) -> tuple[StudentSpec, Any]:
+        """The student model, loaded once: the model itself says its task (a .pt its checkpoint, a .yaml its name)."""
+        student_cfg, distill_cfg = config.student, config.distillation
+        # the --unlabeled folder is read for images; local --student/--teacher files are inputs too
+        weights = [m for m in (student_cfg.model, distill_cfg.ultralytics_teacher) if m and Path(m).is_file()]
+        check_output_outside_inputs(self.folder, [distill_cfg.unlabeled_images, *weights])
+        if student_cfg.model is None:
+            raise DataError(f"{self.train_file} has neither boxes nor masks: there is nothing to train a student on")
+        spec = resolve_student(student_cfg.model, pretrained=student_cfg.pretrained)
+        last = str(self.run_dir / "weights" / "last.pt")
+        model = load_student_model(
+            last if self.resume else spec.source, last if self.resume else f"--student {spec.name}"
+        )
+        if model.task not in ("detect", "segment"):
+            raise UsageError(
+                f"{student_cfg.model} is a {model.task} model", "choose a detection or segmentation student"
+            )
+        if model.task == "segment" and not train_data.info.has_masks:
+            raise UsageError(
+                f"{student_cfg.model} is a segmentation model but {self.train_file} has no masks",
+                "choose a detection student",
+            )
+        if spec.notice:
+            self.notices.append(spec.notice)
+        return spec, model
+
+    def _plan(self, config: Any, train_data: ValidationResult, model: Any, spec: StudentSpec, task: str) -> Any:
+        device = _device(config.training_dynamics.device)
+        plan = plan_distillation(
+            config,
+            train_data.info.class_names,
+            task,
+            int(model.model.model[-1].reg_max),
+            "cpu" if device == "cpu" else f"cuda:{device.split(',')[0]}",
+            self.teacher,
+            scratch_student=None if self.resume or spec.pretrained else model,
+            selected_start=self.folder / STUDENT_INIT if self.resume else None,
+        )
+        self.notices += plan.notices
+        return plan
+
+    def _record(self, config: Any, spec: StudentSpec, task: str, plan: Any, **extra: Any) -> None:
+        """The configuration and metadata.json (again once the pseudo-label gates are calibrated)."""
+        self.write_config(
+            config,
+            dataset_path=self.train_file,
+            val=str(self.val_file.resolve()),
+            student=spec.source,
+            task=task,
+            distillation=plan.to_dict(),
+            **extra,
+        )
+
+    def _training_data(
+        self,
+        config: Any,
+        train_data: ValidationResult,
+        val_data: ValidationResult,
+        model: Any,
+        spec: StudentSpec,
+        task: str,
+        plan: Any,
+    ) -> tuple[YoloDataset, Any]:
+        """The class mapping, the teachers' labels, and the data in ultralytics' format."""
+        info = train_data.info
+        atomic_write_yaml(
+            self.folder / "class_mapping.yaml",
+            {
+                "names": info.class_names,
+                "category_ids": sorted(info.class_mapping),
+                "class_mapping": info.class_mapping,
+            },
+        )
+        splits, pseudo_report = add_pseudo_labels(
+            plan,
+            config,
+            SplitSource(_dataset(train_data), default_image_roots(self.train_file, self.images_dir)),
+            SplitSource(_dataset(val_data), default_image_roots(self.val_file, self.val_images_dir)),
+            self.folder,
+            task,
+            progress=self.progress,
+            validation=val_data,
+            resume=bool(self.resume),
+            student_reference=None
+            if self.resume
+            else _student_reference(spec, model, self.val_file, self.val_images_dir, config),
+        )
+        self.notices += pseudo_report.notices
+        _check_teacher_contributed(plan, pseudo_report)
+        if plan.components["pseudo_labels"].active:  # the calibrated gates and labelling figures, written down
+            self._record(config, spec, task, plan, pseudo_labels=pseudo_report.to_dict())
+        dataset = prepare_yolo_dataset(
+            splits, self.folder / "yolo_data", task, info.class_mapping, info.class_names, progress=self.progress
+        )
+        if PSEUDO_SPLIT in splits:
+            train_on_extra_splits(dataset, [PSEUDO_SPLIT])
+        if plan.components["soft_targets"].active and (dataset.root / SOFT_TARGETS_FILE).is_file():
+            plan.soft = SoftTargetSettings(dataset.root / SOFT_TARGETS_FILE, len(info.class_names))
+        return dataset, pseudo_report
+
+    def _fit(self, model: Any, config: Any, dataset: YoloDataset, plan: Any, spec: StudentSpec, task: str) -> None:
+        """ultralytics' training loop, with progress, exact resume and a prompt Ctrl-C."""
+        # distillkit's KD terms live in a trainer subclass; ultralytics' own distill_model is a train argument
+        trainer_class = _trainer_class(task, plan, config.augmentation, self.notices)
+        with self.progress.task(f"training {Path(spec.source).stem}", total=config.student.epochs) as bar:
+            _add_progress_callbacks(model, bar, self.progress)
+            exact = ExactResume()
+            exact.attach(model)
+            for event, function in self.callbacks.items():
+                model.add_callback(event, function)
+            with deferred_interrupt() as interrupt:
+                # Ctrl-C stops at the next batch boundary, where nothing swallows the KeyboardInterrupt
+                # and last.pt is the previous epoch's, complete; before the loop starts it stops at once.
+                model.add_callback("on_train_start", lambda trainer: interrupt.defer())
+                for event in ("on_train_batch_end", "on_train_epoch_start", "on_val_batch_end", "on_fit_epoch_end"):
+                    model.add_callback(event, interrupt.check)
+                if self.resume:
+                    model.train(resume=True, data=str(dataset.yaml_path), **trainer_class)
+                else:
+                    arguments = ultralytics_train_arguments(config, dataset, self.folder)
+                    if plan.ultralytics_distill is not None:
+                        arguments.update(
+                            distill_model=str(plan.ultralytics_distill), dis=config.distillation.dis_weight
+                        )
+                    model.train(**arguments, **trainer_class)
+                interrupt.defer(False)
+            self.notices += exact.notices
+
+    def _publish(self, class_mapping: Mapping[int, int]) -> tuple[Path, Path, Path]:
+        """best.pt / last.pt (with the COCO category mapping), results.csv and the plots at the folder's top."""
+        weights = self.run_dir / "weights"
+        best = _export_checkpoint(weights / "best.pt", self.folder / "best.pt", class_mapping)
+        last = _export_checkpoint(weights / "last.pt", self.folder / "last.pt", class_mapping)
+        results_csv = self.folder / "results.csv"
+        if (self.run_dir / "results.csv").exists():
+            shutil.copyfile(self.run_dir / "results.csv", results_csv)
+            plot_training_curves(results_csv, self.folder / "plots" / "training_curves.png")
+        for picture in self.run_dir.glob("*.png"):
+            (self.folder / "plots").mkdir(exist_ok=True)
+            shutil.copyfile(picture, self.folder / "plots" / picture.name)
+        return best, last, results_csv
+
+
 def train_student(
     train: str | Path,
     val: str | Path,
     output_dir: str | Path,
-    overrides: Sequence[str] = (),
+    overrides: ConfigOverrides = (),
     images_dir: str | Path | None = None,
     val_images_dir: str | Path | None = None,
     resume: bool = False,
@@ -106,229 +331,46 @@ def train_student(
     callbacks: Mapping[str, Callable[[Any], None]] | None = None,
     teacher: Teacher | None = None,
 ) -> StudentTrainingResult:
-    """Train the student; ``overrides`` are ``--set`` strings (``student.epochs=50``).
+    """Train the student; ``overrides`` are typed values by dotted key (``{"student.epochs": 50}``) or ``--set`` text.
 
     ``callbacks`` maps ultralytics callback events (``on_fit_epoch_end``, ...) to extra functions.
     Teachers come from ``distillation.ultralytics_teacher`` / ``distillation.teacher_dir`` (``--teacher``,
     ``--teacher-dir``) or ``teacher``, any object implementing the ``Teacher`` protocol (pseudo-labels).
     On ``resume`` the saved distillation settings (teachers included) are used again.
     """
-    folder = Path(output_dir)
-    # Before any work: the run never lands on an input file or inside an images folder.
-    image_roots = image_folders([train], images_dir) + image_folders([val], val_images_dir or images_dir)
-    check_output_outside_inputs(folder, [train, val, *image_roots])
-    with output_lock(folder):  # a second run into this folder is refused before anything is read or written
-        return _train_locked(
-            folder, train, val, overrides, images_dir, val_images_dir, resume, progress, callbacks, teacher
-        )
-
-
-def _train_locked(
-    folder: Path,
-    train: str | Path,
-    val: str | Path,
-    overrides: Sequence[str],
-    images_dir: str | Path | None,
-    val_images_dir: str | Path | None,
-    resume: bool,
-    progress: Progress,
-    callbacks: Mapping[str, Callable[[Any], None]] | None,
-    teacher: Teacher | None,
-) -> StudentTrainingResult:
-    run_dir = folder / RUN_NAME
-    last_checkpoint = run_dir / "weights" / "last.pt"
-    state = inspect_checkpoint(last_checkpoint)
-    if resume and state.kind == "missing":
-        raise UsageError(f"nothing to resume in {folder} (no {last_checkpoint})", "start a new run without --resume")
-    if state.kind == "damaged":  # e.g. written by a version without atomic checkpoints, or a failing disk
-        raise DataError(
-            f"{last_checkpoint} is damaged ({state.problem}), so the run in {folder} cannot be resumed",
-            f"start it again: delete {run_dir} and run the same command without --resume (or choose another --output)",
-        )
-    if resume and state.kind == "finished":
-        return _finished_run(folder, train)
-    if not resume and state.kind != "missing":
-        raise UsageError(
-            f"{folder} already holds a training run", "pass --resume to continue it, or choose another --output"
-        )
-
-    with progress.task("checking datasets", total=None):
-        train_data = load_valid_dataset(train)
-        val_data = load_valid_dataset(val)
-    _check_same_classes(train_data, val_data, Path(train), Path(val))
-    if resume:  # the teachers and KD weights of the interrupted run, unless overridden again
-        saved = folder / "distillation_config.yaml"
-        overrides = [
-            *saved_section_overrides(saved, "distillation"),
-            *saved_section_overrides(saved, "augmentation"),
-            *overrides,
-        ]
-    config = build_config(STUDENT_SECTIONS, dataset_info=train_data.info, dataset_path=train, overrides=overrides)
-    student_cfg = config.student
-    distill_cfg = config.distillation  # --unlabeled folder is listed for images; local --student/--teacher files
-    weights = [m for m in (student_cfg.model, distill_cfg.ultralytics_teacher) if m and Path(m).is_file()]
-    check_output_outside_inputs(folder, [distill_cfg.unlabeled_images, *weights])
-    if student_cfg.model is None:
-        raise DataError(f"{train} has neither boxes nor masks: there is nothing to train a student on")
-    spec = resolve_student(student_cfg.model, pretrained=student_cfg.pretrained)
-    # Loaded once: the model itself says its task (a .pt from its checkpoint, a .yaml from its name).
-    model = load_student_model(
-        str(last_checkpoint) if resume else spec.source, str(last_checkpoint) if resume else f"--student {spec.name}"
-    )
-    task = model.task
-    if task not in ("detect", "segment"):
-        raise UsageError(f"{student_cfg.model} is a {task} model", "choose a detection or segmentation student")
-    if task == "segment" and not train_data.info.has_masks:
-        raise UsageError(
-            f"{student_cfg.model} is a segmentation model but {train} has no masks", "choose a detection student"
-        )
-    notices = [spec.notice] if spec.notice else []
-    device = _device(config.training_dynamics.device)
-    plan = plan_distillation(
-        config,
-        train_data.info.class_names,
-        task,
-        int(model.model.model[-1].reg_max),
-        "cpu" if device == "cpu" else f"cuda:{device.split(',')[0]}",
-        teacher,
-        scratch_student=None if resume or spec.pretrained else model,
-        selected_start=folder / STUDENT_INIT if resume else None,
-    )
-    notices += plan.notices
-
-    folder.mkdir(parents=True, exist_ok=True)
-
-    def record_config(**extra: Any) -> None:
-        write_experiment_config(
-            folder,
-            config,
-            filename="distillation_config.yaml",
-            dataset_path=train,
-            extra_metadata={
-                "val": str(Path(val).resolve()),
-                "student": spec.source,
-                "task": task,
-                "resume": resume,
-                "distillation": plan.to_dict(),
-                **extra,
-            },
-        )
-
-    record_config()
-    info = train_data.info
-    atomic_write_yaml(
-        folder / "class_mapping.yaml",
-        {"names": info.class_names, "category_ids": sorted(info.class_mapping), "class_mapping": info.class_mapping},
-    )
-    splits, pseudo_report = add_pseudo_labels(
-        plan,
-        config,
-        SplitSource(_dataset(train_data), default_image_roots(Path(train), _path(images_dir))),
-        SplitSource(_dataset(val_data), default_image_roots(Path(val), _path(val_images_dir or images_dir))),
-        folder,
-        task,
-        progress=progress,
-        validation=val_data,
+    return StudentRun(
+        train,
+        val,
+        output_dir,
+        images_dir=images_dir,
+        val_images_dir=val_images_dir,
+        callbacks=callbacks,
+        teacher=teacher,
+        overrides=overrides,
         resume=resume,
-        student_reference=None
-        if resume
-        else _student_reference(spec, model, val, val_images_dir or images_dir, config),
-    )
-    notices += pseudo_report.notices
-    _check_teacher_contributed(plan, pseudo_report)
-    if plan.components["pseudo_labels"].active:  # the calibrated gates and labelling figures, written down
-        record_config(pseudo_labels=pseudo_report.to_dict())
-    dataset = prepare_yolo_dataset(
-        splits,
-        folder / "yolo_data",
-        task,
-        info.class_mapping,
-        info.class_names,
         progress=progress,
-    )
-    if PSEUDO_SPLIT in splits:
-        train_on_extra_splits(dataset, [PSEUDO_SPLIT])
-    if plan.components["soft_targets"].active and (dataset.root / SOFT_TARGETS_FILE).is_file():
-        plan.soft = SoftTargetSettings(dataset.root / SOFT_TARGETS_FILE, len(info.class_names))
-    if plan.student_init is not None:  # weight selection: train from the teacher-derived start
-        model = load_student_model(str(save_student_init(plan.student_init, folder / STUDENT_INIT)), "--student")
-    # distillkit's KD terms live in a trainer subclass; ultralytics' own distill_model is a train argument
-    trainer_class = _trainer_class(task, plan, config.augmentation, notices)
+    ).run()
 
-    epochs = student_cfg.epochs
-    with progress.task(f"training {Path(spec.source).stem}", total=epochs) as bar:
-        shown = {"epochs": 0}
 
-        def on_epoch_end(trainer: Any) -> None:
-            if int(trainer.epoch) >= int(trainer.epochs):  # ultralytics' final validation of best.pt calls back too
-                log_line(progress, best_validation_line(trainer))
-                return
-            done = int(trainer.epoch) + 1
-            bar.advance(max(0, done - shown["epochs"]))
-            shown["epochs"] = done
-            log_line(progress, student_epoch_line(trainer))
+def _add_progress_callbacks(model: Any, bar: Any, progress: Progress) -> None:
+    """One bar step and one line per epoch; resumed runs start part-way."""
+    shown = {"epochs": 0}
 
-        def on_start(trainer: Any) -> None:
-            shown["epochs"] = int(trainer.start_epoch)  # resumed runs start part-way
-            bar.advance(shown["epochs"])
+    def on_epoch_end(trainer: Any) -> None:
+        if int(trainer.epoch) >= int(trainer.epochs):  # ultralytics' final validation of best.pt calls back too
+            log_line(progress, best_validation_line(trainer))
+            return
+        done = int(trainer.epoch) + 1
+        bar.advance(max(0, done - shown["epochs"]))
+        shown["epochs"] = done
+        log_line(progress, student_epoch_line(trainer))
 
-        model.add_callback("on_train_start", on_start)
-        model.add_callback("on_fit_epoch_end", on_epoch_end)
-        exact = ExactResume()
-        exact.attach(model)
-        for event, function in (callbacks or {}).items():
-            model.add_callback(event, function)
-        with deferred_interrupt() as interrupt:
-            # Ctrl-C stops at the next batch boundary, where nothing swallows the KeyboardInterrupt
-            # and last.pt is the previous epoch's, complete; before the loop starts it stops at once.
-            model.add_callback("on_train_start", lambda trainer: interrupt.defer())
-            for event in ("on_train_batch_end", "on_train_epoch_start", "on_val_batch_end", "on_fit_epoch_end"):
-                model.add_callback(event, interrupt.check)
-            if resume:
-                model.train(resume=True, data=str(dataset.yaml_path), **trainer_class)
-            else:
-                arguments = ultralytics_train_arguments(config, dataset, folder)
-                if plan.ultralytics_distill is not None:
-                    arguments.update(distill_model=str(plan.ultralytics_distill), dis=config.distillation.dis_weight)
-                model.train(**arguments, **trainer_class)
-            interrupt.defer(False)
-        notices += exact.notices
-    trainer = model.trainer
-    pseudo_report.soft_targets_matched = int(getattr(trainer, "soft_labels_matched", 0))
-    metrics = {key: float(value) for key, value in (trainer.metrics or {}).items()}
-    warning = all_zero_warning(
-        metrics,
-        int(trainer.epochs),
-        len(getattr(trainer, "train_loader", None) or []),
-        bool(spec.pretrained or plan.student_init is not None or resume),
-    )
-    if warning:
-        notices.append(warning)
+    def on_start(trainer: Any) -> None:
+        shown["epochs"] = int(trainer.start_epoch)
+        bar.advance(shown["epochs"])
 
-    best = _export_checkpoint(run_dir / "weights" / "best.pt", folder / "best.pt", info.class_mapping)
-    last = _export_checkpoint(run_dir / "weights" / "last.pt", folder / "last.pt", info.class_mapping)
-    results_csv = folder / "results.csv"
-    if (run_dir / "results.csv").exists():
-        shutil.copyfile(run_dir / "results.csv", results_csv)
-        plot_training_curves(results_csv, folder / "plots" / "training_curves.png")
-    for picture in run_dir.glob("*.png"):
-        (folder / "plots").mkdir(exist_ok=True)
-        shutil.copyfile(picture, folder / "plots" / picture.name)
-    return StudentTrainingResult(
-        output_dir=folder,
-        best=best,
-        last=last,
-        results_csv=results_csv,
-        task=task,
-        student=spec,
-        epochs_run=_epochs_in(results_csv),
-        metrics=metrics,
-        dataset=dataset,
-        resumed=resume,
-        notices=notices,
-        distillation=plan.to_dict()["components"],
-        pseudo_labels=pseudo_report.to_dict(),
-    )
+    model.add_callback("on_train_start", on_start)
+    model.add_callback("on_fit_epoch_end", on_epoch_end)
 
 
 def student_epoch_line(trainer: Any) -> str:
@@ -534,14 +576,6 @@ def _device(requested: str) -> str:
     import torch
 
     return "0" if torch.cuda.is_available() else "cpu"
-
-
-def _check_same_classes(train: ValidationResult, val: ValidationResult, train_path: Path, val_path: Path) -> None:
-    if train.info.class_mapping != val.info.class_mapping or train.info.class_names != val.info.class_names:
-        raise DataError(
-            f"{val_path} has other categories than {train_path}",
-            "make both files from one dataset (distillkit split keeps all categories in every split)",
-        )
 
 
 def _export_checkpoint(source: Path, target: Path, class_mapping: Mapping[int, int]) -> Path:
