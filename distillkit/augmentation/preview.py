@@ -19,6 +19,7 @@ from pycocotools import mask as mask_utils
 from distillkit.augmentation.pipeline import AugmentationPipeline, pipeline_from_config
 from distillkit.augmentation.plan import PipelinePlan
 from distillkit.config.build import build_config
+from distillkit.config.overrides import ConfigOverrides, as_overrides
 from distillkit.config.schema import AugmentationConfig
 from distillkit.data.images import ImageLocator
 from distillkit.errors import DataError, UsageError
@@ -48,14 +49,16 @@ class AugmentationPreview:
         }
 
 
-def augmentation_config(overrides: Sequence[str] = ()) -> AugmentationConfig:
-    """The shipped ``augmentation`` section with ``--set augmentation.KEY=VALUE`` overrides applied."""
-    for text in overrides:
-        if not text.strip().startswith(f"{SECTION}."):
+def augmentation_config(overrides: ConfigOverrides = ()) -> AugmentationConfig:
+    """The shipped ``augmentation`` section with ``augmentation.KEY`` overrides applied."""
+    parsed = as_overrides(overrides)
+    for override in parsed:
+        if override.section != SECTION:
             raise UsageError(
-                f"--set '{text}' is not an augmentation setting", f"this command only takes --set {SECTION}.KEY=VALUE"
+                f"--set '{override.text}' is not an augmentation setting",
+                f"this command only takes --set {SECTION}.KEY=VALUE",
             )
-    return build_config([SECTION], overrides=overrides).augmentation
+    return build_config([SECTION], overrides=parsed).augmentation
 
 
 def render_augmentation_preview(

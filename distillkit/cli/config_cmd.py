@@ -22,6 +22,7 @@ from distillkit.config import (
     describe_field,
     iter_fields,
     load_defaults,
+    parse_overrides,
     short_type,
     show_value,
     write_experiment_config,
@@ -162,7 +163,7 @@ def config(
             check_output_outside_inputs(target, [data, *image_folders([data])])
     dataset_info = load_dataset_info(data) if data is not None else None
     resolved: ExperimentConfig = build_config(
-        sections, dataset_info=dataset_info, dataset_path=data, overrides=set_ or ()
+        sections, dataset_info=dataset_info, dataset_path=data, overrides=parse_overrides(set_ or ())
     )
 
     if output is not None:

@@ -20,6 +20,7 @@ from distillkit.cli.common import (
     split_summary_with_paths,
 )
 from distillkit.cli.render import render_split_summary, render_validation
+from distillkit.config import parse_overrides
 from distillkit.data.images import default_image_roots
 from distillkit.data.split import parse_ratios
 from distillkit.data.validate import validate_dataset
@@ -91,7 +92,7 @@ def validate(
             check_output_outside_inputs(written, inputs, flag)
     if ratios is not None and output_dir is not None:
         check_output_outside_inputs(output_dir, inputs, "--output-dir")
-    augmentation = augmentation_config(overrides) if preview_augmentation is not None else None
+    augmentation = augmentation_config(parse_overrides(overrides)) if preview_augmentation is not None else None
     if augmentation is None and overrides:
         raise UsageError("--set only configures --preview-augmentation", "add --preview-augmentation PREVIEW.png")
     if augmentation is not None and skip_images:

@@ -16,24 +16,24 @@ README (``#### Research techniques``).
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from distillkit.config import ConfigOverrides, as_overrides, typed_override
 from distillkit.progress import NULL_PROGRESS, Progress
 
 PathLike = str | os.PathLike[str]
 
-SUPCON_DEFAULTS = ("classifier.supcon=true", "classifier.calibrate=false")
-FINETUNE_DEFAULTS = (
-    "classifier.head=arcface",
-    "classifier.mixing=mixup",
-    "classifier.mixing_alpha=0.2",
-    "training_dynamics.ema.enabled=true",
-    "training_dynamics.scheduler=onecycle",
-)
-DISTILL_DEFAULTS = ("classifier.loss=focal", "classifier.feature_weight=1.0", "classifier.kd_alpha=0.7")
+SUPCON_DEFAULTS = {"classifier.supcon": True, "classifier.calibrate": False}
+FINETUNE_DEFAULTS = {
+    "classifier.head": "arcface",
+    "classifier.mixing": "mixup",
+    "classifier.mixing_alpha": 0.2,
+    "training_dynamics.ema.enabled": True,
+    "training_dynamics.scheduler": "onecycle",
+}
+DISTILL_DEFAULTS = {"classifier.loss": "focal", "classifier.feature_weight": 1.0, "classifier.kd_alpha": 0.7}
 
 
 @dataclass
@@ -55,9 +55,9 @@ def run_three_phase_recipe(
     output: PathLike,
     student_model: str,
     val: PathLike | None = None,
-    overrides: Sequence[str] = (),
-    teacher_overrides: Sequence[str] = (),
-    student_overrides: Sequence[str] = (),
+    overrides: ConfigOverrides = (),
+    teacher_overrides: ConfigOverrides = (),
+    student_overrides: ConfigOverrides = (),
     images_dir: PathLike | None = None,
     progress: Progress = NULL_PROGRESS,
 ) -> RecipeResult:
@@ -69,20 +69,20 @@ def run_three_phase_recipe(
 
     root = Path(output)
     common = dict(val=val, images_dir=images_dir, progress=progress)
+    shared, teacher_only, student_only = (as_overrides(o) for o in (overrides, teacher_overrides, student_overrides))
     supcon = train_classifier(
-        data, root / "1_supcon", overrides=[*SUPCON_DEFAULTS, *overrides, *teacher_overrides], **common
+        data, root / "1_supcon", overrides=[*as_overrides(SUPCON_DEFAULTS), *shared, *teacher_only], **common
     )
+    start = typed_override("classifier.model", supcon.best.as_posix())
     finetune = train_classifier(
-        data,
-        root / "2_finetune",
-        overrides=[*FINETUNE_DEFAULTS, *overrides, *teacher_overrides, f"classifier.model={supcon.best.as_posix()}"],
-        **common,
+        data, root / "2_finetune", overrides=[*as_overrides(FINETUNE_DEFAULTS), *shared, *teacher_only, start], **common
     )
+    student = typed_override("classifier.model", student_model)
     distill = train_classifier(
         data,
         root / "3_distill",
         teacher=finetune.best,
-        overrides=[*DISTILL_DEFAULTS, *overrides, f"classifier.model={student_model}", *student_overrides],
+        overrides=[*as_overrides(DISTILL_DEFAULTS), *shared, student, *student_only],
         **common,
     )
     return RecipeResult(supcon, finetune, distill)
