@@ -188,7 +188,7 @@ def test_model_yaml_is_built_without_eval(tmp_path: Path) -> None:
     """``parse_model`` evaluates a YAML's ``activation`` with eval unless ultralytics' restricted mode is on."""
     import yaml
 
-    from distillkit.students.selection import load_student_model
+    from distillkit.students.student_model import load_student_model
 
     ultralytics = import_ultralytics()  # the guard is installed with it
     marker = tmp_path / "MARKER"

@@ -14,7 +14,7 @@ import yaml
 from PIL import Image, ImageDraw
 
 from distillkit.errors import UsageError
-from distillkit.students.selection import resolve_student
+from distillkit.students.student_model import resolve_student
 from distillkit.students.train import CHECKPOINT_KEY, train_student
 from tests.test_cli import run
 

@@ -191,8 +191,8 @@ def teacher_weight_checks(given: dict[str, str | None]) -> tuple[list[Check], di
 
 
 def ultralytics_weight_folders() -> list[Path]:
-    """Where train-student looks for a ``--student NAME``'s ``NAME.pt`` (students/selection.py's own list)."""
-    from distillkit.students.selection import local_weight_folders
+    """Where train-student looks for a ``--student NAME``'s ``NAME.pt`` (students/student_model.py's own list)."""
+    from distillkit.students.student_model import local_weight_folders
 
     try:
         return local_weight_folders()

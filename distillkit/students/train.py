@@ -44,8 +44,8 @@ from distillkit.students.distillation import (
     plan_distillation,
     train_on_extra_splits,
 )
-from distillkit.students.selection import StudentSpec, load_student_model, resolve_student
 from distillkit.students.soft_targets import SoftTargetSettings
+from distillkit.students.student_model import StudentSpec, load_student_model, resolve_student
 
 RUN_NAME = "train"  # ultralytics' run folder inside the experiment folder
 CHECKPOINT_KEY = "distillkit"  # extra entry stored in the .pt files distillkit writes
