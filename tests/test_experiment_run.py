@@ -89,3 +89,16 @@ def test_typed_overrides_parse_nothing_and_record_their_keys() -> None:
         typed_override("epochs", 3)
     restored = section_overrides({"student": {"epochs": 9, "batch": 2}}, ["student", "missing"])
     assert {o.key: o.value for o in restored} == {"student.epochs": 9, "student.batch": 2}
+
+
+class StartsFreshRun(CountingRun):
+    resume_needs_state = False  # as train-teacher: --resume of a teacher that never started starts it
+
+
+def test_a_family_may_resume_from_nothing(tmp_path: Path) -> None:
+    source = tmp_path / "data.json"
+    source.write_text("{}")
+    result = StartsFreshRun(tmp_path / "exp", source, resume=True, overrides={"student.epochs": 2}).run()
+    assert result["epochs"] == 2
+    with pytest.raises(UsageError, match="nothing to resume"):
+        CountingRun(tmp_path / "other", source, resume=True).run()

@@ -61,6 +61,8 @@ class ExperimentRun(ABC, Generic[ResultT]):
     sections: ClassVar[tuple[str, ...]]
     #: sections restored from the saved configuration on ``--resume`` (later overrides still win)
     resume_sections: ClassVar[tuple[str, ...]] = ()
+    #: whether ``--resume`` with nothing to resume is refused (teachers: a teacher that never started starts fresh)
+    resume_needs_state: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -107,7 +109,7 @@ class ExperimentRun(ABC, Generic[ResultT]):
 
     def check_previous(self, previous: PreviousRun) -> None:
         """Refuse what would lose work or resume nothing; damaged checkpoints are named."""
-        if self.resume is True and previous.kind == "missing":
+        if self.resume is True and previous.kind == "missing" and self.resume_needs_state:
             raise UsageError(
                 f"nothing to resume in {self.folder} (no {previous.checkpoint})", "start a new run without --resume"
             )

@@ -97,6 +97,7 @@ class TeacherRun(ExperimentRun[TeachersResult]):
 
     config_file = CONFIG_FILE
     sections = TEACHER_SECTIONS
+    resume_needs_state = False  # --resume continues the teachers that started; the others start fresh
 
     def __init__(
         self,
