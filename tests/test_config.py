@@ -33,7 +33,7 @@ from distillkit.config import (
     write_experiment_config,
 )
 from distillkit.config.overrides import parse_value
-from distillkit.data.info import dataset_info_from_coco
+from distillkit.data.validate import dataset_info_from_coco
 from distillkit.errors import ConfigError, UsageError
 from distillkit.io import sha256_file
 
