@@ -33,7 +33,7 @@ from distillkit.config import (
     write_experiment_config,
 )
 from distillkit.config.overrides import parse_value
-from distillkit.data.info import dataset_info_from_coco
+from distillkit.data.validate import dataset_info_from_coco
 from distillkit.errors import ConfigError, UsageError
 from distillkit.io import sha256_file
 
@@ -611,3 +611,22 @@ def test_a_config_written_before_a_key_existed_reads_back_with_that_keys_default
     (tmp_path / "old.yaml").write_text(yaml.safe_dump(document))
     loaded = load_experiment_config(tmp_path / "old.yaml").sections["distillation"]
     assert loaded.soft_targets is True and loaded.merge_iou == 0.7  # shipped default filled, saved value kept
+
+
+def test_a_config_holding_removed_preprocessing_keys_reads_back_without_them(tmp_path: Path) -> None:
+    import yaml
+
+    from distillkit.config import build_config, load_experiment_config, write_experiment_config
+
+    config = build_config(["preprocessing", "student"], overrides=["preprocessing.interpolation=bicubic"])
+    write_experiment_config(tmp_path, config, filename="old.yaml")
+    document = yaml.safe_load((tmp_path / "old.yaml").read_text())
+    # As an earlier distillkit wrote it: these four were typed and documented but read by nothing.
+    document["preprocessing"].update({"imgsz": 640, "resize_mode": "letterbox", "keep_ratio": True, "pad_value": 114})
+    (tmp_path / "old.yaml").write_text(yaml.safe_dump(document))
+    with pytest.warns(DeprecationWarning, match=r"removed since it was written are ignored \(preprocessing\.imgsz: "):
+        loaded = load_experiment_config(tmp_path / "old.yaml")
+    assert loaded.to_dict() == config.to_dict()  # the saved values kept, the removed keys gone
+    # Only a saved config is forgiven: a new run naming one gets the unknown-key error.
+    with pytest.raises(ConfigError, match=r"unknown config key 'preprocessing\.imgsz'"):
+        build_config(["preprocessing"], overrides=["preprocessing.imgsz=320"])

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
+import warnings
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from importlib import metadata as importlib_metadata
@@ -26,7 +27,7 @@ from distillkit import __version__
 from distillkit.config.build import ExperimentConfig, validate_section
 from distillkit.config.defaults import load_defaults
 from distillkit.config.explain import unknown_section_error
-from distillkit.config.schema import ALL_SCHEMAS, SECTIONS
+from distillkit.config.schema import ALL_SCHEMAS, REMOVED_KEYS, SECTIONS
 from distillkit.errors import ConfigError, UsageError
 from distillkit.io import atomic_write_json, atomic_write_text, sha256_bytes, sha256_file
 
@@ -210,7 +211,8 @@ def write_experiment_config(
 def load_experiment_config(path: str | os.PathLike[str]) -> ExperimentConfig:
     """Read a configuration written by ``write_experiment_config`` back, validating every section.
 
-    Keys added to a section since the file was written take their shipped defaults.
+    Keys added to a section since the file was written take their shipped defaults; keys removed
+    since (``REMOVED_KEYS``) are ignored with a ``DeprecationWarning``.
 
     Later commands use this to pick up what an earlier one resolved (e.g. the student reading the
     teacher's ``data`` section). The dataset path comes from the ``data`` section when present.
@@ -230,11 +232,22 @@ def load_experiment_config(path: str | os.PathLike[str]) -> ExperimentConfig:
             if not isinstance(tree[name], dict):
                 raise ConfigError(f"section '{name}' in {file} must be a mapping of keys")
             # A config written by an earlier version lacks the keys added since: they take the shipped
-            # defaults, so older experiments stay readable (keys it holds keep their values).
+            # defaults, so older experiments stay readable (keys it holds keep their values). Keys removed
+            # since are left out.
             shipped = load_defaults(name) if name in SECTIONS else {}
-            sections[name] = validate_section(name, {**shipped, **tree[name]})
+            sections[name] = validate_section(name, {**shipped, **_without_removed_keys(name, tree[name], file)})
     for name in tree:
         if name not in ALL_SCHEMAS:
             raise unknown_section_error(str(name), list(ALL_SCHEMAS))
     dataset = sections["data"].model_dump().get("dataset") if "data" in sections else None
     return ExperimentConfig(sections=sections, dataset_path=Path(dataset) if dataset else None)
+
+
+def _without_removed_keys(section: str, values: dict[str, Any], file: Path) -> dict[str, Any]:
+    """``values`` less the keys ``section`` no longer has, named in one ``DeprecationWarning``."""
+    removed = REMOVED_KEYS.get(section, {})
+    dropped = [key for key in values if key in removed]
+    if dropped:
+        why = "; ".join(f"{section}.{key}: {removed[key]}" for key in dropped)
+        warnings.warn(f"{file}: settings removed since it was written are ignored ({why})", DeprecationWarning, 3)
+    return {key: value for key, value in values.items() if key not in removed}

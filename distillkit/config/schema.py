@@ -76,14 +76,12 @@ def _check_regex(value: str | list[str]) -> str | list[str]:
 
 
 class PreprocessingConfig(SectionModel):
-    """How images are resized and normalised before any model sees them."""
+    """How images are resampled and normalised for the classifiers, and for teachers without stored preprocessing.
 
-    imgsz: PositiveInt = Field(description="input side in pixels (multiple of 32 for YOLO)")
-    resize_mode: Literal["letterbox", "center_crop", "resize"] = Field(
-        description="letterbox pads to a square, center_crop crops, resize see keep_ratio"
-    )
-    keep_ratio: bool = Field(description="resize mode: keep aspect ratio (long side = imgsz) or stretch")
-    pad_value: Annotated[int, Field(ge=0, le=255)] = Field(description="letterbox padding grey level")
+    Input sizes belong to each model (``student.imgsz``, ``classifier.imgsz``, the teachers' own
+    sizes); YOLO students letterbox with grey 114 as ultralytics does (see ``REMOVED_KEYS``).
+    """
+
     interpolation: Literal["nearest", "bilinear", "bicubic", "area", "lanczos"] = Field(description="resampling filter")
     mean: list[Annotated[float, Field(ge=0, le=1)]] = Field(
         min_length=1, max_length=4, description="per-channel mean of [0,1] pixels"
@@ -506,3 +504,15 @@ SECTIONS: dict[str, type[SectionModel]] = {
 
 #: Every section schema including the data layer.
 ALL_SCHEMAS: dict[str, type[SectionModel]] = {DATA_SECTION: DataSection, **SECTIONS}
+
+#: Keys a section no longer has, with what took their place. A saved config from an earlier version
+#: that still holds one reads back without it (``load_experiment_config``, with a DeprecationWarning);
+#: anywhere else (defaults, ``--set``) it is an unknown key.
+REMOVED_KEYS: dict[str, dict[str, str]] = {
+    "preprocessing": {
+        "imgsz": "the input size is student.imgsz, classifier.imgsz or the teacher's own",
+        "resize_mode": "YOLO students letterbox (ultralytics), classifiers resize to classifier.imgsz",
+        "keep_ratio": "classifiers resize to classifier.imgsz, or keep their size with keep_full_resolution",
+        "pad_value": "YOLO students pad with grey 114, as ultralytics does",
+    },
+}

@@ -74,14 +74,3 @@ class DatasetInfo:
         out["categories"] = [asdict(c) for c in self.categories]
         out["mode"] = self.mode
         return out
-
-
-def dataset_info_from_coco(coco: dict[str, Any]) -> DatasetInfo:
-    """What a COCO dict contains, derived by the same pass as ``validate`` (image files not read).
-
-    One derivation only, so the classes, their order and the boxes/masks decision are always the
-    ones ``validate`` reports (e.g. a Roboflow placeholder category is not a class here either).
-    """
-    from distillkit.data.validate import validate_dataset  # validate imports this module
-
-    return validate_dataset(coco, check_images=False).info

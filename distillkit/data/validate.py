@@ -209,6 +209,18 @@ class _Image:
     entry: dict[str, Any]  # the image's dict in the dataset, for repairs
 
 
+@dataclass
+class _KeptAnnotations:
+    """The annotations that passed the per-annotation checks, split by what repairs them next."""
+
+    valid: list[dict[str, Any]] = field(default_factory=list)
+    mask_anns: list[dict[str, Any]] = field(default_factory=list)
+    mask_jobs: list[MaskJob] = field(default_factory=list)
+    mask_bboxes: list[list[float] | None] = field(default_factory=list)  # parsed stored bbox of each mask annotation
+    box_only: list[tuple[dict[str, Any], _Image]] = field(default_factory=list)
+    has_boxes: bool = False  # some annotation stored a usable bbox
+
+
 class _Validator:
     def __init__(
         self,
@@ -457,109 +469,124 @@ class _Validator:
     # -- annotations ----------------------------------------------------------------------------
 
     def _check_annotations(self, annotations: list[Any]) -> dict[str, Any]:
-        issues = self.issues
-        images = self.images
-        categories = self.categories
         seen_ids: set[int] = set()
-        valid: list[dict[str, Any]] = []
-        mask_anns: list[dict[str, Any]] = []
-        mask_jobs: list[MaskJob] = []
-        mask_bboxes: list[list[float] | None] = []  # parsed stored bbox of each mask annotation
-        box_only: list[tuple[dict[str, Any], _Image]] = []
-        has_boxes = False
-
+        kept = _KeptAnnotations()
         with self.progress.task("checking annotations", total=len(annotations)) as task:
             for position, ann in enumerate(annotations):
                 if position % _PROGRESS_STEP == 0 and position:
                     task.advance(_PROGRESS_STEP)
-                if type(ann) is not dict:
-                    issues.add("invalid_annotation", f"#{position}", f"entry #{position} is not an object")
-                    continue
-                ann_id, image_id, category_id = ann.get("id"), ann.get("image_id"), ann.get("category_id")
-                if not (type(ann_id) is int and type(image_id) is int and type(category_id) is int):
-                    ann_id, coerced = _as_int(ann_id)
-                    image_id, coerced_image = _as_int(image_id)
-                    category_id, coerced_category = _as_int(category_id)
-                    if ann_id is None or image_id is None or category_id is None:
-                        issues.add("invalid_annotation", ann.get("id", f"#{position}"))
-                        continue
-                    if coerced or coerced_image or coerced_category:
-                        ann["id"], ann["image_id"], ann["category_id"] = ann_id, image_id, category_id
-                        issues.add("coerced_value", ann_id)
-                if ann_id in seen_ids:
-                    issues.add("duplicate_annotation_id", ann_id)
-                    continue
-                seen_ids.add(ann_id)
-                image = images.get(image_id)
-                if image is None:
-                    issues.add("missing_image", ann_id, f"annotation {ann_id} → image {image_id}")
-                    continue
-                if category_id not in categories:
-                    issues.add("missing_category", ann_id, f"annotation {ann_id} → category {category_id}")
-                    continue
-                crowd = ann.get("iscrowd")
-                if not (type(crowd) is int and (crowd == 0 or crowd == 1)):
-                    crowd, coerced_crowd = _as_crowd(crowd)
-                    if crowd is None:
-                        issues.add("invalid_iscrowd", ann_id, short_repr(ann.get("iscrowd")))
-                        continue
-                    if coerced_crowd:
-                        issues.add("coerced_value", ann_id)
-                    ann["iscrowd"] = crowd
-                if image.width is None or image.height is None:
-                    continue  # already reported as an invalid image; geometry cannot be checked
-
-                bbox_value = ann.get("bbox")
-                bbox = None
-                if bbox_value is not None:
-                    bbox, coerced_bbox = _parse_bbox(bbox_value)
-                    if bbox is not None:
-                        has_boxes = True
-                        if coerced_bbox:
-                            ann["bbox"] = bbox
-                            issues.add("coerced_value", ann_id)
-
-                job = self._mask_job(ann, ann_id, image_id, image, len(mask_jobs))
-                if job is False:
-                    continue  # malformed mask, reported
-                if job is None:
-                    if bbox is None:
-                        if bbox_value is None or bbox_value == []:
-                            issues.add("no_geometry", ann_id)
-                        else:
-                            issues.add("invalid_bbox", ann_id, f"annotation {ann_id}: {short_repr(bbox_value)}")
-                        continue
-                    box_only.append((ann, image))
-                else:
-                    mask_anns.append(ann)
-                    mask_jobs.append(job)
-                    mask_bboxes.append(bbox)
-                valid.append(ann)
+                self._check_annotation(ann, position, seen_ids, kept)
             task.advance(len(annotations) - _PROGRESS_STEP * max(0, (len(annotations) - 1) // _PROGRESS_STEP))
 
-        removed = self._repair_from_masks(mask_anns, mask_jobs, mask_bboxes)
-        self._repair_box_only(box_only, removed)
+        removed = self._repair_from_masks(kept.mask_anns, kept.mask_jobs, kept.mask_bboxes)
+        self._repair_box_only(kept.box_only, removed)
+        valid = kept.valid
         if removed:
             valid = [ann for ann in valid if id(ann) not in removed]
+        return _annotation_stats(valid, kept.has_boxes, has_masks=len(kept.mask_anns) > len(removed))
 
-        category_annotations: Counter[int] = Counter()
-        pairs = set()
-        for ann in valid:
-            category_annotations[ann["category_id"]] += 1
-            pairs.add((ann["category_id"], ann["image_id"]))
-        category_images: Counter[int] = Counter(category for category, _ in pairs)
-        annotated_images = len({image_id for _, image_id in pairs})
-        has_masks = len(mask_anns) > len(removed)
-        return {
-            "valid_annotations": valid,
-            "category_annotations": category_annotations,
-            "category_images": category_images,
-            "annotated_images": annotated_images,
-            # What the repaired data holds: every kept mask now has a box (``generated["bbox"]`` says how
-            # many were derived), so masks-only data trains the box teacher too.
-            "has_boxes": has_boxes or has_masks,
-            "has_masks": has_masks,
-        }
+    def _check_annotation(self, ann: Any, position: int, seen_ids: set[int], kept: _KeptAnnotations) -> None:
+        """One annotation's checks, in order; what passes them is added to ``kept`` for the repairs."""
+        if type(ann) is not dict:
+            self.issues.add("invalid_annotation", f"#{position}", f"entry #{position} is not an object")
+            return
+        ids = self._annotation_ids(ann, position)
+        if ids is None:
+            return
+        ann_id, image_id, category_id = ids
+        image = self._referenced_image(ann_id, image_id, category_id, seen_ids)
+        if image is None or not self._check_crowd(ann, ann_id):
+            return
+        if image.width is None or image.height is None:
+            return  # already reported as an invalid image; geometry cannot be checked
+        bbox = self._annotation_bbox(ann, ann_id)
+        if bbox is not None:
+            kept.has_boxes = True
+        self._keep_by_geometry(ann, ann_id, image_id, image, bbox, kept)
+
+    def _annotation_ids(self, ann: dict[str, Any], position: int) -> tuple[int, int, int] | None:
+        """The annotation's (id, image_id, category_id) as integers; None (reported) when one is unusable."""
+        ann_id, image_id, category_id = ann.get("id"), ann.get("image_id"), ann.get("category_id")
+        if type(ann_id) is int and type(image_id) is int and type(category_id) is int:
+            return ann_id, image_id, category_id
+        ann_id, coerced = _as_int(ann_id)
+        image_id, coerced_image = _as_int(image_id)
+        category_id, coerced_category = _as_int(category_id)
+        if ann_id is None or image_id is None or category_id is None:
+            self.issues.add("invalid_annotation", ann.get("id", f"#{position}"))
+            return None
+        if coerced or coerced_image or coerced_category:
+            ann["id"], ann["image_id"], ann["category_id"] = ann_id, image_id, category_id
+            self.issues.add("coerced_value", ann_id)
+        return ann_id, image_id, category_id
+
+    def _referenced_image(self, ann_id: int, image_id: int, category_id: int, seen_ids: set[int]) -> _Image | None:
+        """The image of an annotation with a new id, a known image and a known category; None (reported) if not."""
+        if ann_id in seen_ids:
+            self.issues.add("duplicate_annotation_id", ann_id)
+            return None
+        seen_ids.add(ann_id)
+        image = self.images.get(image_id)
+        if image is None:
+            self.issues.add("missing_image", ann_id, f"annotation {ann_id} → image {image_id}")
+            return None
+        if category_id not in self.categories:
+            self.issues.add("missing_category", ann_id, f"annotation {ann_id} → category {category_id}")
+            return None
+        return image
+
+    def _check_crowd(self, ann: dict[str, Any], ann_id: int) -> bool:
+        """Whether ``iscrowd`` is 0 or 1 (stored as an int when it meant one); False (reported) if not."""
+        crowd = ann.get("iscrowd")
+        if type(crowd) is int and (crowd == 0 or crowd == 1):
+            return True
+        crowd, coerced_crowd = _as_crowd(crowd)
+        if crowd is None:
+            self.issues.add("invalid_iscrowd", ann_id, short_repr(ann.get("iscrowd")))
+            return False
+        if coerced_crowd:
+            self.issues.add("coerced_value", ann_id)
+        ann["iscrowd"] = crowd
+        return True
+
+    def _annotation_bbox(self, ann: dict[str, Any], ann_id: int) -> list[float] | None:
+        """The stored bbox when usable (stored as numbers when it held text); None when absent or unusable."""
+        bbox_value = ann.get("bbox")
+        if bbox_value is None:
+            return None
+        bbox, coerced_bbox = _parse_bbox(bbox_value)
+        if bbox is not None and coerced_bbox:
+            ann["bbox"] = bbox
+            self.issues.add("coerced_value", ann_id)
+        return bbox
+
+    def _keep_by_geometry(
+        self,
+        ann: dict[str, Any],
+        ann_id: int,
+        image_id: int,
+        image: _Image,
+        bbox: list[float] | None,
+        kept: _KeptAnnotations,
+    ) -> None:
+        """Keep the annotation with its mask, or as a box only; report it when it has neither."""
+        job = self._mask_job(ann, ann_id, image_id, image, len(kept.mask_jobs))
+        if job is False:
+            return  # malformed mask, reported
+        if job is None:
+            if bbox is None:
+                bbox_value = ann.get("bbox")  # as stored: an unusable bbox is never rewritten
+                if bbox_value is None or bbox_value == []:
+                    self.issues.add("no_geometry", ann_id)
+                else:
+                    self.issues.add("invalid_bbox", ann_id, f"annotation {ann_id}: {short_repr(bbox_value)}")
+                return
+            kept.box_only.append((ann, image))
+        else:
+            kept.mask_anns.append(ann)
+            kept.mask_jobs.append(job)
+            kept.mask_bboxes.append(bbox)
+        kept.valid.append(ann)
 
     def _mask_job(
         self, ann: dict[str, Any], ann_id: int, image_id: int, image: _Image, index: int
@@ -768,6 +795,27 @@ class _Validator:
                 ann["area"] = w * h
 
 
+def _annotation_stats(valid: list[dict[str, Any]], has_boxes: bool, has_masks: bool) -> dict[str, Any]:
+    """Per-category counts of the kept annotations, and whether the repaired data holds boxes and masks."""
+    category_annotations: Counter[int] = Counter()
+    pairs = set()
+    for ann in valid:
+        category_annotations[ann["category_id"]] += 1
+        pairs.add((ann["category_id"], ann["image_id"]))
+    category_images: Counter[int] = Counter(category for category, _ in pairs)
+    annotated_images = len({image_id for _, image_id in pairs})
+    return {
+        "valid_annotations": valid,
+        "category_annotations": category_annotations,
+        "category_images": category_images,
+        "annotated_images": annotated_images,
+        # What the repaired data holds: every kept mask now has a box (``generated["bbox"]`` says how
+        # many were derived), so masks-only data trains the box teacher too.
+        "has_boxes": has_boxes or has_masks,
+        "has_masks": has_masks,
+    }
+
+
 def _area_value(ann: dict[str, Any]) -> float:
     """The stored area as a float; NaN when missing, negative or not a number."""
     value = ann.get("area")
@@ -814,6 +862,15 @@ def validate_dataset(
     finally:
         if gc_was_enabled:
             gc.enable()
+
+
+def dataset_info_from_coco(coco: dict[str, Any]) -> DatasetInfo:
+    """What a COCO dict contains, derived by the same pass as ``validate`` (image files not read).
+
+    One derivation only, so the classes, their order and the boxes/masks decision are always the
+    ones ``validate`` reports (e.g. a Roboflow placeholder category is not a class here either).
+    """
+    return validate_dataset(coco, check_images=False).info
 
 
 def _run_validator(

@@ -76,7 +76,6 @@ def distillation_trainer(task: str, settings: KDSettings | None, soft: SoftTarge
     import_ultralytics()
     from ultralytics.models.yolo.detect import DetectionTrainer
     from ultralytics.models.yolo.segment import SegmentationTrainer
-    from ultralytics.utils.loss import v8DetectionLoss, v8SegmentationLoss
     from ultralytics.utils.torch_utils import unwrap_model
 
     base = SegmentationTrainer if task == "segment" else DetectionTrainer
@@ -128,58 +127,77 @@ def distillation_trainer(task: str, settings: KDSettings | None, soft: SoftTarge
                 return
             assert self.kd_settings is not None
             teacher = load_frozen_teacher(self.kd_settings.teacher, self.device)
-            teacher_strides = [int(s) for s in teacher.stride]
-            student_strides = [int(s) for s in student.stride]
-            if teacher_strides != student_strides:
-                raise UsageError(
-                    f"teacher strides {teacher_strides} differ from the student's {student_strides}, so their "
-                    "predictions cannot be compared anchor by anchor",
-                    "use a teacher of the same YOLO family, or set distillation.logit_weight=0, dfl_weight=0 "
-                    "and feature_weight=0 to keep only its pseudo-labels",
-                )
+            _check_strides(teacher, student)
             self.kd_teacher = teacher
             if self.kd_settings.weights.feature > 0:
-                projectors = build_projectors(
-                    neck_channels(student, self.device), neck_channels(teacher, self.device)
-                ).to(self.device)
                 saved = Path(self.wdir) / PROJECTORS_FILE
-                if self.args.resume and saved.is_file():
-                    from distillkit.safe_load import safe_torch_load
-
-                    projectors.load_state_dict(safe_torch_load(saved, map_location=self.device))
-                self.kd_projectors = projectors
-
-    def _install_criterion(trainer: Any) -> None:
-        model = unwrap_model(trainer.model)
-        plain = type(model.init_criterion())
-        if plain not in (v8DetectionLoss, v8SegmentationLoss):
-            raise UsageError(
-                f"the teacher's soft targets and KD terms need a YOLOv8/YOLO11-style head; {plain.__name__} is "
-                "not supported",
-                "use a yolov8/yolo11 student, or set distillation.soft_targets=false, logit_weight=0, dfl_weight=0 "
-                "and feature_weight=0",
-            )
-        mixins: list[type] = []
-        if trainer.soft_settings is not None:
-            mixins.append(SoftTargetLossMixin)
-        if trainer.kd_settings is not None:
-            mixins.append(KDLossMixin)
-        criterion = type(f"Distill{plain.__name__}", (*mixins, plain), {})(model)
-        if trainer.soft_settings is not None:
-            criterion.attach_soft_targets(trainer.soft_table[0])
-        if trainer.kd_settings is not None:
-            criterion.attach_teacher(
-                trainer.kd_teacher,
-                trainer.kd_settings.class_index,
-                trainer.kd_projectors,
-                trainer.kd_settings.weights,
-                trainer.kd_settings.taught_classes,
-            )
-        model.criterion = criterion
-
-    def _save_projectors(trainer: Any) -> None:
-        if trainer.kd_projectors is not None:
-            with atomic_open(Path(trainer.wdir) / PROJECTORS_FILE, "wb") as handle:
-                torch.save(trainer.kd_projectors.state_dict(), handle)
+                self.kd_projectors = _feature_projectors(
+                    student, teacher, self.device, saved if self.args.resume else None
+                )
 
     return DistillationTrainer
+
+
+def _check_strides(teacher: nn.Module, student: nn.Module) -> None:
+    """Refuse a teacher whose strides differ from the student's: their anchors would not align."""
+    teacher_strides = [int(s) for s in teacher.stride]
+    student_strides = [int(s) for s in student.stride]
+    if teacher_strides != student_strides:
+        raise UsageError(
+            f"teacher strides {teacher_strides} differ from the student's {student_strides}, so their "
+            "predictions cannot be compared anchor by anchor",
+            "use a teacher of the same YOLO family, or set distillation.logit_weight=0, dfl_weight=0 "
+            "and feature_weight=0 to keep only its pseudo-labels",
+        )
+
+
+def _feature_projectors(
+    student: nn.Module, teacher: nn.Module, device: torch.device, saved: Path | None
+) -> nn.ModuleList:
+    """The 1x1 projectors from the student's neck features to the teacher's; reloaded from ``saved`` when it exists."""
+    projectors = build_projectors(neck_channels(student, device), neck_channels(teacher, device)).to(device)
+    if saved is not None and saved.is_file():
+        from distillkit.safe_load import safe_torch_load
+
+        projectors.load_state_dict(safe_torch_load(saved, map_location=device))
+    return projectors
+
+
+def _install_criterion(trainer: Any) -> None:
+    """Give the model a criterion with the soft-target and KD terms (``on_train_start``, after the EMA copy)."""
+    from ultralytics.utils.loss import v8DetectionLoss, v8SegmentationLoss
+    from ultralytics.utils.torch_utils import unwrap_model
+
+    model = unwrap_model(trainer.model)
+    plain = type(model.init_criterion())
+    if plain not in (v8DetectionLoss, v8SegmentationLoss):
+        raise UsageError(
+            f"the teacher's soft targets and KD terms need a YOLOv8/YOLO11-style head; {plain.__name__} is "
+            "not supported",
+            "use a yolov8/yolo11 student, or set distillation.soft_targets=false, logit_weight=0, dfl_weight=0 "
+            "and feature_weight=0",
+        )
+    mixins: list[type] = []
+    if trainer.soft_settings is not None:
+        mixins.append(SoftTargetLossMixin)
+    if trainer.kd_settings is not None:
+        mixins.append(KDLossMixin)
+    criterion = type(f"Distill{plain.__name__}", (*mixins, plain), {})(model)
+    if trainer.soft_settings is not None:
+        criterion.attach_soft_targets(trainer.soft_table[0])
+    if trainer.kd_settings is not None:
+        criterion.attach_teacher(
+            trainer.kd_teacher,
+            trainer.kd_settings.class_index,
+            trainer.kd_projectors,
+            trainer.kd_settings.weights,
+            trainer.kd_settings.taught_classes,
+        )
+    model.criterion = criterion
+
+
+def _save_projectors(trainer: Any) -> None:
+    """Write the KD projectors next to the checkpoint (``on_model_save``), for ``--resume``."""
+    if trainer.kd_projectors is not None:
+        with atomic_open(Path(trainer.wdir) / PROJECTORS_FILE, "wb") as handle:
+            torch.save(trainer.kd_projectors.state_dict(), handle)

@@ -162,30 +162,92 @@ def plan_distillation(
     """
     settings = config.distillation
     plan = DistillationPlan()
-    for excluded in settings.exclude:
+    _check_exclude_files(settings.exclude)
+    yolo = _yolo_teacher(config, class_names, task, device, plan.notices)
+    _choose_labeller(plan, settings, teacher, yolo, device, config.student.batch)
+    if settings.label_backend == "ray":
+        plan.cache_filler = _ray_filler(settings, plan, config.student.batch, teacher is not None)
+    _check_labelling_settings(plan, settings, class_names)
+
+    plan.components["pseudo_labels"] = _pseudo_labels_component(plan, settings)
+    labelling = plan.components["pseudo_labels"].active
+    plan.components["soft_targets"] = (
+        Component(1.0, True, "the teacher's per-class scores and confidence weight the student's targets")
+        if labelling and settings.soft_targets
+        else Component(0.0, False, "distillation.soft_targets is false" if labelling else "no teacher labels")
+    )
+    plan.components["mask_quality"] = (
+        Component(1.0, True, "mask loss weighted by the mask teacher's predicted IoU")
+        if plan.components["soft_targets"].active and task == "segment"
+        else Component(0.0, False, "needs soft targets and a segmentation student")
+    )
+    plan.components["calibrated_thresholds"] = _calibrated_thresholds_component(settings, labelling)
+    _plan_kd_terms(plan, settings, yolo, student_reg_max)
+    if not plan.components["pseudo_labels"].active:
+        settings.label_train_images = False
+    if not plan.components["soft_targets"].active:
+        settings.soft_targets = False
+    plan.components["weight_selection"] = _plan_weight_selection(
+        plan, settings, yolo, scratch_student, class_names, selected_start
+    )
+    if not plan.components["weight_selection"].active:
+        settings.inherit_weights = False
+    plan.kd = _kd_settings(plan, settings, yolo)
+    if plan.labeller is not None and not plan.active:  # given, yet it would change nothing: refuse, say why
+        raise UsageError(
+            f"the {plan.labeller_source} would contribute nothing: distillation.label_train_images is false, "
+            "no --unlabeled images were given and no KD term or weight selection applies",
+            "drop --set distillation.label_train_images=false, add --unlabeled DIR, or leave the teacher out",
+        )
+    return plan
+
+
+def _check_exclude_files(excluded_files: Sequence[str]) -> None:
+    for excluded in excluded_files:
         if not Path(excluded).is_file():
             raise UsageError(f"--exclude {excluded} is not a file", "pass a COCO JSON file (e.g. the test split)")
-    yolo: YoloTeacher | None = None
-    if settings.ultralytics_teacher:
-        yolo = YoloTeacher(
-            settings.ultralytics_teacher,
-            class_names,
-            conf=settings.teacher_conf,
-            imgsz=settings.teacher_imgsz or config.student.imgsz,
-            device=device,
-        )
-        if task == "segment" and yolo.task != "segment":
-            plan.notices.append("the YOLO teacher predicts boxes only: its pseudo-labels train the masks as rectangles")
+
+
+def _yolo_teacher(
+    config: Any, class_names: Sequence[str], task: str, device: str, notices: list[str]
+) -> YoloTeacher | None:
+    """The YOLO teacher of ``distillation.ultralytics_teacher`` (None when not set)."""
+    settings = config.distillation
+    if not settings.ultralytics_teacher:
+        return None
+    yolo = YoloTeacher(
+        settings.ultralytics_teacher,
+        class_names,
+        conf=settings.teacher_conf,
+        imgsz=settings.teacher_imgsz or config.student.imgsz,
+        device=device,
+    )
+    if task == "segment" and yolo.task != "segment":
+        notices.append("the YOLO teacher predicts boxes only: its pseudo-labels train the masks as rectangles")
+    return yolo
+
+
+def _choose_labeller(
+    plan: DistillationPlan,
+    settings: Any,
+    teacher: Teacher | None,
+    yolo: YoloTeacher | None,
+    device: str,
+    batch_size: int,
+) -> None:
+    """The teacher giving the pseudo-labels: a given object, else ``--teacher-dir``, else the YOLO teacher."""
     if teacher is not None:
         plan.labeller, plan.labeller_source = teacher, "given Teacher object"
     elif settings.teacher_dir:
-        plan.labeller = load_directory_teacher(Path(settings.teacher_dir), device, config.student.batch)
+        plan.labeller = load_directory_teacher(Path(settings.teacher_dir), device, batch_size)
         plan.labeller_source = f"teacher-dir {settings.teacher_dir}"
         plan.teacher_dir = Path(settings.teacher_dir)
     elif yolo is not None:
         plan.labeller, plan.labeller_source = yolo, f"YOLO teacher {settings.ultralytics_teacher}"
-    if settings.label_backend == "ray":
-        plan.cache_filler = _ray_filler(settings, plan, config.student.batch, teacher is not None)
+
+
+def _check_labelling_settings(plan: DistillationPlan, settings: Any, class_names: Sequence[str]) -> None:
+    """Refuse settings that contradict the teacher or the data; note a pseudo_label_conf with no effect."""
     if plan.labeller is not None and list(plan.labeller.class_names) != list(class_names):
         raise UsageError(
             f"the teacher's classes {list(plan.labeller.class_names)} are not the dataset's {list(class_names)}",
@@ -202,7 +264,6 @@ def plan_distillation(
             f"{len(class_names)} classes {list(class_names)}",
             "give one threshold per class, in this order, or null to calibrate them on --val",
         )
-
     if settings.unlabeled_images:
         if plan.labeller is None:  # asked for, yet it would change nothing: say so instead of ignoring it
             raise UsageError(
@@ -210,38 +271,30 @@ def plan_distillation(
                 "add --teacher MODEL.pt or --teacher-dir EXP, or leave --unlabeled out",
             )
         list_images(Path(settings.unlabeled_images), 1)  # a missing or image-less folder fails now, not after setup
-    has_images = bool(settings.unlabeled_images) or settings.label_train_images
+
+
+def _pseudo_labels_component(plan: DistillationPlan, settings: Any) -> Component:
     if plan.labeller is None:
-        plan.components["pseudo_labels"] = Component(0.0, False, "no teacher (--teacher or --teacher-dir)")
-    elif not has_images:
-        plan.components["pseudo_labels"] = Component(
+        return Component(0.0, False, "no teacher (--teacher or --teacher-dir)")
+    if not (bool(settings.unlabeled_images) or settings.label_train_images):
+        return Component(
             0.0, False, "nothing to label: no --unlabeled images and distillation.label_train_images is false"
         )
-    else:
-        plan.components["pseudo_labels"] = Component(1.0, True, f"labels from the {plan.labeller_source}")
-    labelling = plan.components["pseudo_labels"].active
-    plan.components["soft_targets"] = (
-        Component(1.0, True, "the teacher's per-class scores and confidence weight the student's targets")
-        if labelling and settings.soft_targets
-        else Component(0.0, False, "distillation.soft_targets is false" if labelling else "no teacher labels")
-    )
-    plan.components["mask_quality"] = (
-        Component(1.0, True, "mask loss weighted by the mask teacher's predicted IoU")
-        if plan.components["soft_targets"].active and task == "segment"
-        else Component(0.0, False, "needs soft targets and a segmentation student")
-    )
-    if not labelling:
-        calibrated = Component(0.0, False, "no teacher labels")
-    elif settings.class_thresholds is not None:
-        calibrated = Component(0.0, False, f"distillation.class_thresholds given: {settings.class_thresholds}")
-    elif settings.calibrate_thresholds:
-        calibrated = Component(1.0, True, "per-class gates at the teacher's best F1 on --val")
-    else:
-        calibrated = Component(
-            0.0, False, f"one global gate, distillation.pseudo_label_conf={settings.pseudo_label_conf}"
-        )
-    plan.components["calibrated_thresholds"] = calibrated
+    return Component(1.0, True, f"labels from the {plan.labeller_source}")
 
+
+def _calibrated_thresholds_component(settings: Any, labelling: bool) -> Component:
+    if not labelling:
+        return Component(0.0, False, "no teacher labels")
+    if settings.class_thresholds is not None:
+        return Component(0.0, False, f"distillation.class_thresholds given: {settings.class_thresholds}")
+    if settings.calibrate_thresholds:
+        return Component(1.0, True, "per-class gates at the teacher's best F1 on --val")
+    return Component(0.0, False, f"one global gate, distillation.pseudo_label_conf={settings.pseudo_label_conf}")
+
+
+def _plan_kd_terms(plan: DistillationPlan, settings: Any, yolo: YoloTeacher | None, student_reg_max: int) -> None:
+    """ultralytics' distill_model or distillkit's three KD terms; zeroes the weights of the terms that cannot run."""
     builtin = settings.use_ultralytics_distill_model
     plan.components["ultralytics_distill"] = Component(
         settings.dis_weight if builtin else 0.0,
@@ -257,46 +310,41 @@ def plan_distillation(
         ("dfl_kd", "dfl_weight", None if same_reg_max else "the teacher's reg_max differs from the student's"),
         ("feature_kd", "feature_weight", None),
     ):
-        weight = float(getattr(settings, key))
-        if yolo is None:
-            reason = "needs a YOLO teacher (--teacher)"
-        elif builtin:
-            reason = "replaced by ultralytics distill_model (use_ultralytics_distill_model is true)"
-        elif weight == 0:
-            reason = f"distillation.{key} is 0"
-        else:
-            reason = extra_need or f"KD against the YOLO teacher {settings.ultralytics_teacher}"
-        active = yolo is not None and not builtin and weight > 0 and extra_need is None
-        plan.components[name] = Component(weight if active else 0.0, active, reason)
-        if not active:
+        component = _kd_term(settings, yolo, builtin, key, extra_need)
+        plan.components[name] = component
+        if not component.active:
             setattr(settings, key, 0.0)
-    if not plan.components["pseudo_labels"].active:
-        settings.label_train_images = False
-    if not plan.components["soft_targets"].active:
-        settings.soft_targets = False
-    plan.components["weight_selection"] = _plan_weight_selection(
-        plan, settings, yolo, scratch_student, class_names, selected_start
+
+
+def _kd_term(settings: Any, yolo: YoloTeacher | None, builtin: bool, key: str, extra_need: str | None) -> Component:
+    """One KD term, weighted by ``distillation.<key>``; ``extra_need``: what else it lacks, if anything."""
+    weight = float(getattr(settings, key))
+    if yolo is None:
+        reason = "needs a YOLO teacher (--teacher)"
+    elif builtin:
+        reason = "replaced by ultralytics distill_model (use_ultralytics_distill_model is true)"
+    elif weight == 0:
+        reason = f"distillation.{key} is 0"
+    else:
+        reason = extra_need or f"KD against the YOLO teacher {settings.ultralytics_teacher}"
+    active = yolo is not None and not builtin and weight > 0 and extra_need is None
+    return Component(weight if active else 0.0, active, reason)
+
+
+def _kd_settings(plan: DistillationPlan, settings: Any, yolo: YoloTeacher | None) -> KDSettings | None:
+    """What the KD loss needs, when one of its terms runs."""
+    if yolo is None or not any(plan.components[n].active for n in ("logit_kd", "dfl_kd", "feature_kd")):
+        return None
+    return KDSettings(
+        teacher=yolo.path,
+        class_index=yolo.class_index,
+        weights=KDWeights(
+            logit=settings.logit_weight,
+            dfl=settings.dfl_weight,
+            feature=settings.feature_weight,
+            temperature=settings.temperature,
+        ),
     )
-    if not plan.components["weight_selection"].active:
-        settings.inherit_weights = False
-    if yolo is not None and any(plan.components[n].active for n in ("logit_kd", "dfl_kd", "feature_kd")):
-        plan.kd = KDSettings(
-            teacher=yolo.path,
-            class_index=yolo.class_index,
-            weights=KDWeights(
-                logit=settings.logit_weight,
-                dfl=settings.dfl_weight,
-                feature=settings.feature_weight,
-                temperature=settings.temperature,
-            ),
-        )
-    if plan.labeller is not None and not plan.active:  # given, yet it would change nothing: refuse, say why
-        raise UsageError(
-            f"the {plan.labeller_source} would contribute nothing: distillation.label_train_images is false, "
-            "no --unlabeled images were given and no KD term or weight selection applies",
-            "drop --set distillation.label_train_images=false, add --unlabeled DIR, or leave the teacher out",
-        )
-    return plan
 
 
 def add_pseudo_labels(
