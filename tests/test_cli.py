@@ -183,6 +183,22 @@ def test_ctrl_c_is_one_line_with_exit_130(dataset_file: Path, monkeypatch: pytes
     assert err == "error: interrupted\n"
 
 
+def test_ctrl_c_wrapped_by_python_is_still_an_interrupt(dataset_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A Ctrl-C while a module imports (matplotlib, at the end of train-classifier) can surface as
+    # "RuntimeError: Error calling __set_name__" with the KeyboardInterrupt as its cause: found by the
+    # SIGINT bench as an "internal error" with exit 1.
+    def interrupted(*args: Any, **kwargs: Any) -> None:
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as exc:
+            raise RuntimeError("Error calling __set_name__ on '_axis_method_wrapper' instance") from exc
+
+    monkeypatch.setattr("distillkit.cli.validate_cmd.validate_dataset", interrupted)
+    code, out, err = run("validate", str(dataset_file))
+    assert code == 130 and out == ""
+    assert err == "error: interrupted\n"
+
+
 def test_input_file_is_never_modified(dataset_file: Path, tmp_path: Path) -> None:
     before = dataset_file.read_bytes()
     code, _, _ = run("validate", str(dataset_file), "--output", str(tmp_path / "fixed.json"), "--split", "0.5,0.5")

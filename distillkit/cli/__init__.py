@@ -90,6 +90,35 @@ def _quiet_library_loggers() -> None:
     logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
 
 
+def _interrupted(args: list[str], json_mode: bool) -> int:
+    """Say how to go on after Ctrl-C; the exit code 130."""
+    resumable = bool(args) and args[0].startswith("train-")
+    hint = "; continue it with the same command plus --resume" if resumable else ""
+    if args and args[0] == "label":  # finished images are in the teacher-output cache
+        hint = "; run the same command again to continue (finished images are kept)"
+    _error_line("interrupted" + hint)
+    _json_error(json_mode, "interrupted", hint.removeprefix("; ") or None, 130)
+    return 130
+
+
+def _caused_by_interrupt(exc: BaseException) -> bool:
+    """Whether a KeyboardInterrupt is behind ``exc`` (Python wraps one raised in ``__set_name__``, say)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, KeyboardInterrupt):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _exit_now(code: int, argv: list[str] | None) -> None:
+    if argv is None:
+        _exit_process(code)
+    sys.exit(code)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     _tolerant_streams()
@@ -134,13 +163,7 @@ def main(argv: list[str] | None = None) -> None:
         exit_code = exc.exit_code
         _json_error(json_mode, exc.message, exc.hint, exit_code)
     except KeyboardInterrupt:
-        resumable = bool(args) and args[0].startswith("train-")
-        hint = "; continue it with the same command plus --resume" if resumable else ""
-        if args and args[0] == "label":  # finished images are in the teacher-output cache
-            hint = "; run the same command again to continue (finished images are kept)"
-        _error_line("interrupted" + hint)
-        exit_code = 130
-        _json_error(json_mode, "interrupted", hint.removeprefix("; ") or None, exit_code)
+        exit_code = _interrupted(args, json_mode)
     except MemoryError:
         if debug:
             raise
@@ -152,6 +175,8 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:
         if debug:
             raise
+        if _caused_by_interrupt(exc):  # e.g. Ctrl-C inside a class body while a module imports
+            _exit_now(_interrupted(args, json_mode), argv)
         problem = _path_problem(exc)
         if problem is not None:
             _error_line("; ".join(problem))
@@ -169,9 +194,7 @@ def main(argv: list[str] | None = None) -> None:
             exit_code,
         )
     code = exit_code if isinstance(exit_code, int) else 0
-    if argv is None:  # the real process (not an in-process call): its work is done and written
-        _exit_process(code)
-    sys.exit(code)
+    _exit_now(code, argv)  # the real process (not an in-process call): its work is done and written
 
 
 def _exit_process(code: int) -> None:
