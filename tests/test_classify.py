@@ -29,7 +29,7 @@ from distillkit.classify.metrics import (
     expected_calibration_error,
     fit_temperature,
 )
-from distillkit.classify.mixing import BatchMixer, cutmix
+from distillkit.classify.mixing import BatchMixer
 from distillkit.classify.sources import load_classification_data, split_classification_data
 from distillkit.config import build_config
 from distillkit.errors import ConfigError, DataError, UsageError
@@ -325,12 +325,35 @@ def test_mixup_mixes_images_and_targets_in_the_same_proportion() -> None:
 
 
 def test_cutmix_area_matches_target_share() -> None:
-    torch.manual_seed(1)
+    np.random.seed(0)  # timm's Mixup draws from numpy's global generator (this seed: a 30% box)
     images = torch.zeros(2, 1, 10, 10)
     images[1] = 1.0
-    mixed, kept = cutmix(images, torch.tensor([1, 0]), lam=0.64)
+    mixed, mixed_targets = BatchMixer(cutmix_alpha=1.0)(images, torch.eye(2))
     pasted = float(mixed[0].mean())
+    kept = float(mixed_targets[0, 0])
+    assert 0 < pasted < 1
     assert pasted == pytest.approx(1 - kept)
+
+
+def test_one_mixer_switches_mixup_and_cutmix_and_keeps_an_odd_last_image() -> None:
+    np.random.seed(0)
+    images = torch.stack([torch.full((1, 8, 8), float(i)) for i in range(5)])
+    before = images.clone()
+    targets = torch.eye(5)
+    mixer = BatchMixer(mixup_alpha=1.0, cutmix_alpha=1.0)
+    kinds = set()
+    for _ in range(20):
+        batch = mixer.mix(images, targets)
+        # timm's batch mode pairs an even batch: the fifth image and its target stay its own
+        assert torch.equal(batch.images[4], images[4]) and torch.equal(batch.soft_targets[4], targets[4])
+        # each mixed image's mean value is the target-weighted mean of the source values (pixels or area)
+        assert torch.allclose(batch.images.mean((1, 2, 3)), batch.soft_targets @ torch.arange(5.0), atol=1e-5)
+        kinds.add("cutmix" if batch.images[0].unique().numel() == 2 else "mixup")
+    assert kinds == {"mixup", "cutmix"}  # both on: each batch uses one of the two
+    assert torch.equal(images, before)  # the batch itself is left untouched
+    multi_hot = torch.tensor([[1.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    mixed = BatchMixer.strategy("mixup", alpha=1.0).mix(torch.randn(2, 3, 4, 4), multi_hot)
+    assert torch.allclose(mixed.soft_targets, mixed.lam * multi_hot + (1 - mixed.lam) * multi_hot.flip(0))
 
 
 # ---------------------------------------------------------------------------------------------- metrics

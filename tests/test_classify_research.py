@@ -10,8 +10,11 @@ import pytest
 import timm
 import torch
 import torch.nn.functional as F
+from peft import PeftConfig
+from safetensors.torch import load_file, save_file
 from torch import nn
 
+from distillkit.classify.mixing import BatchMixer, tokenmix
 from distillkit.classify.models import ClassifierSpec, build_classifier
 from distillkit.classify.research.gate import DynamicHeadGate
 from distillkit.classify.research.hybrid import HybridBackbone
@@ -22,7 +25,6 @@ from distillkit.classify.research.margins import (
     CosineHead,
     CurricularFaceLoss,
 )
-from distillkit.classify.research.mixing import Mixer, tokenmix
 from distillkit.classify.research.objectives import (
     EvidentialLoss,
     evidential_uncertainty,
@@ -208,11 +210,24 @@ def test_lora_trains_only_adapters_and_head_and_saves_them_apart(tmp_path: Path)
     assert torch.equal(model.backbone.blocks[0].attn.qkv.base_layer.weight, frozen_before)
     folder = save_lora_adapter(model.backbone, tmp_path / "adapter")
     assert (folder / "adapter_config.json").is_file() and (folder / "adapter_model.safetensors").is_file()
+    config = PeftConfig.from_pretrained(str(folder))  # peft's own layout, written by save_pretrained
+    assert config.peft_type == "LORA" and config.r == 2 and "blocks.0.attn.qkv" in config.target_modules
     fresh = build_classifier(ClassifierSpec(name, num_classes=3)).model
     load_lora_adapter(fresh.backbone, folder)
     b_trained = model.backbone.blocks[0].attn.qkv.lora_B.default.weight
     assert b_trained.abs().sum() > 0
     assert torch.equal(fresh.backbone.blocks[0].attn.qkv.lora_B.default.weight, b_trained)
+    # an adapter folder of the earlier hand-written layout (keys without peft's prefix) still loads
+    earlier = tmp_path / "earlier"
+    earlier.mkdir()
+    weights = load_file(str(folder / "adapter_model.safetensors"))
+    save_file(
+        {key.removeprefix("base_model.model."): value for key, value in weights.items()},
+        earlier / "adapter_model.safetensors",
+    )
+    again = build_classifier(ClassifierSpec(name, num_classes=3)).model
+    load_lora_adapter(again.backbone, earlier)
+    assert torch.equal(again.backbone.blocks[0].attn.qkv.lora_B.default.weight, b_trained)
 
 
 # ------------------------------------------------------------------ heads and losses
@@ -323,11 +338,25 @@ def test_mixing_strategies() -> None:
     assert kept == pytest.approx(0.75)
     targets = torch.eye(2)
     for strategy in ("mixup", "cutmix", "tokenmix"):
-        batch = Mixer(strategy, alpha=1.0, patch_size=8)(images, targets)
+        batch = BatchMixer.strategy(strategy, alpha=1.0, patch_size=8).mix(images, targets)
         assert torch.allclose(batch.soft_targets.sum(1), torch.ones(2))
-    assert Mixer("none")(images, targets).lam == 1.0
+    assert BatchMixer.strategy("none").mix(images, targets).lam == 1.0
     with pytest.raises(ValueError):
-        Mixer("bogus")
+        BatchMixer.strategy("bogus")
+
+
+def test_every_run_builds_its_mixer_from_the_same_settings() -> None:
+    from distillkit.classify.mixing import build_mixer
+    from distillkit.config import build_config
+
+    overrides = ["classifier.head=arcface", "classifier.mixup_alpha=0.2", "classifier.cutmix_alpha=1.0"]
+    settings = build_config(["classifier"], overrides=overrides).classifier
+    mixer, notices = build_mixer(settings, False, nn.Linear(2, 2))  # a margin-head run: cutmix too, not mixup only
+    assert (mixer.mixup_alpha, mixer.cutmix_alpha) == (0.2, 1.0) and not notices
+    assert not build_mixer(settings, True, nn.Linear(2, 2))[0].enabled  # auto: off for multi-label data
+    settings.mixing = "tokenmix"
+    mixer, notices = build_mixer(settings, True, nn.Linear(2, 2))
+    assert mixer.tokenmix_alpha == settings.mixing_alpha and mixer.patch_size == 16 and "16-pixel" in notices[0]
 
 
 def test_random_views_shape_and_difference() -> None:
@@ -543,7 +572,7 @@ def test_research_switches_reject_multi_label_and_unknown_values(tmp_path: Path)
 
 
 def test_loss_computer_reuses_the_draw_for_the_same_batch_only() -> None:
-    from distillkit.classify.research.training import ResearchLossComputer
+    from distillkit.classify.loss_computer import LossComputer
 
     class Model(nn.Module):
         def __init__(self) -> None:
@@ -556,7 +585,7 @@ def test_loss_computer_reuses_the_draw_for_the_same_batch_only() -> None:
             return self.linear(x.flatten(1)), x.flatten(1)
 
     model = Model()
-    compute = ResearchLossComputer(criterion=nn.CrossEntropyLoss(), mixer=Mixer("mixup", alpha=1.0))
+    compute = LossComputer(criterion=nn.CrossEntropyLoss(), mixer=BatchMixer(mixup_alpha=1.0))
     torch.manual_seed(0)
     batch = (torch.randn(4, 3, 8, 8), torch.eye(2)[[0, 1, 0, 1]])
     compute(model, batch)

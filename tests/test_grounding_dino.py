@@ -179,7 +179,7 @@ def test_prompt_holds_every_class_and_maps_phrases_back(world: dict[str, Path]) 
 
 def test_lora_trains_only_adapters_on_attention(world: dict[str, Path]) -> None:
     from distillkit.teachers.grounding_dino.train import prepare_model
-    from distillkit.teachers.lora import count_parameters
+    from distillkit.training.lora import count_parameters
 
     bundle, _ = prepare_model(make_config(world))
     trainable, total = count_parameters(bundle.model)

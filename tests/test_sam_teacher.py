@@ -16,7 +16,6 @@ from distillkit.config.build import ExperimentConfig
 from distillkit.data.synthetic import generate_inspection_dataset
 from distillkit.errors import DataError, UsageError
 from distillkit.io import atomic_write_json, read_json
-from distillkit.teachers.lora import save_adapter, save_merged
 from distillkit.teachers.sam import (
     SamEvaluationResult,
     SamTrainResult,
@@ -34,6 +33,7 @@ from distillkit.teachers.sam.model import build_lora_sam, load_adapters, load_ba
 from distillkit.teachers.sam.predict import decode_prompts
 from distillkit.teachers.sam.train import SamTrainingLoss
 from distillkit.training import Trainer
+from distillkit.training.lora import save_adapter, save_merged
 from tests.tiny_sam import IMAGE_SIZE, write_tiny_sam
 
 SECTIONS = ["preprocessing", "augmentation", "training_dynamics", "checkpointing", "teacher_sam_lora"]

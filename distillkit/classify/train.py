@@ -33,10 +33,10 @@ from distillkit.classify.checkpoint import (
     save_classifier,
 )
 from distillkit.classify.dataset import ClassificationDataset, common_image_size
-from distillkit.classify.distill import distillation_total, feature_loss, kd_logit_loss
+from distillkit.classify.loss_computer import LossComputer
 from distillkit.classify.losses import build_loss
 from distillkit.classify.metrics import classification_metrics, fit_temperature
-from distillkit.classify.mixing import BatchMixer
+from distillkit.classify.mixing import build_mixer
 from distillkit.classify.models import ClassifierSpec, TimmClassifier, build_classifier
 from distillkit.classify.research.training import build_research_training, research_model_name
 from distillkit.classify.sources import ClassificationData, load_classification_data, split_classification_data
@@ -157,39 +157,6 @@ class Teacher:
         if tuple(pixels.shape[-2:]) != self.loaded.input_hw:
             pixels = F.interpolate(pixels, size=self.loaded.input_hw, mode="bilinear", align_corners=False)
         return self.model.forward_with_features((pixels - t_mean) / t_std)
-
-
-@dataclass
-class LossComputer:
-    """``compute_loss(model, batch)`` for the Trainer: hard loss, mixing, distillation terms."""
-
-    criterion: nn.Module
-    mixer: BatchMixer
-    multi_label: bool
-    teacher: Teacher | None = None
-    kd_temperature: float = 4.0
-    kd_alpha: float = 0.5
-    feature_weight: float = 0.0
-
-    def __call__(self, model: nn.Module, batch: Any) -> dict[str, torch.Tensor]:
-        images, targets = batch
-        if not self.multi_label:
-            images, targets = self.mixer(images, targets)
-        logits, features = model(images)
-        hard = self.criterion(logits, targets)
-        terms: dict[str, torch.Tensor] = {"hard": hard.detach()}
-        kd = feature = None
-        if self.teacher is not None:
-            teacher_logits, teacher_features = self.teacher(images)
-            kd = kd_logit_loss(logits, teacher_logits, self.kd_temperature, self.multi_label)
-            terms["kd"] = kd.detach()
-            if self.feature_weight > 0:
-                projector = _unwrap(model).projector
-                assert projector is not None
-                feature = feature_loss(features, teacher_features, projector)
-                terms["feature"] = feature.detach()
-        terms["loss"] = distillation_total(hard, kd, feature, self.kd_alpha, self.feature_weight)
-        return terms
 
 
 def _unwrap(model: nn.Module) -> ClassifierTrainingModule:
@@ -595,28 +562,19 @@ class ClassifierRun(ExperimentRun[ClassifierTrainingResult]):
         """The loss (with mixing and distillation) and the research techniques' callbacks and optimiser wrapper."""
         settings, multi_label = prepared.config.classifier, prepared.multi_label
         criterion = build_loss(settings, multi_label, train_data.class_counts(), len(train_data))
+        mixer, mixer_notices = build_mixer(settings, multi_label, prepared.model)
+        self.notices.extend(mixer_notices)
         compute_loss = LossComputer(
             criterion=criterion,
-            mixer=BatchMixer(settings.mixup_alpha, settings.cutmix_alpha),
+            mixer=mixer,
             multi_label=multi_label,
             teacher=prepared.teacher,
             kd_temperature=settings.kd_temperature,
             kd_alpha=settings.kd_alpha,
             feature_weight=settings.feature_weight if prepared.projector is not None else 0.0,
         )
-        if multi_label and (settings.mixup_alpha > 0 or settings.cutmix_alpha > 0):
-            self.notices.append("mixup/cutmix are for single-label data: off for this multi-label set")
-        # Research techniques (classify/research): loss, callbacks, optimiser wrapper; all off: the plain path.
-        research = build_research_training(
-            settings,
-            module,
-            criterion,
-            compute_loss,
-            multi_label,
-            self.folder,
-            prepared.teacher,
-            compute_loss.feature_weight,
-        )
+        # Research techniques (classify/research): loss options, callbacks and optimiser wrapper; none when all off.
+        research = build_research_training(settings, module, compute_loss, multi_label, self.folder)
         self.notices.extend(research.notices)
         return research
 

@@ -2,10 +2,11 @@
 
 Modules, one job each: ``gate`` (dynamic head attention), ``token_learner``, ``token_merging``
 (ToMe), ``hybrid`` (CNN + ViT backbone), ``lora`` (peft adapters), ``margins`` (cosine head, ArcFace,
-AdaFace, CurricularFace), ``objectives`` (SupCon, evidential loss and uncertainty), ``mixing``
-(none / mixup / cutmix / tokenmix), ``views`` (SupCon views), ``optim`` (SAM, Lookahead, gradient
-centralisation), ``spec`` (``research:`` model names), ``training`` (the train-classifier hooks) and
-``recipe`` (SupCon warm start -> margin fine-tune -> distillation).
+AdaFace, CurricularFace), ``objectives`` (SupCon, evidential loss and uncertainty), ``views``
+(SupCon views), ``optim`` (SAM, Lookahead, gradient centralisation), ``spec`` (``research:`` model
+names), ``training`` (the train-classifier hooks) and ``recipe`` (SupCon warm start -> margin
+fine-tune -> distillation). The mixing strategies (mixup / cutmix / tokenmix) and the one loss
+computer are every run's: ``classify/mixing.py``, ``classify/loss_computer.py``.
 
 Importing the package registers the ``research:`` model family with ``distillkit.classify.models``
 and the ``evidential`` loss with ``distillkit.classify.losses``.

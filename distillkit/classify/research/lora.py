@@ -1,37 +1,40 @@
 """LoRA adapters (peft) on a classifier backbone: backbone frozen, only the adapters (and the head) train.
 
-``inject_lora`` puts peft LoRA layers on every ``nn.Linear`` and dense ``nn.Conv2d`` of the backbone
-except the classification head, through ``peft.inject_adapter_in_model`` (the module keeps its own
-API, so the timm forward paths still work), then freezes everything but the adapters and the head.
-The adapters are saved apart, peft-style (``adapter_config.json`` + ``adapter_model.safetensors``),
-by ``save_lora_adapter`` and can be put back on a freshly built model with ``load_lora_adapter``.
+The same peft stack as the teachers (``distillkit/training/lora.py``): the adapter settings are a
+``lora`` section of the teachers' shape (``r``, ``alpha`` = 2 r, ``dropout`` 0, ``bias`` none,
+``target_modules``: every ``nn.Linear`` and dense ``nn.Conv2d`` of the backbone except the
+classification head), turned into peft's ``LoraConfig`` by ``peft_lora_config``. ``inject_lora``
+applies it with ``peft.get_peft_model``, which puts the LoRA layers into the backbone itself: the
+backbone keeps its own module tree and API (the timm forward paths, the state-dict keys of the
+classifier checkpoints) and the ``PeftModel`` over it stays reachable through ``peft_view`` (an
+unregistered attribute: not a submodule, not in the state dict). Everything but the adapters and
+the head is frozen.
+
+``save_lora_adapter`` writes the adapters apart with peft's own ``save_pretrained`` (through the
+teachers' ``save_adapter``: ``adapter_config.json`` + ``adapter_model.safetensors``, readable by
+``PeftModel.from_pretrained``); ``load_lora_adapter`` puts them back on a freshly built model. A
+folder of the earlier hand-written layout (keys without peft's ``base_model.model.`` prefix) still
+loads.
 """
 
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import torch
 from torch import nn
 
-from distillkit.io import atomic_write_bytes, atomic_write_text
+from distillkit.config.schema import LoraConfig as LoraSection
+from distillkit.training.lora import peft_lora_config, save_adapter
 
-ADAPTER_CONFIG = "adapter_config.json"
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
+PEFT_VIEW = "_peft_model"  # the attribute holding the PeftModel over an adapted backbone
+PEFT_PREFIX = "base_model.model."  # how peft's saved keys name the layers of the base model
 
 
-@dataclass(frozen=True)
-class LoraSettings:
-    rank: int
-    alpha: float | None = None  # None: 2 * rank (a scaling of 2, the common choice)
-    dropout: float = 0.0
-
-    @property
-    def lora_alpha(self) -> float:
-        return float(self.alpha if self.alpha is not None else 2 * self.rank)
+def lora_section(rank: int, targets: list[str]) -> LoraSection:
+    """The classifier's adapters in the teachers' ``lora`` shape: alpha 2 r (a scaling of 2), no dropout."""
+    return LoraSection(r=rank, alpha=2 * rank, dropout=0.0, bias="none", target_modules=list(targets))
 
 
 def lora_target_modules(model: nn.Module, head_prefixes: tuple[str, ...]) -> list[str]:
@@ -45,53 +48,44 @@ def lora_target_modules(model: nn.Module, head_prefixes: tuple[str, ...]) -> lis
     return names
 
 
-def inject_lora(model: nn.Module, settings: LoraSettings, head_prefixes: tuple[str, ...]) -> list[str]:
-    """Add LoRA adapters in place; freeze all but adapters and head; return the adapted layer names."""
-    from peft import LoraConfig, inject_adapter_in_model
+def inject_lora(model: nn.Module, rank: int, head_prefixes: tuple[str, ...]) -> list[str]:
+    """Add LoRA adapters to ``model`` in place; freeze all but adapters and head; return the adapted layer names."""
+    from peft import get_peft_model
 
     targets = lora_target_modules(model, head_prefixes)
     if not targets:
         raise ValueError("the model has no Linear or Conv2d layer outside its head to put LoRA adapters on")
-    config = LoraConfig(
-        r=settings.rank, lora_alpha=settings.lora_alpha, lora_dropout=settings.dropout, target_modules=targets
-    )
-    inject_adapter_in_model(config, model)
+    peft_model = get_peft_model(model, peft_lora_config(lora_section(rank, targets)))
+    # Not a submodule (the PeftModel holds `model`: registering it would make a cycle in the module tree).
+    object.__setattr__(model, PEFT_VIEW, peft_model)
     for name, param in model.named_parameters():
         in_head = any(name.startswith(p + ".") for p in head_prefixes)
         param.requires_grad_("lora_" in name or in_head)
-    model._lora_config = config  # type: ignore[assignment]
     return targets
 
 
-def lora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    from peft import get_peft_model_state_dict
-
-    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in get_peft_model_state_dict(model).items()}
+def peft_view(model: nn.Module) -> Any:
+    """The ``PeftModel`` over a backbone that ``inject_lora`` adapted."""
+    view = model.__dict__.get(PEFT_VIEW)
+    if view is None:
+        raise ValueError("the model carries no LoRA adapters (inject_lora was not applied)")
+    return view
 
 
 def save_lora_adapter(model: nn.Module, folder: str | os.PathLike[str]) -> Path:
-    """Write the adapters of ``model`` (peft layout) into ``folder``; return the folder."""
-    from safetensors.torch import save
-
-    config = getattr(model, "_lora_config", None)
-    if config is None:
-        raise ValueError("the model carries no LoRA adapters (inject_lora was not applied)")
-    target = Path(folder)
-    target.mkdir(parents=True, exist_ok=True)
-    weights = lora_state_dict(model)
-    atomic_write_bytes(target / ADAPTER_WEIGHTS, save(weights))
-    data = config.to_dict()
-    data["target_modules"] = sorted(data.get("target_modules") or [])
-    atomic_write_text(target / ADAPTER_CONFIG, json.dumps(data, indent=2, default=str) + "\n")
-    return target
+    """Write the adapters of ``model`` into ``folder`` with peft's ``save_pretrained``; return the folder."""
+    return save_adapter(peft_view(model), Path(folder))
 
 
 def load_lora_adapter(model: nn.Module, folder: str | os.PathLike[str]) -> None:
     """Load saved adapter weights into a model that already carries adapters of the same layout."""
     from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
+    from peft.utils import load_peft_weights
 
-    result = set_peft_model_state_dict(model, load_file(str(Path(folder) / ADAPTER_WEIGHTS)))
+    weights = load_peft_weights(str(folder), device="cpu")
+    if weights and not any(key.startswith(PEFT_PREFIX) for key in weights):  # the earlier hand-written layout
+        weights = {PEFT_PREFIX + key: value for key, value in weights.items()}
+    result = set_peft_model_state_dict(peft_view(model), weights)
     unexpected = list(getattr(result, "unexpected_keys", []) or [])
     if unexpected:
         raise ValueError(f"adapter weights do not fit the model: {unexpected[:3]}")

@@ -19,7 +19,7 @@ from torch import nn
 
 from distillkit.classify.models import ClassifierSpec, local_pretrained_file
 from distillkit.classify.research.hybrid import HybridBackbone
-from distillkit.classify.research.lora import LoraSettings, inject_lora
+from distillkit.classify.research.lora import inject_lora
 from distillkit.classify.research.margins import CosineHead
 from distillkit.classify.research.token_merging import apply_token_merging
 from distillkit.errors import UsageError
@@ -163,7 +163,7 @@ def build_research_backbone(spec: ClassifierSpec) -> nn.Module:
         head_path = _head_path(backbone)
         _replace(backbone, head_path, CosineHead(int(backbone.num_features), spec.num_classes, model.scale))
     if model.lora:
-        inject_lora(backbone, LoraSettings(model.lora), trainable)
+        inject_lora(backbone, model.lora, trainable)
     return backbone
 
 

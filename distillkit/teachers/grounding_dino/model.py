@@ -13,8 +13,8 @@ import torch
 
 from distillkit.config.schema import GroundingDinoLoraConfig, PreprocessingConfig
 from distillkit.errors import DataError, UsageError
-from distillkit.teachers.lora import count_parameters, peft_lora_config
 from distillkit.teachers.weights import load_processor, quiet_transformers, resolve_weights
+from distillkit.training.lora import count_parameters, peft_lora_config
 
 WEIGHTS_FLAG = "--dino-weights"
 #: Written beside the adapter: what labelling needs to use it the way it was trained.

@@ -35,8 +35,8 @@ from distillkit.teachers.grounding_dino.model import (
     write_teacher_file,
 )
 from distillkit.teachers.grounding_dino.prompt import ClassPrompt, build_prompt, check_prompt_length
-from distillkit.teachers.lora import count_parameters, save_adapter, save_merged
 from distillkit.teachers.results import TeacherTrainResult
+from distillkit.training.lora import count_parameters, save_adapter, save_merged
 
 TEACHER_NAME = "grounding_dino"
 FOLDER_NAME = "grounding_dino_lora"

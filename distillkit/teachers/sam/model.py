@@ -19,9 +19,9 @@ from torch import nn
 
 from distillkit.config.schema import PreprocessingConfig, SamLoraConfig
 from distillkit.errors import UsageError
-from distillkit.teachers.lora import peft_lora_config
 from distillkit.teachers.sam.geometry import SamGeometry
 from distillkit.teachers.weights import load_processor, stored_preprocessing
+from distillkit.training.lora import peft_lora_config
 
 SAM_WEIGHTS_FLAG = "--sam-weights"
 #: The IoU head, as peft's ``modules_to_save`` names it (a suffix of the module's qualified name).

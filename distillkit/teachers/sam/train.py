@@ -29,7 +29,6 @@ from distillkit.config.schema import CheckpointingConfig, SamLoraConfig
 from distillkit.data.validate import ValidationResult
 from distillkit.io import atomic_write_json
 from distillkit.progress import NULL_PROGRESS, Progress
-from distillkit.teachers.lora import count_parameters, save_adapter, save_merged
 from distillkit.teachers.results import TeacherTrainResult
 from distillkit.teachers.sam.data import SamImageRecord, load_split, mask_records, read_rgb
 from distillkit.teachers.sam.dataset import AugmentedSamDataset, PreparedSamDataset, collate_sam
@@ -48,6 +47,7 @@ from distillkit.teachers.sam.model import SAM_WEIGHTS_FLAG, build_lora_sam, sam_
 from distillkit.teachers.sam.predict import MERGED_DIR, TEACHER_FILE, TEACHER_FORMAT
 from distillkit.teachers.weights import resolve_weights
 from distillkit.training import FitResult, Trainer, barrier, is_main_process, resolve_device, unwrap_model
+from distillkit.training.lora import count_parameters, save_adapter, save_merged
 from distillkit.training.metrics_log import TENSORBOARD_DIR
 from distillkit.training.rng import seed_everything
 from distillkit.training.trainer import CHECKPOINT_DIR

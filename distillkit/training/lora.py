@@ -1,4 +1,4 @@
-"""LoRA helpers shared by the teachers: wrap a model with peft adapters, count what trains, save.
+"""LoRA helpers shared by the teachers and the classifiers: peft configs, count what trains, save.
 
 Adapters and merged models are first written into a temporary sibling folder; adapter files are
 then renamed into the teacher folder one by one (it also holds the run's checkpoints and metrics,
@@ -22,7 +22,7 @@ from distillkit.config.schema import LoraConfig as LoraSection
 
 
 def peft_lora_config(section: LoraSection, modules_to_save: Sequence[str] = ()) -> Any:
-    """peft's LoraConfig from the ``lora`` sub-section of a teacher config."""
+    """peft's LoraConfig from a ``lora`` section: a teacher config's or a classifier's (research/lora.py)."""
     from peft import LoraConfig
 
     return LoraConfig(
