@@ -9,15 +9,23 @@ The shared services (``export/``, ``inference/``, ``evaluation/``, ``labelling/`
 (``classify/``, ``students/``, ``teachers/``). Each family says what it brings in a registration module of
 its own, listed in ``FAMILY_MODULES`` (the one place, like Python entry points): ``register(role, key, obj)``
 for a role such as ``"export.source"`` and a key that is a task (``"classify"``) or a teacher kind. A
-service asks ``lookup(role, key)``; the first lookup imports the registration modules by name, which
-import nothing heavy (their functions import the family's code when called).
+service asks ``lookup(role, key)`` (or ``find``, None when the service's own default applies); the first
+lookup imports the registration modules by name, which import nothing heavy (their functions import the
+family's code when called). The roles:
+
+* ``export.source`` (task): open a ``.pt`` for `optimize` as an ``export.onnx_export.SourceModel``;
+  a checkpoint recording no task is an ultralytics one, opened by the ``detect`` entry;
+* ``export.onnx`` (task): the ONNX exporter, where a family has its own (else ultralytics');
+* ``export.accuracy`` (task): the evaluator behind `optimize --val-data` (else COCO mAP);
+* ``export.preprocess`` (task): an image as the network input, for non-letterbox preprocessing;
+* ``labelling.teacher`` (kind ``teacher-dir`` | ``ultralytics`` | ``zero-shot``): the teacher `label` uses;
+* ``labelling.teacher-dir-loader`` (``teacher-dir``): the teachers family's ``load_teacher``.
 """
 
 from __future__ import annotations
 
 import importlib
 import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -52,17 +60,6 @@ def register(role: str, key: str, implementation: _T) -> _T:
             raise RuntimeError(f"{role} for {key!r} is registered twice ({previous!r}, {implementation!r})")
         _registry[(role, key)] = implementation
     return implementation
-
-
-def registers(role: str, *keys: str) -> Callable[[_T], _T]:
-    """Decorator form of ``register`` for one or more keys."""
-
-    def decorate(implementation: _T) -> _T:
-        for key in keys:
-            register(role, key, implementation)
-        return implementation
-
-    return decorate
 
 
 def _load_families() -> None:
@@ -175,5 +172,4 @@ __all__ = [
     "model_task",
     "register",
     "registered",
-    "registers",
 ]

@@ -20,8 +20,8 @@ if TYPE_CHECKING:
 
 
 def teacher_dir_loader() -> Any:
-    """``distillkit.teachers.labeller.load_teacher`` (ImportError when transformers or peft are missing)."""
-    from distillkit.teachers.labeller import load_teacher
+    """``distillkit.teachers.load_teacher`` (ImportError when transformers or peft are missing)."""
+    from distillkit.teachers import load_teacher
 
     return load_teacher
 
