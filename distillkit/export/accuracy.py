@@ -42,19 +42,3 @@ def detection_accuracy(
             primary = next(iter(metrics))
         results.append(Accuracy(f"mAP50-95 ({primary})", float(metrics[primary].stats["AP"]), details))
     return results
-
-
-def model_accuracy(
-    val_data: Path,
-    models: Sequence[Path],
-    task: str,
-    imgsz: int,
-    images_dir: Path | None = None,
-    progress: Progress = NULL_PROGRESS,
-) -> list[Accuracy]:
-    """Accuracy of each model file alone: the evaluator the task's family registers (``export.accuracy`` in
-    ``distillkit.tasks``: classifiers' accuracy), else COCO mAP (``detection_accuracy``)."""
-    from distillkit.tasks import find
-
-    evaluator = find("export.accuracy", task) or detection_accuracy
-    return evaluator(val_data, models, task, imgsz, images_dir=images_dir, progress=progress)

@@ -19,7 +19,7 @@ import numpy as np
 
 from distillkit.cpu_features import int8_weights_need_reduced_range
 from distillkit.errors import UsageError
-from distillkit.export.accuracy import Accuracy, detection_accuracy, model_accuracy
+from distillkit.export.accuracy import Accuracy, detection_accuracy
 from distillkit.export.benchmark import (
     WIDE_SPREAD,
     LatencyStats,
@@ -523,7 +523,8 @@ def _guard_accuracy(
 ) -> None:
     assert options.val_data is not None
     paths = [artefact.path for artefact in artefacts]
-    results = model_accuracy(options.val_data, paths, source.task, source.imgsz, options.images_dir, progress)
+    evaluate = find("export.accuracy", source.task) or detection_accuracy  # a family's own evaluator, else COCO mAP
+    results = evaluate(options.val_data, paths, source.task, source.imgsz, options.images_dir, progress)
     for artefact, accuracy in zip(artefacts, results, strict=True):
         artefact.accuracy = accuracy
     reference = artefacts[0].accuracy
