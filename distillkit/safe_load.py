@@ -8,7 +8,7 @@ only the classes a genuine ultralytics / distillkit / timm checkpoint holds (``a
 
 * every ``nn.Module`` class defined in ``torch.nn.modules``, ``ultralytics.nn.modules``, ``ultralytics.nn.tasks``
   and ``ultralytics.nn.distill_model``, the loss and assigner classes of ``ultralytics.utils.loss`` / ``.tal``,
-  and distillkit's own module that lands in YOLO checkpoints (``C2fTwoConv`` of ``--prune``), each under the
+  and distillkit's own modules marked ``@checkpoint_class`` (``C2fTwoConv`` of ``--prune``), each under the
   exact ``module.Class`` name pickle writes (plus the legacy names ultralytics itself maps);
 * the data classes ultralytics saves: ``IterableSimpleNamespace``, ``PosixPath``, numpy scalars, dtypes and
   arrays (their reconstruction functions only), the classification transforms of torchvision, and
@@ -22,9 +22,10 @@ saved state) but never *call* them: a call would run ``__init__`` with arguments
 Anything else (``posix.system``, ``builtins.exec``, a class from another package) is refused before a byte
 is unpickled, with a one-line ``UsageError`` naming it. ``trust_model_files(True)`` (the CLI's
 ``--trust-model-file``, or ``DISTILLKIT_TRUST_MODEL_FILES=1``) restores plain ``torch.load`` for files the
-user vouches for. ``install_ultralytics_guard()`` (run by ``import_ultralytics()``) routes ultralytics' own
-loader (``YOLO(path)``, ``load_checkpoint``, trainer resume, ``strip_optimizer``) through here too, and makes
-ultralytics build models from YAML without ``eval``.
+user vouches for. ``install_ultralytics_guard()`` (run by ``import_ultralytics()``, and here before
+ultralytics' classes are first listed) routes ultralytics' own loader (``YOLO(path)``, ``load_checkpoint``,
+trainer resume, ``strip_optimizer``) through here too, and makes ultralytics build models from YAML
+without ``eval``.
 """
 
 from __future__ import annotations
@@ -210,9 +211,10 @@ class _Allowlist:
         if self._ultralytics_done:
             return
         self._ultralytics_done = True
-        from distillkit.ultralytics_env import import_ultralytics
+        from distillkit.ultralytics_offline import import_ultralytics_offline
 
-        import_ultralytics()
+        import_ultralytics_offline()  # offline, as everywhere (ultralytics_env adds this module's guard on top)
+        install_ultralytics_guard()  # ultralytics' own loader reads through here from now on
         import importlib
 
         import torch
@@ -244,10 +246,6 @@ class _Allowlist:
         for old, cls in legacy.items():
             if old not in self.entries and cls is not None:
                 self._create_only(cls, old)
-        from distillkit.export import prune  # the C2f rewrite a --prune checkpoint holds
-
-        for cls in _classes_in(prune, torch.nn.Module):
-            self._create_only(cls)
         self._callable(
             IterableSimpleNamespace,
             "ultralytics.utils.IterableSimpleNamespace",
@@ -257,9 +255,47 @@ class _Allowlist:
     def get(self, name: str) -> list[Any] | None:
         if name not in self.entries and name.startswith(("ultralytics.", "distillkit.")):
             self.add_ultralytics()
+        if name not in self.entries and name.startswith("distillkit."):
+            own = _checkpoint_class_named(name)
+            if own is not None:
+                self._create_only(own)
         if name not in self.entries and name.startswith("torchvision."):
             self._torchvision()
         return self.entries.get(name)
+
+
+# distillkit's own classes that checkpoints hold, ``module.Class`` -> class (``@checkpoint_class``)
+_checkpoint_classes: dict[str, type] = {}
+_OWN_CLASS = re.compile(r"distillkit(?:\.[a-z][a-z0-9_]*)+\.[A-Z][A-Za-z0-9_]*")
+
+
+def checkpoint_class(cls: type) -> type:
+    """Class decorator: a distillkit ``nn.Module`` that checkpoints hold (e.g. the C2f rewrite of ``--prune``).
+
+    A pickle naming ``distillkit.<module>.<Class>`` makes ``safe_torch_load`` import that distillkit module
+    (distillkit's own code, by name: no code from the file runs) and allow the class, create-only like every
+    module, only when the module marked it with this decorator. Any other distillkit name stays refused.
+    """
+    _checkpoint_classes[f"{cls.__module__}.{cls.__qualname__}"] = cls
+    return cls
+
+
+def _checkpoint_class_named(name: str) -> type | None:
+    """The ``@checkpoint_class`` class a pickle names, importing its distillkit module; None for anything else."""
+    if not _OWN_CLASS.fullmatch(name):  # plain lowercase module names, a capitalised class name; no __main__
+        return None
+    if name not in _checkpoint_classes:
+        import importlib
+        import importlib.util
+
+        module = name.rpartition(".")[0]
+        try:
+            if importlib.util.find_spec(module) is None:
+                return None
+            importlib.import_module(module)
+        except ImportError:
+            return None
+    return _checkpoint_classes.get(name)
 
 
 def _numpy_dtype_classes() -> list[type]:
@@ -529,6 +565,7 @@ __all__ = [
     "allowlist",
     "allowlist_size",
     "check_model_file",
+    "checkpoint_class",
     "install_ultralytics_guard",
     "model_files_trusted",
     "safe_torch_load",

@@ -12,12 +12,12 @@ import pytest
 import torch
 
 from distillkit.classify import ClassifierMeta, ClassifierSpec, build_classifier, save_classifier
+from distillkit.classify.export import export_classifier_onnx
 from distillkit.classify.infer import classify_images
 from distillkit.classify.research.objectives import evidential_uncertainty
 from distillkit.export import read_onnx_metadata
-from distillkit.export.classifier_export import export_classifier_onnx
-from distillkit.export.metadata import write_onnx_metadata
 from distillkit.export.onnx_export import load_source_model
+from distillkit.model_metadata import write_onnx_metadata
 from tests.optimize_helpers import make_images
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")

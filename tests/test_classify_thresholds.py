@@ -66,7 +66,7 @@ def test_tune_thresholds_beats_the_default_and_keeps_it_without_positives() -> N
 
 
 def test_runtime_thresholds_for_pt_and_onnx(images: tuple[Path, Path], tmp_path: Path) -> None:
-    export = pytest.importorskip("distillkit.export.classifier_export")
+    export = pytest.importorskip("distillkit.classify.export")
     tuned = _constant_classifier(tmp_path / "tuned.pt", TUNED)
     plain = _constant_classifier(tmp_path / "plain.pt", None, threshold=0.3)
     runtime = open_classifier(tuned, "cpu")

@@ -224,7 +224,7 @@ def test_cli_train_classifier_errors_and_list(tmp_path: Path) -> None:
 
 
 def test_onnx_export_is_evaluated_like_its_checkpoint(trained: tuple[Path, Path, Path], tmp_path: Path) -> None:
-    export = pytest.importorskip("distillkit.export.classifier_export")
+    export = pytest.importorskip("distillkit.classify.export")
     _, test, exp = trained
     export.export_classifier_onnx(export.load_classifier_source(exp / "best.pt"), tmp_path / "m.onnx", dynamic=True)
     code, stdout, stderr = run(

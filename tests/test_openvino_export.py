@@ -15,9 +15,9 @@ import yaml
 from distillkit.errors import UsageError
 from distillkit.export.benchmark import onnx_runner, openvino_runner
 from distillkit.export.calibration import preprocess_many
-from distillkit.export.metadata import read_onnx_metadata
 from distillkit.export.openvino_export import read_openvino_metadata
 from distillkit.inference import load_model, predict_images
+from distillkit.model_metadata import read_onnx_metadata
 from tests.optimize_helpers import ground_truth_from, make_checkpoint, make_images
 from tests.test_cli import run
 

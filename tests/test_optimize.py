@@ -215,8 +215,8 @@ def test_classifier_export_has_logits_metadata_and_matches_torch(tmp_path: Path)
     import torch
 
     from distillkit.classify import ClassifierMeta, ClassifierSpec, build_classifier, save_classifier
+    from distillkit.classify.export import export_classifier_onnx
     from distillkit.classify.runtime import open_classifier
-    from distillkit.export.classifier_export import export_classifier_onnx
     from distillkit.export.onnx_export import load_source_model
     from distillkit.export.quantize import quantize_static_int8
 
@@ -252,8 +252,8 @@ def test_fp16_artefacts_pass_the_checker_and_agree(detector: tuple[Path, list[Pa
     import torch
 
     from distillkit.classify import ClassifierMeta, ClassifierSpec, build_classifier, save_classifier
+    from distillkit.classify.export import export_classifier_onnx
     from distillkit.classify.runtime import open_classifier
-    from distillkit.export.classifier_export import export_classifier_onnx
     from distillkit.export.onnx_export import load_source_model
     from distillkit.export.quantize import convert_fp16
 

@@ -319,3 +319,17 @@ def test_train_teacher_refuses_a_replaced_resume_state(tmp_path: Path) -> None:
         "--epochs", "1", "--device", "cpu", "--resume", *TINY_SETS,
     )  # fmt: skip
     assert_refused(code, stderr, marker, path=last)
+
+
+def test_only_marked_distillkit_classes_are_allowed(tmp_path: Path) -> None:
+    """A pickle may name distillkit's own classes only when their module marked them ``@checkpoint_class``."""
+    table = allowlist()
+    assert table.get("distillkit.export.prune.C2fTwoConv") is not None  # imported by name, marked
+    for refused in (
+        "distillkit.errors.UsageError",  # a distillkit class, not marked
+        "distillkit.safe_load._CreateOnly",
+        "distillkit.export.prune.prune_model",  # a function of the marking module
+        "distillkit.__main__.main",
+        "distillkit.no_such_module.Thing",
+    ):
+        assert table.get(refused) is None, refused

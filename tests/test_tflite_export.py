@@ -12,7 +12,6 @@ import pytest
 
 from distillkit.export.benchmark import output_parity, tflite_runner, torch_runner
 from distillkit.export.calibration import preprocess_many
-from distillkit.export.metadata import ModelMetadata
 from distillkit.export.onnx_export import load_source_model
 from distillkit.export.tflite_export import (
     EXPORT_MODULES,
@@ -26,6 +25,7 @@ from distillkit.export.tflite_export import (
     read_zip_entry,
 )
 from distillkit.inference import load_model, predict_images
+from distillkit.model_metadata import ModelMetadata
 from tests.optimize_helpers import ground_truth_from, make_checkpoint, make_images
 from tests.test_cli import run
 

@@ -139,8 +139,8 @@ def import_probe_check(env: Mapping[str, str] | None = None, timeout: float = PR
 
 
 def ultralytics_offline_check() -> Check:
-    """What ``ultralytics_env`` turned off, read back from the environment and ultralytics' settings."""
-    from distillkit import ultralytics_env
+    """What ``ultralytics_offline`` turned off, read back from the environment and ultralytics' settings."""
+    from distillkit import ultralytics_env, ultralytics_offline
 
     name = "ultralytics network features"
     try:
@@ -151,9 +151,9 @@ def ultralytics_offline_check() -> Check:
         return Check("offline", name, WARN, f"ultralytics does not import ({type(exc).__name__})", "see packages")
     config_dir = Path(os.environ.get("YOLO_CONFIG_DIR", "?"))
     env = {key: os.environ.get(key) for key in ("YOLO_OFFLINE", "YOLO_AUTOINSTALL", "YOLO_CONFIG_DIR")}
-    settings = {key: SETTINGS[key] for key in ultralytics_env._INTEGRATION_KEYS if key in SETTINGS}
+    settings = {key: SETTINGS[key] for key in ultralytics_offline._INTEGRATION_KEYS if key in SETTINGS}
     still_on = [key for key, value in settings.items() if value is not False]
-    fonts = {font: (config_dir / "Ultralytics" / font).is_file() for font in ultralytics_env._FONT_NAMES}
+    fonts = {font: (config_dir / "Ultralytics" / font).is_file() for font in ultralytics_offline._FONT_NAMES}
     online = getattr(ultra_utils, "ONLINE", None)
     data = {"environment": env, "settings": settings, "local_fonts": fonts, "ultralytics_online": online}
     problems = []

@@ -28,7 +28,7 @@ from distillkit import __version__
 from distillkit.classify.models import ClassifierSpec, TimmClassifier, build_classifier
 from distillkit.errors import UsageError
 from distillkit.io import atomic_open
-from distillkit.safe_load import UnsafeModelFileError, check_model_file, safe_torch_load
+from distillkit.safe_load import UnsafeModelFileError, safe_torch_load
 
 KIND = "classifier"
 FORMAT_VERSION = 1
@@ -158,22 +158,14 @@ def save_classifier(path: PathLike, model: nn.Module, meta: ClassifierMeta) -> P
     return target
 
 
-def _read(path: PathLike, strict: bool = False) -> dict[str, Any] | None:
-    """The checkpoint dict, or None for a file that is not one. A file needing a global off the allowlist of
-    ``distillkit.safe_load`` raises its one-line refusal (it is no classifier, and no other model either).
-
-    The probe (``strict=False``) reads with torch's own allowlist only, so a YOLO checkpoint fails fast.
-    """
+def _read(path: PathLike) -> dict[str, Any] | None:
+    """The checkpoint dict under ``distillkit.safe_load``'s allowlist (its one-line refusal for a file needing
+    anything else), or None for a file that is not one."""
     try:
-        if strict:
-            loaded = safe_torch_load(Path(path))
-        else:
-            loaded = torch.load(Path(path), map_location="cpu", weights_only=True)
+        loaded = safe_torch_load(Path(path))
     except UnsafeModelFileError:
         raise
-    except Exception:  # any unreadable or foreign file (e.g. a pickled YOLO) is simply not one
-        if not strict:
-            check_model_file(Path(path))
+    except Exception:  # any unreadable or foreign file is simply not one
         return None
     return loaded if isinstance(loaded, dict) else None
 
@@ -184,11 +176,10 @@ def _is_classifier_dict(loaded: dict[str, Any] | None) -> bool:
 
 
 def is_classifier_checkpoint(path: PathLike) -> bool:
-    """True for a torch file whose ``ckpt["distillkit"]["kind"]`` is ``"classifier"``."""
-    candidate = Path(path)
-    if not candidate.is_file() or candidate.suffix.lower() not in (".pt", ".pth", ".ckpt"):
-        return False
-    return _is_classifier_dict(_read(candidate))
+    """True for a torch file whose ``ckpt["distillkit"]["kind"]`` is ``"classifier"`` (``model_task`` says so)."""
+    from distillkit.tasks import CHECKPOINT_SUFFIXES, model_task
+
+    return Path(path).suffix.lower() in CHECKPOINT_SUFFIXES and model_task(path) == "classify"
 
 
 def load_classifier(path: PathLike, device: str | torch.device = "cpu") -> LoadedClassifier:
@@ -196,7 +187,7 @@ def load_classifier(path: PathLike, device: str | torch.device = "cpu") -> Loade
     source = Path(path)
     if not source.is_file():
         raise UsageError(f"classifier checkpoint {source} does not exist", "pass the best.pt of train-classifier")
-    loaded = _read(source, strict=True)
+    loaded = _read(source)
     if not _is_classifier_dict(loaded):
         raise UsageError(
             f"{source} is not a distillkit classifier checkpoint", "pass the best.pt or last.pt of train-classifier"

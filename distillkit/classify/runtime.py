@@ -17,9 +17,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from distillkit.classify.checkpoint import LoadedClassifier, is_classifier_checkpoint, load_classifier
+from distillkit.classify.checkpoint import LoadedClassifier, load_classifier
 from distillkit.classify.thresholds import DecisionThresholds, checked_thresholds, decision_thresholds
 from distillkit.errors import UsageError
+from distillkit.tasks import model_task
 
 PathLike = str | os.PathLike[str]
 
@@ -79,40 +80,6 @@ class ClassifierRuntime:
         return torch.sigmoid(scaled) if self.multi_label else torch.softmax(scaled, dim=1)
 
 
-def is_classifier_onnx(path: PathLike) -> bool:
-    """True for an ONNX file whose distillkit metadata says ``task=classify``."""
-    candidate = Path(path)
-    if candidate.suffix.lower() != ".onnx" or not candidate.is_file():
-        return False
-    from distillkit.export.metadata import read_onnx_metadata
-
-    try:
-        metadata = read_onnx_metadata(candidate)
-    except Exception:  # a foreign or broken ONNX file is simply not a classifier
-        return False
-    return metadata is not None and metadata.task == "classify"
-
-
-def is_classifier_openvino(path: PathLike) -> bool:
-    """True for an OpenVINO folder (or its .xml) whose distillkit metadata says ``task=classify``."""
-    from distillkit.export.openvino_export import is_openvino_model, read_openvino_metadata
-
-    candidate = Path(path)
-    if not is_openvino_model(candidate):
-        return False
-    folder = candidate.parent if candidate.suffix == ".xml" else candidate
-    try:
-        metadata = read_openvino_metadata(folder) if folder.is_dir() else None
-    except Exception:  # unreadable metadata: not a classifier (the detection loader says what is wrong)
-        return False
-    return metadata is not None and metadata.task == "classify"
-
-
-def is_classifier_file(path: PathLike) -> bool:
-    """A classifier checkpoint (.pt), or a classifier ONNX / OpenVINO export."""
-    return is_classifier_checkpoint(path) or is_classifier_onnx(path) or is_classifier_openvino(path)
-
-
 def _resolve_device(device: str | None) -> torch.device:
     from distillkit.training import resolve_device
 
@@ -121,8 +88,10 @@ def _resolve_device(device: str | None) -> torch.device:
 
 def open_classifier(path: PathLike, device: str | None = None) -> ClassifierRuntime:
     """Open a classifier checkpoint or classifier ONNX file; UsageError for anything else."""
+    from distillkit.model_metadata import is_openvino_model
+
     source = Path(path)
-    if is_classifier_openvino(source):
+    if is_openvino_model(source) and model_task(source) == "classify":
         return _open_openvino(source)
     if not source.is_file():
         raise UsageError(f"model {source} does not exist", "pass a train-classifier best.pt or its ONNX export")
@@ -175,7 +144,7 @@ def _onnx_evidential(source: Path, extra: dict[str, Any], origin: str | None, no
 def _open_onnx(source: Path, device: str | None) -> ClassifierRuntime:
     import onnxruntime as ort
 
-    from distillkit.export.metadata import read_onnx_metadata
+    from distillkit.model_metadata import read_onnx_metadata
 
     metadata = read_onnx_metadata(source)
     if metadata is None or metadata.task != "classify":
@@ -188,11 +157,12 @@ def _open_onnx(source: Path, device: str | None) -> ClassifierRuntime:
 
 
 def _open_openvino(source: Path) -> ClassifierRuntime:
-    from distillkit.export.openvino_export import OpenVINOSession, openvino_model_folder, read_openvino_metadata
+    from distillkit.export.openvino_export import OpenVINOSession
+    from distillkit.model_metadata import openvino_model_folder, read_openvino_metadata
 
     folder = openvino_model_folder(source)
     metadata = read_openvino_metadata(folder)
-    if metadata is None or metadata.task != "classify":  # pragma: no cover - is_classifier_openvino checked it
+    if metadata is None or metadata.task != "classify":  # pragma: no cover - model_task checked it
         raise UsageError(f"{source} is not a classifier export (no task=classify metadata)", "export it with optimize")
     return _exported_runtime(folder, metadata, OpenVINOSession(folder))
 

@@ -19,9 +19,9 @@ def is_classifier_input(models: Sequence[Path]) -> bool:
     """True when every model is a classifier file; UsageError when classifiers and detectors are mixed."""
     if not models:
         return False
-    from distillkit.classify.runtime import is_classifier_file
+    from distillkit.tasks import model_task
 
-    flags = [is_classifier_file(path) for path in models]
+    flags = [model_task(path) == "classify" for path in models]
     if any(flags) and not all(flags):
         mixed = ", ".join(str(p) for p, f in zip(models, flags, strict=True) if not f)
         raise UsageError(f"{mixed} is not a classifier, but other --model files are", "evaluate like models together")

@@ -2,8 +2,8 @@
 
 Detection/segmentation: COCO mAP50-95 through ``distillkit.evaluation.models.evaluate_models``
 (the code behind ``distillkit evaluate --model``); the guarded figure is mask AP for segmentation
-models and box AP otherwise. Classifiers: accuracy from ``distillkit.classify.evaluate`` (the code
-behind ``distillkit evaluate`` for classifiers), on any classification source it reads.
+models and box AP otherwise. Other tasks: the evaluator their family registers in ``distillkit.tasks``
+(``export.accuracy``; classifiers: accuracy from the code behind ``distillkit evaluate`` for classifiers).
 """
 
 from __future__ import annotations
@@ -41,17 +41,4 @@ def detection_accuracy(
         if primary not in metrics:
             primary = next(iter(metrics))
         results.append(Accuracy(f"mAP50-95 ({primary})", float(metrics[primary].stats["AP"]), details))
-    return results
-
-
-def classifier_accuracy(
-    val_data: Path, models: Sequence[Path], images_dir: Path | None = None, progress: Progress = NULL_PROGRESS
-) -> list[Accuracy]:
-    """Accuracy of each classifier file (.pt or .onnx) alone, by `evaluate`'s classifier evaluator."""
-    from distillkit.classify.evaluate import evaluate_classifiers
-
-    results = []
-    for model in models:
-        summary = evaluate_classifiers([model], val_data, images_dir=images_dir, progress=progress).models[0]
-        results.append(Accuracy("accuracy", float(summary.accuracy), {"macro_f1": float(summary.macro_f1)}))
     return results

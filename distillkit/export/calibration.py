@@ -2,7 +2,8 @@
 
 YOLO models: ultralytics' own ``LetterBox`` (square, pad 114, no upscaling past the model size
 rules it applies), BGR→RGB, /255, NCHW — the predictor's steps for a fixed-size exported model.
-Classifiers: ``distillkit.classify``'s own loading with the settings stored in their metadata.
+Classifiers: their family's own loading (registered in ``distillkit.tasks``) with the settings stored
+in their metadata.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from distillkit.errors import UsageError
-from distillkit.export.metadata import ModelMetadata
+from distillkit.model_metadata import ModelMetadata
 
 
 def calibration_images(
@@ -57,7 +58,7 @@ def preprocess(path: Path, metadata: ModelMetadata) -> np.ndarray:
     height, width = metadata.imgsz
     if metadata.preprocessing.get("resize") == "letterbox":
         return _letterbox(path, (height, width), int(metadata.preprocessing.get("pad_value", 114)))
-    return _resize_normalize(path, (height, width), metadata.preprocessing)
+    return _resize_normalize(path, (height, width), metadata.preprocessing, metadata.task)
 
 
 def preprocess_many(paths: Sequence[Path], metadata: ModelMetadata) -> list[np.ndarray]:
@@ -77,12 +78,9 @@ def _letterbox(path: Path, shape: tuple[int, int], pad_value: int) -> np.ndarray
     return (np.ascontiguousarray(tensor, dtype=np.float32) / 255.0)[None]
 
 
-def _resize_normalize(path: Path, shape: tuple[int, int], steps: dict[str, object]) -> np.ndarray:
-    # The classifier's own loading code (EXIF orientation, cv2 resize, normalisation), not a lookalike.
-    from distillkit.classify.dataset import resize, to_tensor
-    from distillkit.images import read_rgb
+def _resize_normalize(path: Path, shape: tuple[int, int], steps: dict[str, object], task: str) -> np.ndarray:
+    # The model family's own loading code (classifiers: EXIF orientation, cv2 resize, normalisation), not a
+    # lookalike: registered for the task in ``distillkit.tasks`` (``export.preprocess``).
+    from distillkit.tasks import lookup
 
-    image = resize(read_rgb(path), shape, str(steps.get("interpolation", "bilinear")))
-    mean = steps.get("mean") or [0.0, 0.0, 0.0]
-    std = steps.get("std") or [1.0, 1.0, 1.0]
-    return to_tensor(image, mean, std).numpy()[None]  # type: ignore[arg-type]
+    return lookup("export.preprocess", task)(path, shape, steps)

@@ -1,7 +1,7 @@
-"""ONNX export of YOLO students (ultralytics' exporter) and of classifiers (torch.onnx), verified.
+"""ONNX export of YOLO students (ultralytics' exporter), verified; other families register their own exporter.
 
 Every file is checked after writing, not assumed: exactly one input named ``images``, named outputs,
-``onnx.checker`` clean; then the distillkit metadata is written into it (see ``metadata.py``).
+``onnx.checker`` clean; then the distillkit metadata is written into it (see ``distillkit.model_metadata``).
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from distillkit.errors import DataError, UsageError
-from distillkit.export.metadata import (
+from distillkit.io import atomic_write_bytes
+from distillkit.model_metadata import (
     INPUT_NAME,
     YOLO_PREPROCESSING,
     ModelMetadata,
@@ -21,7 +22,6 @@ from distillkit.export.metadata import (
     onnx_metadata_props,
     write_onnx_metadata,
 )
-from distillkit.io import atomic_write_bytes
 
 DEFAULT_OPSET = 18  # measured here: ultralytics' default for this onnx version; fp32 ONNX matches torch to ~1e-4
 
@@ -43,26 +43,19 @@ class SourceModel:
 
 
 def load_source_model(path: str | Path, imgsz: int | None = None) -> SourceModel:
-    """Open a ``.pt`` for optimization: a train-student / ultralytics checkpoint or a classifier."""
+    """Open a ``.pt`` for optimization: a train-student / ultralytics checkpoint or a classifier.
+
+    The family of the checkpoint's task opens it (``export.source`` in ``distillkit.tasks``): a checkpoint
+    recording no task is an ultralytics one (the YOLO students' loader, registered for ``detect``).
+    """
+    from distillkit.tasks import lookup, model_task
+
     model_path = Path(path)
     if not model_path.is_file():
         raise UsageError(f"model {model_path} not found", "pass a .pt written by train-student or train-classifier")
     if model_path.suffix != ".pt":
         raise UsageError(f"{model_path.name}: optimize starts from a PyTorch checkpoint", "pass the .pt file")
-    from distillkit.export.classifier_export import is_classifier, load_classifier_source
-
-    if is_classifier(model_path):
-        return load_classifier_source(model_path, imgsz)
-    from distillkit.inference.predictor import load_model
-
-    loaded = load_model(model_path)
-    if loaded.task not in ("detect", "segment"):
-        raise UsageError(f"{model_path} is a {loaded.task} model", "optimize handles detection and segmentation")
-    checkpoint = getattr(loaded.model, "ckpt", None) or {}
-    trained = int((checkpoint.get("train_args") or {}).get("imgsz") or 640)
-    names = [loaded.names[index] for index in sorted(loaded.names)]
-    categories = [loaded.category_ids.get(index, index) for index in sorted(loaded.names)]
-    return SourceModel(model_path, loaded.task, names, categories, int(imgsz or trained), handle=loaded.model)
+    return lookup("export.source", model_task(model_path) or "detect")(model_path, imgsz)
 
 
 def export_yolo_onnx(

@@ -33,16 +33,23 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from distillkit.errors import DataError, UsageError
-from distillkit.export.metadata import INPUT_NAME, METADATA_KEY, ModelMetadata, load_onnx_graph, onnx_metadata_props
 from distillkit.io import atomic_write_yaml
+from distillkit.model_metadata import (
+    FOLDER_SUFFIX,
+    INPUT_NAME,
+    METADATA_KEY,
+    METADATA_YAML,
+    ModelMetadata,
+    load_onnx_graph,
+    onnx_metadata_props,
+    openvino_model_folder,
+    read_openvino_metadata,
+)
 from distillkit.progress import NULL_PROGRESS, Progress
 
-FOLDER_SUFFIX = "_openvino_model"  # ultralytics recognises an OpenVINO model by this folder name
 MODEL_XML = "model.xml"
-METADATA_YAML = "metadata.yaml"
 INSTALL_HINT = 'install the extra: pip install "distillkit[openvino]"'
 PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -51,23 +58,6 @@ def openvino_folder(output: Path, precision: str) -> Path:
     """``model_openvino_model`` (fp32), ``model_fp16_openvino_model``, ``model_int8_openvino_model``."""
     stem = "model" if precision == "fp32" else f"model_{precision}"
     return output / f"{stem}{FOLDER_SUFFIX}"
-
-
-def is_openvino_model(path: Path) -> bool:
-    """A folder named ``*_openvino_model`` (or the ``.xml`` inside one)."""
-    folder = path.parent if path.suffix == ".xml" else path
-    return folder.name.endswith(FOLDER_SUFFIX)
-
-
-def openvino_model_folder(path: Path) -> Path:
-    """The artefact folder of a user's path (the folder itself or its ``model.xml``), checked."""
-    folder = path.parent if path.suffix == ".xml" else path
-    if not folder.is_dir() or not any(folder.glob("*.xml")):
-        raise UsageError(
-            f"{path} is not an OpenVINO model folder (no .xml inside)",
-            "pass a model_*_openvino_model folder written by distillkit optimize -f openvino",
-        )
-    return folder
 
 
 def require_openvino(int8: bool = False) -> None:
@@ -195,21 +185,6 @@ def _write_folder(
             os.replace(work, target)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-
-
-def read_openvino_metadata(folder: Path) -> ModelMetadata | None:
-    """The ``distillkit`` entry of a folder's ``metadata.yaml``; None when absent (a plain ultralytics export)."""
-    import json
-
-    path = folder / METADATA_YAML
-    if not path.exists():
-        return None
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-        raw = data.get(METADATA_KEY) if isinstance(data, dict) else None
-        return ModelMetadata.from_dict(json.loads(raw)) if raw else None
-    except (yaml.YAMLError, ValueError, TypeError) as exc:
-        raise DataError(f"{path}: unreadable metadata ({exc})", "re-export it with distillkit optimize") from exc
 
 
 def check_openvino_input(folder: Path) -> None:

@@ -19,7 +19,7 @@ import numpy as np
 
 from distillkit.cpu_features import int8_weights_need_reduced_range
 from distillkit.errors import UsageError
-from distillkit.export.accuracy import Accuracy, classifier_accuracy, detection_accuracy
+from distillkit.export.accuracy import Accuracy, detection_accuracy
 from distillkit.export.benchmark import (
     WIDE_SPREAD,
     LatencyStats,
@@ -33,8 +33,6 @@ from distillkit.export.benchmark import (
     torch_runner,
 )
 from distillkit.export.calibration import calibration_images, preprocess_many
-from distillkit.export.classifier_export import export_classifier_onnx
-from distillkit.export.metadata import ModelMetadata, write_sidecar
 from distillkit.export.onnx_export import SourceModel, export_yolo_onnx, load_source_model, verify_onnx_file
 from distillkit.export.quantize import (
     DEFAULT_RECIPE,
@@ -44,8 +42,10 @@ from distillkit.export.quantize import (
     quantize_static_int8,
 )
 from distillkit.io import atomic_write_json
+from distillkit.model_metadata import ModelMetadata, write_sidecar
 from distillkit.paths import check_output_outside_inputs, image_folders
 from distillkit.progress import NULL_PROGRESS, Progress
+from distillkit.tasks import find
 
 FORMATS = ("onnx", "engine", "openvino", "tflite")
 QUANTIZE = ("int8", "int8-dynamic", "fp16", "none")
@@ -243,10 +243,8 @@ def optimize_model(model: str | Path, options: OptimizeOptions, progress: Progre
 
     fp32 = output / "model.onnx"
     with progress.task(f"exporting {fp32.name}", total=None):
-        if source.task == "classify":
-            metadata = export_classifier_onnx(source, fp32, dynamic=options.dynamic, opset=options.opset)
-        else:
-            metadata = export_yolo_onnx(source, fp32, dynamic=options.dynamic, opset=options.opset)
+        exporter = find("export.onnx", source.task) or export_yolo_onnx  # a family's own, else ultralytics'
+        metadata = exporter(source, fp32, dynamic=options.dynamic, opset=options.opset)
         verify_onnx_file(fp32)
     sidecar = write_sidecar(output, metadata)
     artefacts.append(Artefact("onnx fp32", fp32, "onnx", "fp32", _mb(fp32)))
@@ -525,10 +523,8 @@ def _guard_accuracy(
 ) -> None:
     assert options.val_data is not None
     paths = [artefact.path for artefact in artefacts]
-    if source.task == "classify":
-        results = classifier_accuracy(options.val_data, paths, options.images_dir, progress)
-    else:
-        results = detection_accuracy(options.val_data, paths, source.task, source.imgsz, options.images_dir, progress)
+    evaluate = find("export.accuracy", source.task) or detection_accuracy  # a family's own evaluator, else COCO mAP
+    results = evaluate(options.val_data, paths, source.task, source.imgsz, options.images_dir, progress)
     for artefact, accuracy in zip(artefacts, results, strict=True):
         artefact.accuracy = accuracy
     reference = artefacts[0].accuracy

@@ -23,7 +23,7 @@ from distillkit.errors import DataError, UsageError
 from distillkit.export.onnx_export import SourceModel
 from distillkit.io import atomic_open
 from distillkit.progress import NULL_PROGRESS, Progress
-from distillkit.safe_load import safe_torch_load
+from distillkit.safe_load import checkpoint_class, safe_torch_load
 
 
 @dataclass
@@ -35,6 +35,7 @@ class PruneResult:
     notes: list[str] = field(default_factory=list)
 
 
+@checkpoint_class
 class C2fTwoConv(nn.Module):
     """C2f with its first convolution as two (``cv0``, ``cv1``) instead of one conv and a split."""
 

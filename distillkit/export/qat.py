@@ -48,8 +48,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from distillkit.errors import DataError
-from distillkit.export.metadata import INPUT_NAME, ModelMetadata, onnx_metadata_props
 from distillkit.export.onnx_export import SourceModel, finalize_onnx
+from distillkit.model_metadata import INPUT_NAME, ModelMetadata, onnx_metadata_props
 from distillkit.progress import NULL_PROGRESS, Progress, epoch_line, log_line
 
 QAT_FILE = "model_int8_qat.onnx"

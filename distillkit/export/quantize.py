@@ -23,8 +23,8 @@ import numpy as np
 
 from distillkit.cpu_features import int8_weights_need_reduced_range
 from distillkit.errors import UsageError
-from distillkit.export.metadata import INPUT_NAME, ModelMetadata, onnx_metadata_props
 from distillkit.export.onnx_export import finalize_onnx
+from distillkit.model_metadata import INPUT_NAME, ModelMetadata, onnx_metadata_props
 from distillkit.progress import NULL_PROGRESS, Progress
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from distillkit.errors import DataError, UsageError
-from distillkit.export.metadata import ModelMetadata, onnx_metadata_props
+from distillkit.model_metadata import ModelMetadata, onnx_metadata_props
 
 TENSORRT_MISSING = (
     "TensorRT export needs the tensorrt package and a CUDA GPU; {reason}. "

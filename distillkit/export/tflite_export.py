@@ -35,16 +35,21 @@ from typing import Any
 import numpy as np
 
 from distillkit.errors import DataError, UsageError
-from distillkit.export.metadata import YOLO_PREPROCESSING, ModelMetadata
 from distillkit.export.onnx_export import SourceModel
 from distillkit.io import atomic_write_bytes
+from distillkit.model_metadata import (
+    DISTILLKIT_ENTRY,
+    YOLO_PREPROCESSING,
+    ModelMetadata,
+    read_tflite_metadata,
+    read_zip_entry,
+)
 from distillkit.progress import NULL_PROGRESS, Progress
 
 INSTALL_HINT = 'pip install "distillkit[tflite]"'
 EXPORT_MODULES = ("litert_torch", "ai_edge_quantizer", "ai_edge_litert")
 RUNTIME_MODULES = ("ai_edge_litert",)
 ULTRALYTICS_ENTRY = "metadata.json"  # the name ultralytics' LiteRTBackend reads
-DISTILLKIT_ENTRY = "distillkit.json"
 PRECISIONS = ("fp32", "fp16", "int8")
 SUFFIX = ".tflite"
 
@@ -272,37 +277,6 @@ def flatbuffer_bytes(path: Path) -> bytes:
             return data[: min(info.header_offset for info in archive.infolist())]
     except (zipfile.BadZipFile, ValueError):  # no appended archive (ValueError: an empty one)
         return data
-
-
-def read_zip_entry(path: Path, name: str) -> dict[str, Any] | None:
-    """A JSON entry appended to a ``.tflite``; None when the file has no such entry."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            if name not in archive.namelist():
-                return None
-            raw = archive.read(name)
-    except (zipfile.BadZipFile, OSError):
-        return None
-    try:
-        value = json.loads(raw)
-    except ValueError as exc:
-        raise DataError(f"{path}: unreadable {name} ({exc})", "re-export it with distillkit optimize") from exc
-    if not isinstance(value, dict):
-        raise DataError(f"{path}: {name} is not a JSON object", "re-export it with distillkit optimize")
-    return value
-
-
-def read_tflite_metadata(path: str | Path) -> ModelMetadata | None:
-    """The distillkit metadata of a ``.tflite``; None for a file distillkit did not write."""
-    data = read_zip_entry(Path(path), DISTILLKIT_ENTRY)
-    if data is None:
-        return None
-    try:
-        return ModelMetadata.from_dict(data)
-    except TypeError as exc:
-        raise DataError(
-            f"{path}: unreadable distillkit metadata ({exc})", "re-export it with distillkit optimize"
-        ) from exc
 
 
 def open_interpreter(path: Path, threads: int | None = None) -> Any:

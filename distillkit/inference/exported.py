@@ -19,20 +19,19 @@ from pathlib import Path
 import numpy as np
 
 from distillkit.errors import UsageError
-from distillkit.export.metadata import (
+from distillkit.export.openvino_export import check_openvino_input
+from distillkit.inference.loaded import LoadedModel
+from distillkit.model_metadata import (
     INPUT_NAME,
     ModelMetadata,
-    load_onnx_graph,
-    read_onnx_metadata,
-    read_sidecar,
-)
-from distillkit.export.openvino_export import (
-    check_openvino_input,
     is_openvino_model,
+    load_onnx_graph,
     openvino_model_folder,
+    read_onnx_metadata,
     read_openvino_metadata,
+    read_sidecar,
+    read_tflite_metadata,
 )
-from distillkit.inference.predictor import LoadedModel
 from distillkit.ultralytics_env import import_ultralytics
 
 EXPORTED_SUFFIXES = (".onnx", ".engine", ".tflite")
@@ -99,7 +98,7 @@ def _check_image_input(path: Path) -> None:
 
 def _tflite_metadata(path: Path) -> ModelMetadata | None:
     """The runtime installed (else the extra to install), one image input, then the stored metadata."""
-    from distillkit.export.tflite_export import check_image_input, read_tflite_metadata, require_tflite
+    from distillkit.export.tflite_export import check_image_input, require_tflite
 
     require_tflite(export=False)
     check_image_input(path)

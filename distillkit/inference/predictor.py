@@ -22,34 +22,13 @@ import yaml
 
 from distillkit.errors import DataError, UsageError
 from distillkit.inference.detections import Detections
+from distillkit.inference.loaded import LoadedModel
 from distillkit.inference.slicing import SliceSpec, predict_sliced
 from distillkit.io import atomic_open, dumps_json
 from distillkit.progress import NULL_PROGRESS, Progress, ProgressTask
 from distillkit.ultralytics_env import import_ultralytics
 
 SUPPORTED_SUFFIXES = (".pt", ".onnx", ".engine", ".tflite")
-
-
-@dataclass
-class LoadedModel:
-    path: Path
-    model: Any  # ultralytics.YOLO
-    task: str
-    names: dict[int, str]
-    category_ids: dict[int, int]  # class index -> COCO category id
-    parameter_count: int | None = None  # exported models: counted from the file or stored in its metadata
-
-    @property
-    def parameters(self) -> int:
-        if self.parameter_count is not None:
-            return self.parameter_count
-        return int(sum(p.numel() for p in self.model.model.parameters()))
-
-    @property
-    def size_mb(self) -> float:
-        if self.path.is_dir():  # an OpenVINO folder: its .xml, .bin and metadata together
-            return sum(item.stat().st_size for item in self.path.iterdir() if item.is_file()) / 1e6
-        return self.path.stat().st_size / 1e6
 
 
 @dataclass
@@ -66,7 +45,7 @@ class PredictionRun:
 
 
 def load_model(path: str | Path) -> LoadedModel:
-    from distillkit.export.openvino_export import is_openvino_model
+    from distillkit.model_metadata import is_openvino_model
 
     model_path = Path(path)
     openvino = is_openvino_model(model_path)
@@ -82,7 +61,7 @@ def load_model(path: str | Path) -> LoadedModel:
             "pass a .pt, .onnx, .engine or .tflite file or a *_openvino_model folder",
         )
     if model_path.suffix != ".pt":
-        from distillkit.inference.exported import load_exported_model  # imports this module: import late
+        from distillkit.inference.exported import load_exported_model  # onnxruntime & co. only when asked for
 
         return load_exported_model(model_path)
     import_ultralytics()

@@ -98,8 +98,10 @@ def load_directory_teacher(exp_dir: Path, device: str, batch_size: int) -> Teach
     """The teachers ``train-teacher`` wrote into ``exp_dir`` (imported only when asked for)."""
     if not exp_dir.is_dir():
         raise UsageError(f"--teacher-dir {exp_dir} is not a folder", "pass the --output folder of train-teacher")
+    from distillkit.labelling.factory import teacher_dir_loader
+
     try:
-        from distillkit.teachers import load_teacher
+        load_teacher = teacher_dir_loader()  # the teachers family's, through labelling (no import across families)
     except ImportError as exc:
         raise UsageError(
             f"--teacher-dir needs distillkit.teachers, which cannot be imported ({exc})",

@@ -5,11 +5,16 @@ class names in index order, the COCO category id of each class, input size and t
 preprocessing. Ultralytics' own entries (``names``, ``task``, ``imgsz``, ``stride``...) are kept
 beside it so ultralytics' runtime reads the file too. The same facts go into a sidecar
 ``class_mapping.yaml`` (the format ``train-student`` writes), which also serves TensorRT engines.
+OpenVINO folders carry it in their ``metadata.yaml``, ``.tflite`` files in an appended ``distillkit.json``.
+
+On the ground floor: ``export`` writes these records, ``inference`` and the families read them, and
+``distillkit.tasks.model_task`` reads the task from them, none importing the others for it.
 """
 
 from __future__ import annotations
 
 import json
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +28,9 @@ METADATA_KEY = "distillkit"
 METADATA_VERSION = 1
 INPUT_NAME = "images"
 SIDECAR_NAME = "class_mapping.yaml"
+FOLDER_SUFFIX = "_openvino_model"  # ultralytics recognises an OpenVINO model by this folder name
+METADATA_YAML = "metadata.yaml"  # inside an OpenVINO folder
+DISTILLKIT_ENTRY = "distillkit.json"  # appended to a .tflite (a zip after the flatbuffer)
 
 # Ultralytics' inference preprocessing, which YOLO students were trained with and are run with.
 YOLO_PREPROCESSING: dict[str, Any] = {
@@ -145,3 +153,67 @@ def check_single_input(model: Any, path: str | Path) -> None:
             f"{path} has inputs {inputs}, expected exactly one named {INPUT_NAME!r}",
             "a prompt-free model takes only the image tensor; export the model without text or prompt inputs",
         )
+
+
+# --------------------------------------------------------------------------------- OpenVINO folders and LiteRT files
+
+
+def is_openvino_model(path: Path) -> bool:
+    """A folder named ``*_openvino_model`` (or the ``.xml`` inside one)."""
+    folder = path.parent if path.suffix == ".xml" else path
+    return folder.name.endswith(FOLDER_SUFFIX)
+
+
+def openvino_model_folder(path: Path) -> Path:
+    """The artefact folder of a user's path (the folder itself or its ``model.xml``), checked."""
+    folder = path.parent if path.suffix == ".xml" else path
+    if not folder.is_dir() or not any(folder.glob("*.xml")):
+        raise UsageError(
+            f"{path} is not an OpenVINO model folder (no .xml inside)",
+            "pass a model_*_openvino_model folder written by distillkit optimize -f openvino",
+        )
+    return folder
+
+
+def read_openvino_metadata(folder: Path) -> ModelMetadata | None:
+    """The ``distillkit`` entry of a folder's ``metadata.yaml``; None when absent (a plain ultralytics export)."""
+    path = folder / METADATA_YAML
+    if not path.exists():
+        return None
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+        raw = data.get(METADATA_KEY) if isinstance(data, dict) else None
+        return ModelMetadata.from_dict(json.loads(raw)) if raw else None
+    except (yaml.YAMLError, ValueError, TypeError) as exc:
+        raise DataError(f"{path}: unreadable metadata ({exc})", "re-export it with distillkit optimize") from exc
+
+
+def read_zip_entry(path: Path, name: str) -> dict[str, Any] | None:
+    """A JSON entry appended to a ``.tflite``; None when the file has no such entry."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            if name not in archive.namelist():
+                return None
+            raw = archive.read(name)
+    except (zipfile.BadZipFile, OSError):
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError as exc:
+        raise DataError(f"{path}: unreadable {name} ({exc})", "re-export it with distillkit optimize") from exc
+    if not isinstance(value, dict):
+        raise DataError(f"{path}: {name} is not a JSON object", "re-export it with distillkit optimize")
+    return value
+
+
+def read_tflite_metadata(path: str | Path) -> ModelMetadata | None:
+    """The distillkit metadata of a ``.tflite``; None for a file distillkit did not write."""
+    data = read_zip_entry(Path(path), DISTILLKIT_ENTRY)
+    if data is None:
+        return None
+    try:
+        return ModelMetadata.from_dict(data)
+    except TypeError as exc:
+        raise DataError(
+            f"{path}: unreadable distillkit metadata ({exc})", "re-export it with distillkit optimize"
+        ) from exc

@@ -1,5 +1,8 @@
 """ONNX export of `train-classifier` models: input ``images``, output ``logits``, task ``classify``.
 
+The classify family's exporter: ``distillkit.classify.services`` registers it for the task ``classify``,
+and `optimize` (``distillkit.export``) reaches it through ``distillkit.tasks``, never by importing it.
+
 The classifier comes from ``distillkit.classify.load_classifier`` (an eval-mode ``nn.Module`` taking
 normalised (B, 3, H, W) floats and returning (B, C) logits, with ``class_names``, ``multi_label``,
 ``imgsz``, ``mean`` and ``std``). Its preprocessing (resize to the input size with its
@@ -20,24 +23,15 @@ from pathlib import Path
 from typing import Any
 
 from distillkit.errors import DataError, UsageError
-from distillkit.export.metadata import INPUT_NAME, ModelMetadata
 from distillkit.export.onnx_export import DEFAULT_OPSET, SourceModel, finalize_onnx
+from distillkit.model_metadata import INPUT_NAME, ModelMetadata
 
 LOGITS = "logits"
 ALPHA = "alpha"  # evidential exports only: Dirichlet parameters, u = K / alpha.sum(1)
 
 
-def is_classifier(path: Path) -> bool:
-    """True for a train-classifier checkpoint; False when the classify package is absent or says no."""
-    try:
-        from distillkit.classify import is_classifier_checkpoint  # type: ignore[attr-defined]
-    except ImportError:
-        return False
-    return bool(is_classifier_checkpoint(path))
-
-
 def load_classifier_source(path: Path, imgsz: int | None = None) -> SourceModel:
-    from distillkit.classify import load_classifier  # type: ignore[attr-defined]
+    from distillkit.classify.checkpoint import load_classifier
 
     classifier = load_classifier(path, device="cpu")
     return classifier_source(path, classifier, imgsz)
