@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from distillkit.cli.classify_render import evaluate_classifiers_command, is_classifier_input
+from distillkit.cli.classifier_commands import evaluate_classifiers_command, is_classifier_input
 from distillkit.cli.common import (
     JSON_OPTION,
     QUIET_OPTION,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from distillkit.cli.classify_render import infer_classifier_command, is_classifier_input
+from distillkit.cli.classifier_commands import infer_classifier_command, is_classifier_input
 from distillkit.cli.common import (
     JSON_OPTION,
     QUIET_OPTION,

@@ -1,7 +1,7 @@
-"""Classifier branches of `evaluate` and `infer`, and the tables of `train-classifier`.
+"""The classifier branches of `evaluate` and `infer`: run the classify family's evaluator / predictor, render.
 
-`evaluate` and `infer` call ``is_classifier_input`` first and hand classifier checkpoints (and
-classifier ONNX exports) to the functions here, so the detector code paths stay untouched.
+`evaluate` and `infer` ask ``is_classifier_input`` (``model_task`` of every model) first and hand
+classifier files (checkpoints, ONNX, OpenVINO) to the functions here, so the detector paths stay untouched.
 """
 
 from __future__ import annotations
