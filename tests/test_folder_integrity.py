@@ -257,6 +257,40 @@ def test_resume_of_a_finished_run_says_so_and_trains_nothing(
     assert {p: p.stat().st_mtime_ns for p in folder.rglob("*")} == before
 
 
+def stop_after_last_checkpoint(trainer: Any) -> None:
+    if trainer.epoch == trainer.epochs - 1:
+        raise KeyboardInterrupt  # the last epoch's checkpoint is written; ultralytics' closing strip is not
+
+
+def test_resume_after_the_last_checkpoint_finishes_the_weights(runs: dict[str, Any], tmp_path: Path) -> None:
+    """Stopped between the last epoch's checkpoint and ultralytics' final strip (1 of 20 SIGINT bench trials).
+
+    --resume reports the run finished and exports last.pt as ultralytics would have finished it (the EMA
+    as the model, no optimizer): the uninterrupted run's weights. Before, it exported the epoch
+    checkpoint as it was, whose ``model`` is None.
+    """
+    from distillkit.safe_load import safe_torch_load
+
+    folder = tmp_path / "late"
+    with pytest.raises(KeyboardInterrupt):
+        train_student(
+            runs["train"],
+            runs["val"],
+            folder,
+            overrides=STUDENT,
+            callbacks={"on_model_save": stop_after_last_checkpoint},
+        )
+    assert safe_torch_load(folder / "train" / "weights" / "last.pt")["model"] is None
+    result = train_student(runs["train"], runs["val"], folder, overrides=STUDENT, resume=True)
+    assert result.already_finished
+    finished = safe_torch_load(folder / "last.pt")
+    reference = safe_torch_load(runs["base"] / "full" / "last.pt")
+    assert finished["optimizer"] is None and finished["model"] is not None
+    ours, theirs = finished["model"].state_dict(), reference["model"].state_dict()
+    assert ours.keys() == theirs.keys()
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours)
+
+
 # ---------------------------------------------------------------------------------------------------
 # Ctrl-C
 

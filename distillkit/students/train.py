@@ -423,9 +423,10 @@ def _finished_run(folder: Path, train: str | Path) -> StudentTrainingResult:
     mapping_file = folder / "class_mapping.yaml"
     mapping = yaml.safe_load(mapping_file.read_text()).get("class_mapping", {}) if mapping_file.is_file() else {}
     exported = {}
-    for name in ("best.pt", "last.pt"):  # a run killed after training but before its exports gets them now
+    for name in ("last.pt", "best.pt"):  # a run killed after training but before its exports gets them now
         target, source_file = folder / name, run_dir / "weights" / name
-        if not target.is_file() and source_file.is_file():
+        finished_now = _finish_checkpoint(source_file)
+        if source_file.is_file() and (finished_now or not target.is_file() or _holds_training_state(target)):
             _export_checkpoint(source_file, target, mapping)
         exported[name] = target
     if (run_dir / "results.csv").is_file() and not (folder / "results.csv").is_file():
@@ -448,6 +449,35 @@ def _finished_run(folder: Path, train: str | Path) -> StudentTrainingResult:
         notices=[notice],
         already_finished=True,
     )
+
+
+def _holds_training_state(path: Path) -> bool:
+    """Whether an ultralytics checkpoint still holds its optimizer: written per epoch, not yet finalised."""
+    from distillkit.safe_load import safe_torch_load
+
+    try:
+        checkpoint = safe_torch_load(path)
+    except Exception:  # an unreadable file is for inspect_checkpoint and the export to report
+        return False
+    return isinstance(checkpoint, dict) and checkpoint.get("optimizer") is not None
+
+
+def _finish_checkpoint(path: Path) -> bool:
+    """Finalise an epoch checkpoint the way ultralytics ends a run (EMA as the model, no optimizer).
+
+    A Ctrl-C or kill after the last epoch's checkpoint but before ultralytics' closing ``strip_optimizer``
+    leaves the run finished but its weights in training form (``model`` None, the EMA beside it);
+    ``--resume`` finishes that step instead of exporting them as they are. True when it did.
+    """
+    if not path.is_file() or not _holds_training_state(path):
+        return False
+    from distillkit.ultralytics_env import import_ultralytics
+
+    import_ultralytics()
+    from ultralytics.engine import trainer as engine  # its strip_optimizer is the guard's atomic one
+
+    engine.strip_optimizer(path)
+    return True
 
 
 def _read_metadata(folder: Path) -> dict[str, Any]:
