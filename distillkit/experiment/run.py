@@ -25,6 +25,7 @@ from typing import Any, ClassVar, Generic, Literal, TypeVar
 from distillkit.config import (
     ConfigOverrides,
     ExperimentConfig,
+    Override,
     as_overrides,
     build_config,
     load_experiment_config,
@@ -117,13 +118,11 @@ class ExperimentRun(ABC, Generic[ResultT]):
             raise DataError(
                 f"{previous.checkpoint} is damaged ({previous.problem}), so the run in {self.folder} cannot be resumed",
                 f"start it again: delete {previous.run_dir or previous.checkpoint.parent} and run the same command "
-                "without --resume "
-                "(or choose another --output)",
+                "without --resume (or choose another --output)",
             )
         if not self.resume and previous.kind != "missing":
             raise UsageError(
-                f"{self.folder} already holds {previous.what}"
-                + (f" ({previous.checkpoint})" if previous.what != "a training run" else ""),
+                f"{self.folder} already holds {previous.what} ({previous.checkpoint})",
                 "pass --resume to continue it, or choose another --output",
             )
 
@@ -146,7 +145,7 @@ class ExperimentRun(ABC, Generic[ResultT]):
             overrides=[*self.overrides, *as_overrides(last)],
         )
 
-    def saved_sections(self) -> list[Any]:
+    def saved_sections(self) -> list[Override]:
         """The ``resume_sections`` of the configuration the interrupted run wrote, as typed overrides."""
         saved_file = self.folder / self.config_file
         if not self.resume_sections or not saved_file.is_file():

@@ -425,8 +425,9 @@ def _finished_run(folder: Path, train: str | Path) -> StudentTrainingResult:
     exported = {}
     for name in ("last.pt", "best.pt"):  # a run killed after training but before its exports gets them now
         target, source_file = folder / name, run_dir / "weights" / name
+        # an export made before the weights were finished is replaced by the finished ones
         finished_now = _finish_checkpoint(source_file)
-        if source_file.is_file() and (finished_now or not target.is_file() or _holds_training_state(target)):
+        if source_file.is_file() and (finished_now or not target.is_file()):
             _export_checkpoint(source_file, target, mapping)
         exported[name] = target
     if (run_dir / "results.csv").is_file() and not (folder / "results.csv").is_file():
