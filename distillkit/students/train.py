@@ -134,7 +134,7 @@ class StudentRun(ExperimentRun[StudentTrainingResult]):
         return _finished_run(self.folder, self.train_file)
 
     def train(self) -> StudentTrainingResult:
-        train_data, val_data = load_coco_pair(self.train_file, self.val_file)
+        train_data, val_data = load_coco_pair(self.train_file, self.val_file, self.progress)
         config = self.configure(train_data.info, self.train_file)
         spec, model = self._student(config, train_data)
         task = model.task

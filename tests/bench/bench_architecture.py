@@ -52,7 +52,6 @@ FLOORS = {
 }
 FAMILY_PACKAGES = {"teachers", "students", "classify"}
 # each training command's library entry, and its family's run class on the experiment-run base
-# (before the base: the function holding the body behind the folder lock, listed when it still exists)
 ENTRY_POINTS = {
     "train_student": "students/train.py",
     "StudentRun": "students/train.py",
@@ -60,9 +59,6 @@ ENTRY_POINTS = {
     "ClassifierRun": "classify/train.py",
     "train_teachers": "teachers/pipeline.py",
     "TeacherRun": "teachers/pipeline.py",
-    "_train_locked": "students/trainer.py",
-    "_train_classifier_locked": "classify/train.py",
-    "_train_teachers_locked": "teachers/pipeline.py",
 }
 
 
