@@ -618,3 +618,75 @@ def test_kd_anchor_weights_of_no_taught_class_are_zero() -> None:
 
     weights = anchor_weights(torch.zeros(2, 0, 7))
     assert weights.shape == (2, 7) and float(weights.abs().sum()) == 0.0
+
+
+# ------------------------------------------------------------------------------------------------
+# Several GPUs on one node: ultralytics' DDP workers
+
+
+def test_a_gpu_list_this_machine_lacks_is_one_line_before_any_work(
+    shapes: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    if torch.cuda.is_available() and torch.cuda.device_count() >= 2:
+        pytest.skip("this machine has two GPUs")
+    train, val, _ = shapes
+    code, _, err = run("train-student", "-d", str(train), "-v", str(val), "-o", str(tmp_path / "s"), "--device", "0,1")
+    assert code == 2 and err.count("\n") == 1 and "asks for 2 GPUs" in err and "--device cpu" in err
+    assert not (tmp_path / "s" / "yolo_data").exists()
+
+
+def test_gpu_lists_are_read_and_checked() -> None:
+    from distillkit.training.device import gpu_indices
+
+    assert gpu_indices("cpu") == [] and gpu_indices("0") == [] and gpu_indices("cuda:1") == []
+    with pytest.raises(UsageError, match="twice"):
+        gpu_indices("0,0")
+    with pytest.raises(UsageError, match="unknown device"):
+        gpu_indices("0,a")
+
+
+def test_a_multi_gpu_run_hands_the_distillation_trainer_to_fresh_worker_processes(
+    shapes: tuple[Path, Path, Path], yolo_teacher: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--device 0,1``: ultralytics writes the trainer class, arguments, model and callbacks to its DDP
+    state file and starts fresh processes that rebuild the trainer from it and train. The process group
+    needs CUDA; everything else runs here on CPU: the same state file, read by the same generated
+    script in a fresh interpreter, which must train with distillkit's KD trainer and its guards."""
+    import subprocess
+    import sys
+
+    import distillkit.students.train as student_train
+    from distillkit.ultralytics_env import import_ultralytics
+
+    import_ultralytics()
+    from ultralytics.engine import trainer as engine
+    from ultralytics.utils.dist import ddp_cleanup, generate_ddp_file
+
+    workers: list[subprocess.CompletedProcess[str]] = []
+    handed: list[type] = []
+
+    def launch_worker(self: object) -> None:  # in place of `torch.distributed.run --nproc_per_node 2 FILE`
+        handed.append(type(self))
+        file = generate_ddp_file(self)
+        try:
+            workers.append(subprocess.run([sys.executable, file], capture_output=True, text=True, timeout=900))
+        finally:
+            ddp_cleanup(self, file)
+
+    monkeypatch.setattr(student_train, "gpu_indices", lambda device: [0, 1])
+    monkeypatch.setattr(engine.BaseTrainer, "train", launch_worker)
+    out = tmp_path / "student"
+    result = train_student(
+        *shapes[:2],
+        out,
+        overrides=[*TINY, f"distillation.ultralytics_teacher={yolo_teacher}", "training_dynamics.device=cpu"],
+    )
+    assert len(workers) == 1 and workers[0].returncode == 0, workers[0].stderr[-3000:]
+    assert handed[0].__name__ == "DistillationTrainer" and handed[0].kd_settings is not None
+    # the worker printed one line per epoch (rank 0) and trained the KD terms; the launcher published its weights
+    assert workers[0].stderr.count("epoch ") >= 2, workers[0].stderr[-2000:]
+    rows = _rows(out / "results.csv")
+    assert len(rows) == 2 and all(math.isfinite(row["train/kd_logit"]) and row["train/kd_logit"] > 0 for row in rows)
+    assert (out / "train" / "weights" / "kd_projectors.pt").is_file()
+    assert torch.load(out / "best.pt", map_location="cpu", weights_only=False)["distillkit"]["category_ids"] == [5, 9]
+    assert "metrics/mAP50-95(B)" in result.metrics

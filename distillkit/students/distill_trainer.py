@@ -85,14 +85,17 @@ def distillation_trainer(task: str, settings: KDSettings | None, soft: SoftTarge
         soft_settings = soft
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
+            import_ultralytics()  # in a DDP worker (a fresh process) too: distillkit's guards, offline settings
             super().__init__(*args, **kwargs)
             self.kd_teacher: nn.Module | None = None
             self.kd_projectors: nn.ModuleList | None = None
             self.soft_labels_matched = 0
             # the table is read once: its rows go to the loss, its per-image entries to the dataset
             self.soft_table = load_soft_targets(self.soft_settings) if self.soft_settings is not None else None
-            self.add_callback("on_train_start", _install_criterion)
-            self.add_callback("on_model_save", _save_projectors)
+            # a DDP worker is handed the launcher's callbacks, these two included: add them once
+            for event, function in (("on_train_start", _install_criterion), ("on_model_save", _save_projectors)):
+                if function not in self.callbacks.get(event, []):
+                    self.add_callback(event, function)
 
         def build_dataset(self, img_path: str, mode: str = "train", batch: int | None = None) -> Any:
             dataset = super().build_dataset(img_path, mode, batch)

@@ -46,6 +46,7 @@ from distillkit.students.distillation import (
 )
 from distillkit.students.soft_targets import SoftTargetSettings
 from distillkit.students.student_model import StudentSpec, load_student_model, resolve_student
+from distillkit.training.device import gpu_indices
 
 RUN_NAME = "train"  # ultralytics' run folder inside the experiment folder
 CHECKPOINT_KEY = "distillkit"  # extra entry stored in the .pt files distillkit writes
@@ -136,6 +137,7 @@ class StudentRun(ExperimentRun[StudentTrainingResult]):
     def train(self) -> StudentTrainingResult:
         train_data, val_data = load_coco_pair(self.train_file, self.val_file, self.progress)
         config = self.configure(train_data.info, self.train_file)
+        gpu_indices(config.training_dynamics.device)  # a GPU list this machine lacks: say so before any work
         spec, model = self._student(config, train_data)
         task = model.task
         plan = self._plan(config, train_data, model, spec, task)
@@ -149,6 +151,8 @@ class StudentRun(ExperimentRun[StudentTrainingResult]):
         trainer = model.trainer
         pseudo_report.soft_targets_matched = int(getattr(trainer, "soft_labels_matched", 0))
         metrics = {key: float(value) for key, value in (trainer.metrics or {}).items()}
+        if not metrics:  # a multi-GPU run trained in ultralytics' worker processes: their results.csv says
+            metrics = _last_metrics(self.run_dir / "results.csv")
         warning = all_zero_warning(
             metrics,
             int(trainer.epochs),
@@ -279,19 +283,27 @@ class StudentRun(ExperimentRun[StudentTrainingResult]):
     def _fit(self, model: Any, config: Any, dataset: YoloDataset, plan: Any, spec: StudentSpec, task: str) -> None:
         """ultralytics' training loop, with progress, exact resume and a prompt Ctrl-C."""
         # distillkit's KD terms live in a trainer subclass; ultralytics' own distill_model is a train argument
-        trainer_class = _trainer_class(task, plan, config.augmentation, self.notices)
+        multi_gpu = len(gpu_indices(config.training_dynamics.device)) > 1
+        trainer_class = _trainer_class(task, plan, config.augmentation, self.notices, multi_gpu)
         with self.progress.task(f"training {Path(spec.source).stem}", total=config.student.epochs) as bar:
-            _add_progress_callbacks(model, bar, self.progress)
             exact = ExactResume()
             exact.attach(model)
             for event, function in self.callbacks.items():
                 model.add_callback(event, function)
             with deferred_interrupt() as interrupt:
-                # Ctrl-C stops at the next batch boundary, where nothing swallows the KeyboardInterrupt
-                # and last.pt is the previous epoch's, complete; before the loop starts it stops at once.
-                model.add_callback("on_train_start", lambda trainer: interrupt.defer())
-                for event in ("on_train_batch_end", "on_train_epoch_start", "on_val_batch_end", "on_fit_epoch_end"):
-                    model.add_callback(event, interrupt.check)
+                if multi_gpu:
+                    # ultralytics runs DDP in worker processes it starts itself (torch.distributed.run),
+                    # handing them the trainer class and these callbacks by pickle: they get a plain
+                    # per-epoch line (this process's bar and Ctrl-C flag stay here). A Ctrl-C reaches
+                    # the workers through the process group; here it ends the wait at once (exit 130).
+                    model.add_callback("on_fit_epoch_end", print_epoch_line)
+                else:
+                    _add_progress_callbacks(model, bar, self.progress)
+                    # Ctrl-C stops at the next batch boundary, where nothing swallows the KeyboardInterrupt
+                    # and last.pt is the previous epoch's, complete; before the loop starts it stops at once.
+                    model.add_callback("on_train_start", lambda trainer: interrupt.defer())
+                    for event in ("on_train_batch_end", "on_train_epoch_start", "on_val_batch_end", "on_fit_epoch_end"):
+                        model.add_callback(event, interrupt.check)
                 if self.resume:
                     model.train(resume=True, data=str(dataset.yaml_path), **trainer_class)
                 else:
@@ -371,6 +383,18 @@ def _add_progress_callbacks(model: Any, bar: Any, progress: Progress) -> None:
 
     model.add_callback("on_train_start", on_start)
     model.add_callback("on_fit_epoch_end", on_epoch_end)
+
+
+def print_epoch_line(trainer: Any) -> None:
+    """The per-epoch line on stderr, from a DDP worker (rank 0 only): a module function, so it pickles."""
+    import sys
+
+    from distillkit.training.distributed import is_main_process
+
+    if not is_main_process():
+        return
+    line = best_validation_line(trainer) if int(trainer.epoch) >= int(trainer.epochs) else student_epoch_line(trainer)
+    print(line, file=sys.stderr, flush=True)
 
 
 def student_epoch_line(trainer: Any) -> str:
@@ -550,9 +574,16 @@ def _rare_class_paste(augmentation: Any, task: str) -> bool:
     return bool(augmentation.copy_paste_rare_classes and augmentation.copy_paste > 0 and task == "segment")
 
 
-def _trainer_class(task: str, plan: Any, augmentation: Any, notices: list[str]) -> dict[str, type]:
-    """``model.train(trainer=...)``: the KD trainer and/or rare-class copy-paste; empty for ultralytics' own."""
-    trainer = distillation_trainer(task, plan.kd, plan.soft) if plan.kd is not None or plan.soft else None
+def _trainer_class(
+    task: str, plan: Any, augmentation: Any, notices: list[str], multi_gpu: bool = False
+) -> dict[str, type]:
+    """``model.train(trainer=...)``: the KD trainer and/or rare-class copy-paste; empty for ultralytics' own.
+
+    Multi-GPU runs always get distillkit's trainer class: ultralytics' DDP workers import ultralytics
+    bare, and that class's constructor installs distillkit's guards (offline, atomic checkpoints) there.
+    """
+    wanted = plan.kd is not None or bool(plan.soft) or multi_gpu
+    trainer = distillation_trainer(task, plan.kd, plan.soft) if wanted else None
     if _rare_class_paste(augmentation, task):
         if trainer is None:
             from ultralytics.models.yolo.segment import SegmentationTrainer

@@ -60,6 +60,32 @@ def resolve_device(requested: str | torch.device | None = "auto") -> torch.devic
     raise UsageError(f"unknown device '{requested}'", "use auto, cpu, cuda, cuda:N or mps")
 
 
+def gpu_indices(requested: str) -> list[int]:
+    """The GPUs an ultralytics-style device list names ("0,1,2"); [] for anything else (cpu, cuda:0, auto, 0).
+
+    A list of two or more is a multi-GPU run; every index must be visible, each once. A one-line
+    UsageError says what this machine has otherwise.
+    """
+    name = (requested or "").strip().lower().removeprefix("cuda:")
+    if "," not in name:
+        return []
+    parts = [part.strip() for part in name.split(",")]
+    if not all(part.isdigit() for part in parts):
+        raise UsageError(f"unknown device '{requested}'", "name GPUs by index, e.g. --device 0,1")
+    indices = [int(part) for part in parts]
+    if len(set(indices)) != len(indices):
+        raise UsageError(f"--device {requested} names a GPU twice", "list each GPU once, e.g. --device 0,1")
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    missing = [index for index in indices if index >= count]
+    if missing:
+        visible = f"GPUs 0..{count - 1}" if count else "no CUDA device"
+        raise UsageError(
+            f"--device {requested} asks for {len(indices)} GPUs but this machine shows {visible}",
+            "pass the indices of visible GPUs, one GPU (--device 0) or --device cpu",
+        )
+    return indices
+
+
 @dataclass(frozen=True)
 class Precision:
     """How the forward pass runs: autocast dtype (None: full precision) and whether to scale the loss."""
