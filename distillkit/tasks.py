@@ -16,6 +16,7 @@ family's code when called). The roles:
 * ``export.source`` (task): open a ``.pt`` for `optimize` as an ``export.onnx_export.SourceModel``;
   a checkpoint recording no task is an ultralytics one, opened by the ``detect`` entry;
 * ``export.onnx`` (task): the ONNX exporter, where a family has its own (else ultralytics');
+* ``export.tflite`` (task): the LiteRT exporter, where a family has its own (else ultralytics');
 * ``export.accuracy`` (task): the evaluator behind `optimize --val-data` (else COCO mAP);
 * ``export.preprocess`` (task): an image as the network input, for non-letterbox preprocessing;
 * ``labelling.teacher`` (kind ``teacher-dir`` | ``ultralytics`` | ``zero-shot``): the teacher `label` uses;

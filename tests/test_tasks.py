@@ -64,7 +64,7 @@ def test_families_register_what_the_services_dispatch_to() -> None:
         importlib.import_module(name)  # each registration module imports without error
     assert set(registered("export.source")) >= {"classify", "detect", "segment"}
     assert set(registered("labelling.teacher")) == {"teacher-dir", "ultralytics", "zero-shot"}
-    for role in ("export.onnx", "export.accuracy", "export.preprocess"):
+    for role in ("export.onnx", "export.tflite", "export.accuracy", "export.preprocess"):
         assert callable(lookup(role, "classify"))
         assert find(role, "detect") is None  # the service's own (ultralytics) implementation applies
     with pytest.raises(UsageError, match=r"no export\.source is registered for 'pose'"):

@@ -16,13 +16,13 @@ from distillkit.export.onnx_export import load_source_model
 from distillkit.export.tflite_export import (
     EXPORT_MODULES,
     ULTRALYTICS_ENTRY,
-    _with_entries,
     export_yolo_tflite,
     flatbuffer_bytes,
     missing_modules,
     open_interpreter,
     read_tflite_metadata,
     read_zip_entry,
+    with_entries,
 )
 from distillkit.inference import load_model, predict_images
 from distillkit.model_metadata import ModelMetadata
@@ -201,22 +201,12 @@ def test_bad_tflite_file_is_one_line(detector: tuple[Path, list[Path], Path], tm
     assert "is not a readable TFLite file" in stderr and "internal error" not in stderr
 
 
-def test_classifier_is_refused_in_one_line(tmp_path: Path) -> None:
-    from distillkit.classify import ClassifierMeta, ClassifierSpec, build_classifier, save_classifier
-
-    model = build_classifier(ClassifierSpec("test_resnet", 3)).model.eval()
-    meta = ClassifierMeta(model.spec, ["ok", "scratch", "dent"], False, 48, [0.5] * 3, [0.25] * 3)
-    checkpoint = save_classifier(tmp_path / "best.pt", model, meta)
-    code, _, stderr = run("optimize", "-m", str(checkpoint), "-f", "tflite", "-q", "fp16", "-o", str(tmp_path / "o"))
-    assert code == 2 and stderr.count("\n") == 1 and "detection and segmentation models" in stderr, stderr
-
-
 def test_metadata_entries_round_trip_without_touching_the_model(tmp_path: Path) -> None:
     """The zip entries ride after the flatbuffer; the model bytes come back unchanged (the fp32 path)."""
     flatbuffer = b"\x1c\x00\x00\x00TFL3" + bytes(range(256)) * 4
     metadata = ModelMetadata("detect", NAMES, CATEGORY_IDS, [IMGSZ, IMGSZ], precision="fp32")
     path = tmp_path / "model_fp32.tflite"
-    path.write_bytes(_with_entries(flatbuffer, {"task": "detect", "names": {"0": "square"}}, metadata))
+    path.write_bytes(with_entries(flatbuffer, {"task": "detect", "names": {"0": "square"}}, metadata))
     assert flatbuffer_bytes(path) == flatbuffer
     stored = read_tflite_metadata(path)
     assert stored is not None and stored.category_ids == CATEGORY_IDS and stored.precision == "fp32"

@@ -39,7 +39,7 @@ class ModelSummary:
     """One model of the evaluation, alone."""
 
     model: str
-    kind: str  # torch | onnx
+    kind: str  # torch | onnx | openvino | tflite
     accuracy: float
     macro_f1: float
     ece: float
@@ -99,7 +99,7 @@ def evaluate_classifiers(
     threshold: float | None = None,
     progress: Progress = NULL_PROGRESS,
 ) -> ClassifierEvaluation:
-    """Score ``models`` (classifier .pt or classifier .onnx files) on ``data`` (any training source)."""
+    """Score ``models`` (classifier .pt files or their ONNX / OpenVINO / .tflite exports) on ``data`` (any source)."""
     if not models:
         raise UsageError("no model to evaluate", "pass --model best.pt (repeatable for an ensemble)")
     transforms = check_tta(tta)

@@ -1,4 +1,4 @@
-"""One interface over classifier files: torch checkpoints and exported ONNX models.
+"""One interface over classifier files: torch checkpoints and exported ONNX, OpenVINO and LiteRT models.
 
 ``open_classifier(path)`` returns a ``ClassifierRuntime``: class names, input size, normalisation,
 and ``logits(batch)`` for a normalised (B, 3, H, W) float tensor. Evaluation and inference are
@@ -41,7 +41,7 @@ class ClassifierRuntime:
     tuned_thresholds: list[float] | None = None  # per class, tuned on validation data (classifier.tune_thresholds)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     loaded: LoadedClassifier | None = None  # torch checkpoints only (Grad-CAM needs the module)
-    session: Any = None  # onnxruntime.InferenceSession for .onnx files
+    session: Any = None  # onnxruntime.InferenceSession for .onnx files, an adapter with its interface otherwise
     fixed_batch: int | None = None  # ONNX exported with a static batch size
     evidential: bool = False  # logits are Dirichlet evidence: infer/evaluate add u = K / S (classify/research)
     notes: list[str] = field(default_factory=list)  # things the user should know about this file
@@ -50,7 +50,9 @@ class ClassifierRuntime:
     def kind(self) -> str:
         if self.loaded is not None:
             return "torch"
-        return "openvino" if self.path.is_dir() else "onnx"
+        if self.path.is_dir():
+            return "openvino"
+        return "tflite" if self.path.suffix.lower() == ".tflite" else "onnx"
 
     @property
     def thresholds(self) -> list[float]:
@@ -87,7 +89,7 @@ def _resolve_device(device: str | None) -> torch.device:
 
 
 def open_classifier(path: PathLike, device: str | None = None) -> ClassifierRuntime:
-    """Open a classifier checkpoint or classifier ONNX file; UsageError for anything else."""
+    """Open a classifier checkpoint or its ONNX, OpenVINO or .tflite export; UsageError for anything else."""
     from distillkit.model_metadata import is_openvino_model
 
     source = Path(path)
@@ -97,6 +99,8 @@ def open_classifier(path: PathLike, device: str | None = None) -> ClassifierRunt
         raise UsageError(f"model {source} does not exist", "pass a train-classifier best.pt or its ONNX export")
     if source.suffix.lower() == ".onnx":
         return _open_onnx(source, device)
+    if source.suffix.lower() == ".tflite":
+        return _open_tflite(source)
     target = _resolve_device(device)
     loaded = load_classifier(source, device=target)
     meta = loaded.meta
@@ -167,8 +171,19 @@ def _open_openvino(source: Path) -> ClassifierRuntime:
     return _exported_runtime(folder, metadata, OpenVINOSession(folder))
 
 
+def _open_tflite(source: Path) -> ClassifierRuntime:
+    """A LiteRT file on the CPU (the interpreter has no CUDA path: ``device`` does not apply)."""
+    from distillkit.export.tflite_export import LiteRTSession
+    from distillkit.model_metadata import read_tflite_metadata
+
+    metadata = read_tflite_metadata(source)
+    if metadata is None or metadata.task != "classify":
+        raise UsageError(f"{source} is not a classifier export (no task=classify metadata)", "export it with optimize")
+    return _exported_runtime(source, metadata, LiteRTSession(source))
+
+
 def _exported_runtime(source: Path, metadata: Any, session: Any) -> ClassifierRuntime:
-    """A runtime over an exported file's session (onnxruntime's, or the OpenVINO adapter with its interface)."""
+    """A runtime over an exported file's session: onnxruntime's, or an OpenVINO / LiteRT adapter with its interface."""
     shape = session.get_inputs()[0].shape
     fixed = shape[0] if isinstance(shape[0], int) else None
     pre = metadata.preprocessing or {}

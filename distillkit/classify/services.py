@@ -1,8 +1,8 @@
 """What the classify family brings to the shared services, registered by task in ``distillkit.tasks``.
 
 ``export`` (`optimize`) finds here how to open a classifier checkpoint as a ``SourceModel``, export it to
-ONNX, score it and its artefacts, and preprocess an image as the classifier's own loader does. Nothing heavy
-is imported here: each function imports the family's code when it is called.
+ONNX and to TFLite, score it and its artefacts, and preprocess an image as the classifier's own loader does.
+Nothing heavy is imported here: each function imports the family's code when it is called.
 """
 
 from __future__ import annotations
@@ -31,6 +31,19 @@ def export_onnx(source: Any, target: Path, **options: Any) -> Any:
     return export_classifier_onnx(source, target, **options)
 
 
+def export_tflite(
+    source: Any,
+    folder: Path,
+    precisions: Sequence[str],
+    calibration_inputs: Sequence[Any] = (),
+    progress: Progress = NULL_PROGRESS,
+) -> dict[str, Any]:
+    """litert-torch conversion and ai-edge-quantizer precisions (``classify.tflite_export``)."""
+    from distillkit.classify.tflite_export import export_classifier_tflite
+
+    return export_classifier_tflite(source, folder, precisions, calibration_inputs, progress)
+
+
 def accuracy(
     val_data: Path,
     models: Sequence[Path],
@@ -39,7 +52,7 @@ def accuracy(
     images_dir: Path | None = None,
     progress: Progress = NULL_PROGRESS,
 ) -> list[Any]:
-    """Accuracy of each classifier file (.pt, .onnx, OpenVINO) alone, by `evaluate`'s classifier evaluator."""
+    """Accuracy of each classifier file (.pt, .onnx, OpenVINO, .tflite) alone, by `evaluate`'s classifier evaluator."""
     from distillkit.classify.evaluate import evaluate_classifiers
     from distillkit.export.accuracy import Accuracy
 
@@ -64,5 +77,6 @@ def preprocess(path: Path, shape: tuple[int, int], steps: dict[str, Any]) -> Any
 
 register("export.source", TASK, source_model)
 register("export.onnx", TASK, export_onnx)
+register("export.tflite", TASK, export_tflite)
 register("export.accuracy", TASK, accuracy)
 register("export.preprocess", TASK, preprocess)

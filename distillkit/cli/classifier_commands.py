@@ -1,7 +1,7 @@
 """The classifier branches of `evaluate` and `infer`: run the classify family's evaluator / predictor, render.
 
 `evaluate` and `infer` ask ``is_classifier_input`` (``model_task`` of every model) first and hand
-classifier files (checkpoints, ONNX, OpenVINO) to the functions here, so the detector paths stay untouched.
+classifier files (checkpoints, ONNX, OpenVINO, .tflite) to the functions here, so the detector paths stay untouched.
 """
 
 from __future__ import annotations

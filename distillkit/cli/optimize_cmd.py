@@ -74,7 +74,7 @@ def optimize(
     calibrated on real images), model_fp16.onnx, model_int8_dynamic.onnx; with -f openvino the
     OpenVINO folders model_openvino_model/ (fp32), model_fp16_openvino_model/ and
     model_int8_openvino_model/ (NNCF INT8 on the same calibration images); with -f tflite
-    model_fp16.tflite / model_int8.tflite (LiteRT, detection and segmentation; static INT8 on the
+    model_fp16.tflite / model_int8.tflite (LiteRT, detectors, segmenters and classifiers; static INT8 on the
     same calibration images); TensorRT .engine files where tensorrt and a CUDA GPU exist;
     class_mapping.yaml and report.json. The report gives, per file: size, median and p90 latency
     per image on this machine (batch 1, --threads, warm-up), max abs difference of outputs against

@@ -136,21 +136,25 @@ def tflite_runner(path: Path, threads: int) -> Runner:
     ONNX gives ``output0`` (N, 4+nc[+32], anchors) with boxes in input pixels, then (segmentation)
     the prototypes (N, 32, h, w). The LiteRT graph gives boxes divided by the input size: they are
     multiplied back here, as ultralytics' LiteRTBackend does. NHWC files (onnx2tf exports) are
-    fed and read channels-last.
+    fed and read channels-last. A classifier's logits (N, C) are already the ONNX output.
     """
-    from distillkit.export.tflite_export import check_image_input, onnx_layout, open_interpreter
+    from distillkit.export.tflite_export import check_image_input, input_is_nhwc, onnx_layout, open_interpreter
+    from distillkit.model_metadata import read_tflite_metadata
 
     interpreter = open_interpreter(path, threads)
     check_image_input(path, interpreter)
     detail = interpreter.get_input_details()[0]
-    nhwc = int(detail["shape"][-1]) == 3 and int(detail["shape"][1]) != 3
+    nhwc = input_is_nhwc(detail)
     outputs = [output["index"] for output in interpreter.get_output_details()]
+    metadata = read_tflite_metadata(path)
+    classifier = metadata is not None and metadata.task == "classify"
 
     def run(batch: np.ndarray) -> list[np.ndarray]:
         height, width = batch.shape[2:]
         interpreter.set_tensor(detail["index"], batch.transpose(0, 2, 3, 1) if nhwc else batch)
         interpreter.invoke()
-        return onnx_layout([interpreter.get_tensor(index).copy() for index in outputs], height, width, nhwc)
+        arrays = [interpreter.get_tensor(index).copy() for index in outputs]
+        return arrays if classifier else onnx_layout(arrays, height, width, nhwc)
 
     return run
 

@@ -27,6 +27,14 @@ DEFAULT_OPSET = 18  # measured here: ultralytics' default for this onnx version;
 
 
 @dataclass
+class SessionPort:
+    """An input or output as onnxruntime's session lists it: what the OpenVINO and LiteRT adapters give too."""
+
+    name: str
+    shape: list[Any]  # None for a dynamic dimension
+
+
+@dataclass
 class SourceModel:
     """A model to optimize: a YOLO student checkpoint or a distillkit classifier."""
 

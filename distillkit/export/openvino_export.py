@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from distillkit.errors import DataError, UsageError
+from distillkit.export.onnx_export import SessionPort
 from distillkit.io import atomic_write_yaml
 from distillkit.model_metadata import (
     FOLDER_SUFFIX,
@@ -238,26 +239,21 @@ class OpenVINOSession:
     Code written for an ONNX session (the classifier runtime) then runs the IR unchanged.
     """
 
-    class _Port:
-        def __init__(self, name: str, shape: list[Any]) -> None:
-            self.name = name
-            self.shape = shape
-
     def __init__(self, folder: Path, threads: int | None = None) -> None:
         self._compiled = compile_openvino(folder, threads)
         self._inputs = [self._port(port) for port in self._compiled.inputs]
         self._outputs = [self._port(port) for port in self._compiled.outputs]
 
     @classmethod
-    def _port(cls, port: Any) -> OpenVINOSession._Port:
+    def _port(cls, port: Any) -> SessionPort:
         names = port.get_names()
         shape = [dim.get_length() if dim.is_static else None for dim in port.get_partial_shape()]
-        return cls._Port(next(iter(names)) if names else port.get_any_name(), shape)
+        return SessionPort(next(iter(names)) if names else port.get_any_name(), shape)
 
-    def get_inputs(self) -> list[OpenVINOSession._Port]:
+    def get_inputs(self) -> list[SessionPort]:
         return self._inputs
 
-    def get_outputs(self) -> list[OpenVINOSession._Port]:
+    def get_outputs(self) -> list[SessionPort]:
         return self._outputs
 
     def run(self, names: Sequence[str] | None, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:

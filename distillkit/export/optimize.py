@@ -203,7 +203,7 @@ def optimize_model(model: str | Path, options: OptimizeOptions, progress: Progre
         from distillkit.export.tensorrt_export import require_tensorrt
 
         require_tensorrt()
-    if "tflite" in options.formats:  # the optional extra and the task: say so before any work
+    if "tflite" in options.formats:  # the optional extra, and a converter for the task: say so before any work
         from distillkit.export.tflite_export import check_tflite_task, require_tflite
 
         check_tflite_task(source.task)
@@ -430,7 +430,8 @@ def _tflite(
 
     wanted = {"none": "fp32", "fp16": "fp16", "int8": "int8"}
     precisions = [wanted[mode] for mode in options.quantize if mode in wanted] or ["fp16"]
-    export_yolo_tflite(source, output, precisions, calibration_inputs, progress)
+    exporter = find("export.tflite", source.task) or export_yolo_tflite  # a family's own, else ultralytics'
+    exporter(source, output, precisions, calibration_inputs, progress)
     artefacts = []
     for precision in precisions:
         target = tflite_path(output, precision)

@@ -1,4 +1,9 @@
-"""TFLite / LiteRT files of YOLO students: fp16 weights and static INT8, read back by ultralytics' runtime.
+"""TFLite / LiteRT files: fp16 weights and static INT8, for YOLO students and (through their family) classifiers.
+
+YOLO students are described below and read back by ultralytics' runtime. Classifiers are converted
+by their family's own exporter (``export.tflite`` in ``distillkit.tasks``: ``distillkit.classify``),
+which uses the same precision recipes, writing and verification from here (``write_tflite_files``)
+and carries distillkit's entry only; ``LiteRTSession`` lets the classifier runtime run such a file.
 
 The graph is ultralytics' own LiteRT export (``format="litert"``: litert-torch, the detection head
 in export mode, box coordinates divided by the input size so that one INT8 scale can carry both
@@ -28,14 +33,14 @@ import shutil
 import sys
 import tempfile
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from distillkit.errors import DataError, UsageError
-from distillkit.export.onnx_export import SourceModel
+from distillkit.export.onnx_export import SessionPort, SourceModel
 from distillkit.io import atomic_write_bytes
 from distillkit.model_metadata import (
     DISTILLKIT_ENTRY,
@@ -45,6 +50,7 @@ from distillkit.model_metadata import (
     read_zip_entry,
 )
 from distillkit.progress import NULL_PROGRESS, Progress
+from distillkit.tasks import find
 
 INSTALL_HINT = 'pip install "distillkit[tflite]"'
 EXPORT_MODULES = ("litert_torch", "ai_edge_quantizer", "ai_edge_litert")
@@ -52,6 +58,7 @@ RUNTIME_MODULES = ("ai_edge_litert",)
 ULTRALYTICS_ENTRY = "metadata.json"  # the name ultralytics' LiteRTBackend reads
 PRECISIONS = ("fp32", "fp16", "int8")
 SUFFIX = ".tflite"
+YOLO_TASKS = ("detect", "segment")  # the tasks ultralytics' LiteRT exporter converts
 
 # ai-edge-quantizer casts the weights of these ops to float16; the other ops have no weights to halve.
 _FP16_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "CONV_2D_TRANSPOSE")
@@ -84,11 +91,19 @@ def require_tflite(export: bool = True) -> None:
 
 
 def check_tflite_task(task: str) -> None:
-    if task not in ("detect", "segment"):
-        raise UsageError(
-            "TFLite export is for detection and segmentation models for now",
-            "for a classifier use -f onnx (model.onnx / model_int8.onnx)",
-        )
+    """Detection and segmentation go through ultralytics' exporter; any other task needs its family's own."""
+    if task in YOLO_TASKS or find("export.tflite", task) is not None:
+        return
+    raise UsageError(f"TFLite export has no converter for {task!r} models", "use -f onnx")
+
+
+def check_precisions(precisions: Sequence[str], calibration_inputs: Sequence[np.ndarray]) -> None:
+    """Before any conversion: known precisions, and calibration images when INT8 is asked for."""
+    unknown = [p for p in precisions if p not in PRECISIONS]
+    if unknown:
+        raise UsageError(f"unknown TFLite precision {unknown[0]!r}", f"use one of {', '.join(PRECISIONS)}")
+    if "int8" in precisions and not calibration_inputs:
+        raise UsageError("TFLite INT8 needs calibration images", "pass --calib-data COCO.json or --calib-dir DIR")
 
 
 def tflite_path(folder: Path, precision: str) -> Path:
@@ -103,29 +118,47 @@ def export_yolo_tflite(
     progress: Progress = NULL_PROGRESS,
 ) -> dict[str, ModelMetadata]:
     """Write ``model_<precision>.tflite`` into ``folder`` for each precision; return each file's metadata."""
-    check_tflite_task(source.task)
-    unknown = [p for p in precisions if p not in PRECISIONS]
-    if unknown:
-        raise UsageError(f"unknown TFLite precision {unknown[0]!r}", f"use one of {', '.join(PRECISIONS)}")
-    if "int8" in precisions and not calibration_inputs:
-        raise UsageError("TFLite INT8 needs calibration images", "pass --calib-data COCO.json or --calib-dir DIR")
-    written: dict[str, ModelMetadata] = {}
+    if source.task not in YOLO_TASKS:
+        raise UsageError(f"ultralytics' LiteRT export converts detection and segmentation models, not {source.task!r}")
+    check_precisions(precisions, calibration_inputs)
     with tempfile.TemporaryDirectory(prefix=".export-", dir=folder) as work:
         with progress.task("converting to LiteRT (float32)", total=None):
             float_model = _convert(source, Path(work))
         ultralytics_metadata = _ultralytics_metadata(float_model, source)
-        for precision in precisions:
-            target = tflite_path(folder, precision)
-            with progress.task(f"writing {target.name}", total=None):
-                flatbuffer = _precision_flatbuffer(float_model, precision, calibration_inputs)
-                metadata = _metadata(source, precision, len(calibration_inputs))
-                entries = {
-                    **ultralytics_metadata,
-                    "args": {**ultralytics_metadata.get("args", {}), "quantize": precision},
-                }
-                atomic_write_bytes(target, _with_entries(flatbuffer, entries, metadata))
-                verify_tflite_file(target)
-            written[precision] = metadata
+
+        def entries(precision: str) -> dict[str, Any]:
+            return {**ultralytics_metadata, "args": {**ultralytics_metadata.get("args", {}), "quantize": precision}}
+
+        def metadata(precision: str) -> ModelMetadata:
+            return _metadata(source, precision, len(calibration_inputs))
+
+        return write_tflite_files(float_model, folder, precisions, calibration_inputs, metadata, progress, entries)
+
+
+def write_tflite_files(
+    float_model: Path,
+    folder: Path,
+    precisions: Sequence[str],
+    calibration_inputs: Sequence[np.ndarray],
+    metadata_for: Callable[[str], ModelMetadata],
+    progress: Progress = NULL_PROGRESS,
+    ultralytics_for: Callable[[str], dict[str, Any]] | None = None,
+) -> dict[str, ModelMetadata]:
+    """``model_<precision>.tflite`` from a float32 LiteRT file, each with its metadata entries, verified.
+
+    Shared by every converter so that all tasks get the same fp16 / INT8 recipes and the same checks.
+    ``ultralytics_for`` gives ultralytics' entry (YOLO students only: their runtime needs it).
+    """
+    written: dict[str, ModelMetadata] = {}
+    for precision in precisions:
+        target = tflite_path(folder, precision)
+        with progress.task(f"writing {target.name}", total=None):
+            flatbuffer = precision_flatbuffer(float_model, precision, calibration_inputs)
+            metadata = metadata_for(precision)
+            ultralytics = ultralytics_for(precision) if ultralytics_for is not None else None
+            atomic_write_bytes(target, with_entries(flatbuffer, ultralytics, metadata))
+            verify_tflite_file(target)
+        written[precision] = metadata
     return written
 
 
@@ -139,7 +172,7 @@ def _convert(source: SourceModel, work: Path) -> Path:
     copy = work / "model.pt"
     shutil.copyfile(source.path, copy)
     try:
-        with _quiet():
+        with quiet():
             written = YOLO(str(copy)).export(
                 format="litert", imgsz=source.imgsz, batch=1, half=False, device="cpu", verbose=False
             )
@@ -149,7 +182,7 @@ def _convert(source: SourceModel, work: Path) -> Path:
 
 
 @contextlib.contextmanager
-def _quiet() -> Iterator[None]:
+def quiet() -> Iterator[None]:
     """Keep the converters' chatter off the terminal and ``--json``'s stdout.
 
     litert-torch prints its steps to stdout and ai-edge-quantizer prints a size summary there and
@@ -181,13 +214,14 @@ def _ultralytics_metadata(float_model: Path, source: SourceModel) -> dict[str, A
     return entries
 
 
-def _precision_flatbuffer(float_model: Path, precision: str, calibration_inputs: Sequence[np.ndarray]) -> bytes:
+def precision_flatbuffer(float_model: Path, precision: str, calibration_inputs: Sequence[np.ndarray]) -> bytes:
+    """The model at ``precision``: fp32 as converted, fp16 weights, or static INT8 with float32 I/O."""
     if precision == "fp32":
         return flatbuffer_bytes(float_model)
     from ai_edge_quantizer import quantizer
 
     engine = quantizer.Quantizer(str(float_model))
-    with _quiet():
+    with quiet():
         if precision == "fp16":
             _fp16_recipe(engine)
             result = engine.quantize()
@@ -238,13 +272,10 @@ def _calibration_data(float_model: Path, inputs: Sequence[np.ndarray]) -> dict[s
 
 
 def _metadata(source: SourceModel, precision: str, calibration_images: int) -> ModelMetadata:
-    extra: dict[str, Any] = {"runtime": "litert", "coordinates": "normalised by the input size in the graph"}
-    if precision == "int8":
-        extra["quantization"] = {
-            "tool": "ai-edge-quantizer",
-            "recipe": "static_wi8_ai8, float32 input and outputs",
-            "calibration_images": calibration_images,
-        }
+    extra: dict[str, Any] = {
+        "coordinates": "normalised by the input size in the graph",
+        **litert_extra(precision, calibration_images),
+    }
     return ModelMetadata(
         task=source.task,
         names=list(source.names),
@@ -259,12 +290,28 @@ def _metadata(source: SourceModel, precision: str, calibration_images: int) -> M
     )
 
 
-def _with_entries(flatbuffer: bytes, ultralytics_metadata: dict[str, Any], metadata: ModelMetadata) -> bytes:
-    """The flatbuffer followed by a zip of the two metadata entries (zip readers find a trailing archive)."""
+def litert_extra(precision: str, calibration_images: int) -> dict[str, Any]:
+    """The ``extra`` metadata every distillkit .tflite carries: the runtime, and how INT8 was made."""
+    extra: dict[str, Any] = {"runtime": "litert"}
+    if precision == "int8":
+        extra["quantization"] = {
+            "tool": "ai-edge-quantizer",
+            "recipe": "static_wi8_ai8, float32 input and outputs",
+            "calibration_images": calibration_images,
+        }
+    return extra
+
+
+def with_entries(flatbuffer: bytes, ultralytics_metadata: dict[str, Any] | None, metadata: ModelMetadata) -> bytes:
+    """The flatbuffer followed by a zip of the metadata entries (zip readers find a trailing archive).
+
+    ``ultralytics_metadata`` None: no ultralytics entry (classifiers, which only distillkit's runtime reads).
+    """
     buffer = io.BytesIO()
     buffer.write(flatbuffer)
     with zipfile.ZipFile(buffer, "a", zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr(ULTRALYTICS_ENTRY, json.dumps(ultralytics_metadata))
+        if ultralytics_metadata is not None:
+            archive.writestr(ULTRALYTICS_ENTRY, json.dumps(ultralytics_metadata))
         archive.writestr(DISTILLKIT_ENTRY, metadata.to_json())
     return buffer.getvalue()
 
@@ -304,15 +351,68 @@ def check_image_input(path: Path, interpreter: Any | None = None) -> None:
     if len(dims) != 4 or 3 not in (dims[1], dims[3]):
         raise UsageError(
             f"{path} takes inputs {shapes} (name: shape), not one image tensor of shape (N, 3, H, W)",
-            "pass a detection or segmentation model exported by distillkit optimize (prompt-free, image input only)",
+            "pass a model exported by distillkit optimize (prompt-free, image input only)",
         )
 
 
 def verify_tflite_file(path: Path) -> None:
-    """Re-read a written file: the interpreter loads it, one image input, both metadata entries readable."""
-    check_image_input(path)
-    if read_tflite_metadata(path) is None or read_zip_entry(path, ULTRALYTICS_ENTRY) is None:
-        raise DataError(f"{path}: metadata entries missing after writing")
+    """Re-read a written file: the interpreter loads it, one image input, the entries its readers need.
+
+    Every file needs distillkit's entry; a YOLO student also ultralytics' (its runtime reads that one),
+    and a classifier one output of (1, number of classes): the logits its runtime reads first.
+    """
+    interpreter = open_interpreter(path)
+    check_image_input(path, interpreter)
+    metadata = read_tflite_metadata(path)
+    if metadata is None:
+        raise DataError(f"{path}: distillkit metadata entry missing after writing")
+    if metadata.task in YOLO_TASKS and read_zip_entry(path, ULTRALYTICS_ENTRY) is None:
+        raise DataError(f"{path}: ultralytics metadata entry missing after writing")
+    if metadata.task == "classify":
+        shapes = [[int(d) for d in detail["shape"]] for detail in interpreter.get_output_details()]
+        if not shapes or shapes[0] != [1, len(metadata.names)]:
+            raise DataError(f"{path}: outputs {shapes}, expected logits [1, {len(metadata.names)}] first")
+
+
+def input_is_nhwc(detail: dict[str, Any]) -> bool:
+    """A channels-last image input (onnx2tf-style files); litert-torch keeps the torch model's NCHW."""
+    shape = detail["shape"]
+    return int(shape[-1]) == 3 and int(shape[1]) != 3
+
+
+class LiteRTSession:
+    """A ``.tflite`` behind onnxruntime's ``InferenceSession`` calls (``get_inputs``, ``get_outputs``, ``run``).
+
+    Code written for an ONNX session (the classifier runtime) then runs the LiteRT file unchanged. The
+    input is always fed NCHW, as to the ONNX file; a channels-last file is transposed here.
+    """
+
+    def __init__(self, path: Path, threads: int | None = None) -> None:
+        self._interpreter = open_interpreter(path, threads)
+        check_image_input(path, self._interpreter)
+        self._input = self._interpreter.get_input_details()[0]
+        self._nhwc = input_is_nhwc(self._input)
+        shape = [int(d) for d in self._input["shape"]]
+        nchw = [shape[0], shape[3], shape[1], shape[2]] if self._nhwc else shape
+        self._inputs = [SessionPort(str(self._input["name"]), nchw)]
+        details = self._interpreter.get_output_details()
+        self._outputs = [SessionPort(str(d["name"]), [int(v) for v in d["shape"]]) for d in details]
+        self._output_index = {str(d["name"]): int(d["index"]) for d in details}
+
+    def get_inputs(self) -> list[SessionPort]:
+        return self._inputs
+
+    def get_outputs(self) -> list[SessionPort]:
+        return self._outputs
+
+    def run(self, names: Sequence[str] | None, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        (batch,) = feeds.values()
+        batch = np.ascontiguousarray(batch.transpose(0, 2, 3, 1) if self._nhwc else batch, dtype=np.float32)
+        self._interpreter.set_tensor(self._input["index"], batch)
+        self._interpreter.invoke()
+        wanted = names or [port.name for port in self._outputs]
+        # copies: the interpreter reuses its output buffers on the next invoke
+        return [self._interpreter.get_tensor(self._output_index[name]).copy() for name in wanted]
 
 
 def onnx_layout(arrays: list[np.ndarray], height: int, width: int, nhwc: bool = False) -> list[np.ndarray]:
