@@ -65,7 +65,7 @@ def label(
         None, "--ray-address", help="With --backend ray: auto or HOST:PORT of a running cluster [default: start one]."
     ),
     ray_actors: int | None = typer.Option(
-        None, "--ray-actors", min=1, help="Teacher actors [default: one per GPU, else one per two CPUs]."
+        None, "--ray-actors", min=1, help="Teacher actors [default: one per GPU, else one per CPU]."
     ),
     cache_dir: Path | None = typer.Option(
         None,

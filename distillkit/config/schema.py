@@ -381,7 +381,7 @@ class DistillationConfig(SectionModel):
     cache: bool = Field(description="cache teacher outputs per image")
     label_backend: Literal["local", "ray"] = Field(description="label here, or on a Ray cluster (distillkit[ray])")
     ray_address: str | None = Field(description="Ray cluster to join (auto or HOST:PORT); null: start one")
-    ray_actors: PositiveInt | None = Field(description="teacher actors on Ray; null: one per GPU, else per 2 CPUs")
+    ray_actors: PositiveInt | None = Field(description="teacher actors on Ray; null: one per GPU, else one per CPU")
 
     @model_validator(mode="after")
     def _teacher_for_builtin(self) -> DistillationConfig:

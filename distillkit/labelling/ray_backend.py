@@ -37,7 +37,7 @@ BACKENDS = ("local", "ray")
 @dataclass(frozen=True)
 class RayOptions:
     address: str | None = None  # None: a Ray started here for this run; "auto" or HOST:PORT: join that cluster
-    actors: int | None = None  # teacher actors [default: one per GPU, else one per two CPUs]
+    actors: int | None = None  # teacher actors [default: one per GPU, else one per CPU]
     gpus_per_actor: float | None = None  # [default: 1 when the cluster has GPUs, else 0]
     num_cpus: int | None = None  # CPUs of a Ray started here [default: all]
 
@@ -220,7 +220,7 @@ def _connect(ray: Any, options: RayOptions) -> bool:
 
 
 def _cpu_threads(ray: Any, actors: int) -> int:
-    """Torch threads per CPU actor: the cluster's CPUs shared among the actors (decoding is light beside it)."""
+    """Torch threads per CPU actor: the cluster's CPUs shared among the actors (one each by default)."""
     return max(1, int(float(ray.cluster_resources().get("CPU", 1)) // actors))
 
 
@@ -233,5 +233,9 @@ def _pool(ray: Any, options: RayOptions) -> tuple[float, int]:
     elif gpus_per_actor:
         actors = max(1, int(gpus // gpus_per_actor))
     else:
-        actors = max(1, int(cpus) // 2)  # leave a CPU per actor to the decoding tasks
+        # One single-threaded teacher per CPU, decoding its own images (Ray fuses the decode stage into
+        # the actor when both need only CPUs). A small model's forward does not keep two threads busy:
+        # measured here (2 CPUs, tiny Grounding DINO), 2 actors x 1 thread label ~1.2x faster than
+        # 1 actor x 2 threads, and faster than the local backend's one process with 2 threads.
+        actors = max(1, int(cpus))
     return gpus_per_actor, actors
