@@ -690,3 +690,19 @@ def test_a_multi_gpu_run_hands_the_distillation_trainer_to_fresh_worker_processe
     assert (out / "train" / "weights" / "kd_projectors.pt").is_file()
     assert torch.load(out / "best.pt", map_location="cpu", weights_only=False)["distillkit"]["category_ids"] == [5, 9]
     assert "metrics/mAP50-95(B)" in result.metrics
+
+
+def test_a_resumed_run_trains_on_the_devices_its_checkpoint_names(tmp_path: Path) -> None:
+    # ultralytics resumes on last.pt's devices: a run started with --device 0,1 resumes as a multi-GPU run
+    from types import SimpleNamespace
+
+    from distillkit.students.train import StudentRun
+
+    weights = tmp_path / "run" / "train" / "weights"
+    weights.mkdir(parents=True)
+    torch.save({"train_args": {"device": "0,1", "epochs": 3}, "epoch": 1}, weights / "last.pt")
+    config = SimpleNamespace(training_dynamics=SimpleNamespace(device="auto"))
+    resumed = StudentRun(tmp_path / "a.json", tmp_path / "b.json", tmp_path / "run", resume=True)
+    fresh = StudentRun(tmp_path / "a.json", tmp_path / "b.json", tmp_path / "run")
+    assert resumed._device_setting(config) == "0,1"
+    assert fresh._device_setting(config) == "auto"

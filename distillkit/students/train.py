@@ -137,7 +137,7 @@ class StudentRun(ExperimentRun[StudentTrainingResult]):
     def train(self) -> StudentTrainingResult:
         train_data, val_data = load_coco_pair(self.train_file, self.val_file, self.progress)
         config = self.configure(train_data.info, self.train_file)
-        gpu_indices(config.training_dynamics.device)  # a GPU list this machine lacks: say so before any work
+        gpu_indices(self._device_setting(config))  # a GPU list this machine lacks: say so before any work
         spec, model = self._student(config, train_data)
         task = model.task
         plan = self._plan(config, train_data, model, spec, task)
@@ -179,6 +179,19 @@ class StudentRun(ExperimentRun[StudentTrainingResult]):
         )
 
     # -- the steps --------------------------------------------------------------------------------
+
+    def _device_setting(self, config: Any) -> str:
+        """The devices this run trains on: on --resume ultralytics takes them from last.pt (one GPU or several)."""
+        if self.resume:
+            from distillkit.safe_load import safe_torch_load
+
+            try:
+                saved = safe_torch_load(self.run_dir / "weights" / "last.pt").get("train_args") or {}
+            except Exception:  # an unreadable checkpoint is reported by the resume itself
+                saved = {}
+            if saved.get("device") not in (None, ""):
+                return str(saved["device"])
+        return str(config.training_dynamics.device)
 
     def _student(self, config: Any, train_data: ValidationResult) -> tuple[StudentSpec, Any]:
         """The student model, loaded once: the model itself says its task (a .pt its checkpoint, a .yaml its name)."""
@@ -283,7 +296,7 @@ class StudentRun(ExperimentRun[StudentTrainingResult]):
     def _fit(self, model: Any, config: Any, dataset: YoloDataset, plan: Any, spec: StudentSpec, task: str) -> None:
         """ultralytics' training loop, with progress, exact resume and a prompt Ctrl-C."""
         # distillkit's KD terms live in a trainer subclass; ultralytics' own distill_model is a train argument
-        multi_gpu = len(gpu_indices(config.training_dynamics.device)) > 1
+        multi_gpu = len(gpu_indices(self._device_setting(config))) > 1
         trainer_class = _trainer_class(task, plan, config.augmentation, self.notices, multi_gpu)
         with self.progress.task(f"training {Path(spec.source).stem}", total=config.student.epochs) as bar:
             exact = ExactResume()
