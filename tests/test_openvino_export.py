@@ -107,6 +107,10 @@ def test_three_openvino_folders_with_ultralytics_layout_and_our_metadata(optimiz
     assert sizes["int8"] < 0.6 * sizes["fp32"] and sizes["fp16"] < 0.6 * sizes["fp32"]
     int8 = read_openvino_metadata(output / "model_int8_openvino_model")
     assert int8 is not None and int8.extra["quantization"]["excluded_nodes"] > 0  # head decoding kept in float
+    from distillkit.cpu_features import int8_weights_need_reduced_range
+
+    expected = "all layers" if int8_weights_need_reduced_range() else "first layer (NNCF default)"
+    assert int8.extra["quantization"]["weights_7bit"] == expected
 
 
 def test_int8_ir_has_quantized_weights_and_the_head_stays_float(optimized: tuple) -> None:

@@ -305,3 +305,19 @@ def test_pruned_model_fine_tunes_on_data_whose_images_live_elsewhere(
     assert any(notice.startswith("fine-tuned 1 epochs") for notice in result.notices)
     pruned = load_model(tmp_path / "out" / "model_pruned.pt")
     assert pruned.parameters < 0.8 * load_model(checkpoint).parameters  # training kept the pruned graph
+
+
+def test_openvino_int8_uses_7bit_weights_in_every_layer_where_the_cpu_lacks_vnni(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # the same vpmaddubsw saturation as onnxruntime's: NNCF's overflow fix on every layer, not the first only
+    from types import SimpleNamespace
+
+    import distillkit.cpu_features as cpu
+    from distillkit.export import openvino_export
+
+    kinds = SimpleNamespace(ENABLE="enable", FIRST_LAYER="first layer")
+    monkeypatch.setattr(cpu, "int8_weights_need_reduced_range", lambda: True)
+    assert openvino_export._overflow_fix(kinds) == "enable"
+    monkeypatch.setattr(cpu, "int8_weights_need_reduced_range", lambda: False)
+    assert openvino_export._overflow_fix(kinds) == "first layer"

@@ -103,6 +103,7 @@ def export_openvino(
         extra["quantization"] = {
             "name": "nncf post-training",
             "preset": "mixed",
+            "weights_7bit": "all layers" if _needs_7bit() else "first layer (NNCF default)",
             "calibration_images": len(calibration_inputs),
             "excluded_nodes": excluded,
         }
@@ -126,6 +127,7 @@ def _quantize_int8(
     model: Any, graph: Any, calibration_inputs: Sequence[np.ndarray], progress: Progress
 ) -> tuple[Any, int]:
     import nncf
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
 
     from distillkit.export.quantize import head_decode_nodes
 
@@ -146,8 +148,23 @@ def _quantize_int8(
             preset=nncf.QuantizationPreset.MIXED,  # symmetric weights, asymmetric activations (SiLU outputs)
             subset_size=len(calibration_inputs),  # calibrate on every image given, not NNCF's 300 default
             ignored_scope=nncf.IgnoredScope(names=excluded, validate=False) if excluded else None,
+            # x86 CPUs without VNNI/AMX multiply int8 with vpmaddubsw, whose 16-bit sums saturate with
+            # 8-bit weights (the ONNX recipe's 7-bit weights, for the same reason). NNCF's default fixes
+            # the first layer only; measured on fruits_nuts yolov8n-seg here: mask AP drop 1.17 -> 0.00.
+            advanced_parameters=AdvancedQuantizationParameters(overflow_fix=_overflow_fix(OverflowFix)),
         )
     return quantized, len(excluded)
+
+
+def _overflow_fix(kinds: Any) -> Any:
+    """7-bit weights in every layer where the exporting CPU lacks VNNI/AMX, else NNCF's default."""
+    return kinds.ENABLE if _needs_7bit() else kinds.FIRST_LAYER
+
+
+def _needs_7bit() -> bool:
+    from distillkit.cpu_features import int8_weights_need_reduced_range
+
+    return int8_weights_need_reduced_range()
 
 
 def _set_model_info(model: Any, metadata: ModelMetadata) -> None:
