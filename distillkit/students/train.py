@@ -137,7 +137,8 @@ class StudentRun(ExperimentRun[StudentTrainingResult]):
     def train(self) -> StudentTrainingResult:
         train_data, val_data = load_coco_pair(self.train_file, self.val_file, self.progress)
         config = self.configure(train_data.info, self.train_file)
-        gpu_indices(self._device_setting(config))  # a GPU list this machine lacks: say so before any work
+        # a GPU list this machine lacks: said before any work; two or more GPUs: ultralytics' DDP workers
+        multi_gpu = len(gpu_indices(self._device_setting(config))) > 1
         spec, model = self._student(config, train_data)
         task = model.task
         plan = self._plan(config, train_data, model, spec, task)
@@ -147,7 +148,7 @@ class StudentRun(ExperimentRun[StudentTrainingResult]):
             model = load_student_model(
                 str(save_student_init(plan.student_init, self.folder / STUDENT_INIT)), "--student"
             )
-        self._fit(model, config, dataset, plan, spec, task)
+        self._fit(model, config, dataset, plan, spec, task, multi_gpu)
         trainer = model.trainer
         pseudo_report.soft_targets_matched = int(getattr(trainer, "soft_labels_matched", 0))
         metrics = {key: float(value) for key, value in (trainer.metrics or {}).items()}
@@ -293,10 +294,11 @@ class StudentRun(ExperimentRun[StudentTrainingResult]):
             plan.soft = SoftTargetSettings(dataset.root / SOFT_TARGETS_FILE, len(info.class_names))
         return dataset, pseudo_report
 
-    def _fit(self, model: Any, config: Any, dataset: YoloDataset, plan: Any, spec: StudentSpec, task: str) -> None:
+    def _fit(
+        self, model: Any, config: Any, dataset: YoloDataset, plan: Any, spec: StudentSpec, task: str, multi_gpu: bool
+    ) -> None:
         """ultralytics' training loop, with progress, exact resume and a prompt Ctrl-C."""
         # distillkit's KD terms live in a trainer subclass; ultralytics' own distill_model is a train argument
-        multi_gpu = len(gpu_indices(self._device_setting(config))) > 1
         trainer_class = _trainer_class(task, plan, config.augmentation, self.notices, multi_gpu)
         with self.progress.task(f"training {Path(spec.source).stem}", total=config.student.epochs) as bar:
             exact = ExactResume()
