@@ -160,6 +160,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--ray-actors", type=int, default=None)
     parser.add_argument("--parts", default="speed,memory,kill", help="comma-separated: speed, memory, kill")
+    parser.add_argument("--backends", default="local,ray", help="backends of the memory and kill parts")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "distillkit-bench-ray")
     args = parser.parse_args()
     work = args.workdir
@@ -219,7 +220,7 @@ def speed(
 def memory(args: Any, work: Path, weights: Path, env: dict[str, str], extras: dict[str, list[str]]) -> None:
     """2. memory against the number of images."""
     print()
-    for backend in ("local", "ray"):
+    for backend in [b.strip() for b in args.backends.split(",")]:
         peaks = {}
         for count in (args.small, args.large):
             folder = make_images(work / f"images_{count}", count)
@@ -246,7 +247,7 @@ def kill_and_resume(
 ) -> None:
     """3. killed at about half way, then started again."""
     print()
-    for backend in ("local", "ray"):
+    for backend in [b.strip() for b in args.backends.split(",")]:
         cache = work / f"cache_kill_{backend}"
         shutil.rmtree(cache, ignore_errors=True)  # a fresh cache: the counts below are this run's
         argv = command(images, work / f"kill_{backend}.json", cache, weights, backend, extras[backend])
