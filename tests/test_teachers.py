@@ -238,6 +238,14 @@ def test_both_trains_both_teachers_and_labels_boxes_with_masks(world: dict[str, 
     for prediction in predictions:
         assert prediction.masks is not None and len(prediction.masks) == len(prediction) > 0
         assert prediction.masks[0]["size"] == [64, 64]
+    # a Ray driver's copy: the same identity and classes from the files, the models built only when predicting
+    deferred = load_teacher(exp, device="cpu", batch_size=2, box_threshold=0.0, defer_models=True)
+    assert not deferred.models_built and deferred.has_masks
+    assert deferred.identity == teacher.identity and deferred.class_names == teacher.class_names
+    again = deferred.predict(images)
+    assert deferred.models_built
+    for a, b in zip(predictions, again, strict=True):
+        assert np.allclose(a.boxes, b.boxes, atol=1e-5) and a.masks == b.masks
     evaluated = run_cli("evaluate", "--teacher-dir", exp, "--data", world["both_val"], "--device", "cpu", "--json")
     assert evaluated.exit_code == 0, evaluated.output
     teachers = json.loads(evaluated.stdout)["teachers"]

@@ -18,6 +18,7 @@ from distillkit.paths import check_output_outside_inputs
 from distillkit.safe_load import trust_model_files
 
 if TYPE_CHECKING:
+    from distillkit.labelling.factory import LabellingTeacher
     from distillkit.labelling.to_coco import LabelResult
 
 
@@ -102,10 +103,6 @@ def label(
         distillkit label raw/ -o raw.json --classes "scratch,dent" --dino-weights /m/gdino --sam-weights /m/sam
     """
     trust_model_files(trust_model_file)  # before anything reads a model file
-    from distillkit.labelling.factory import load_labelling_teacher
-    from distillkit.labelling.to_coco import label_to_coco
-    from distillkit.teachers.zero_shot import parse_class_names
-
     out = make_output(json_mode, quiet)
     if backend not in BACKENDS:
         raise UsageError(f"--backend {backend} is unknown", f"use {' or '.join(BACKENDS)}")
@@ -115,7 +112,11 @@ def label(
         raise UsageError("--ray-address and --ray-actors go with --backend ray", "add --backend ray, or drop them")
     if mask_format not in ("rle", "polygon"):
         raise UsageError(f"--mask-format {mask_format} is unknown", "use rle or polygon")
-    names = parse_class_names(classes) if classes is not None else None
+    names = None
+    if classes is not None:
+        from distillkit.teachers.zero_shot import parse_class_names
+
+        names = parse_class_names(classes)
     missing = next((path for path in exclude if not path.is_file()), None)
     if missing is not None:
         raise UsageError(f"--exclude {missing} is not a file", "pass a COCO annotation file (e.g. data/test.json)")
@@ -140,38 +141,51 @@ def label(
             "conf": conf,
             "imgsz": imgsz,
         }
-        # on Ray the actors hold the GPUs; the driver's copy only names the classes and the cache identity
-        loaded = load_labelling_teacher(**arguments, device="cpu" if on_ray else device)
+
+        def load() -> LabellingTeacher:
+            from distillkit.labelling.factory import load_labelling_teacher
+
+            # on Ray the actors hold the GPUs and build the models; the driver's copy only names the classes and
+            # the cache identity, so a train-teacher folder's models are not even built here
+            return load_labelling_teacher(**arguments, device="cpu" if on_ray else device, defer_models=on_ray)
+
         filler = None
         if on_ray:
-            from distillkit.labelling.ray_backend import RayOptions, TeacherRecipe, fill_cache_ray
+            from distillkit.labelling.ray_backend import RayOptions, TeacherRecipe, connect_while, fill_cache_ray
 
             recipe = TeacherRecipe(arguments, trust_model_files=trust_model_file)
             options = RayOptions(address=ray_address, actors=ray_actors)
+            loaded, close_ray = connect_while(options, load)  # Ray starts while the teacher's files are read
 
             def filler(images: Any, keys: Any, cache: Path, batch_size: int, progress: Any) -> Any:
                 return fill_cache_ray(
                     recipe, loaded.teacher, images, keys, cache, options, batch_size=batch_size, progress=progress
                 )
+        else:
+            loaded, close_ray = load(), _nothing
+        from distillkit.labelling.to_coco import label_to_coco
 
-        result = label_to_coco(
-            loaded.teacher,
-            images,
-            output,
-            cache_dir if cache_dir is not None else loaded.cache_dir,
-            categories=loaded.categories,
-            exclude=exclude,
-            exclude_images_dir=exclude_images_dir,
-            conf=conf,
-            class_thresholds=loaded.class_thresholds,
-            nms_iou=iou,
-            mask_format=mask_format,
-            batch_size=batch,
-            max_images=max_images,
-            info={"teacher": loaded.describe()},
-            progress=out.progress(),
-            filler=filler,
-        )
+        try:
+            result = label_to_coco(
+                loaded.teacher,
+                images,
+                output,
+                cache_dir if cache_dir is not None else loaded.cache_dir,
+                categories=loaded.categories,
+                exclude=exclude,
+                exclude_images_dir=exclude_images_dir,
+                conf=conf,
+                class_thresholds=loaded.class_thresholds,
+                nms_iou=iou,
+                mask_format=mask_format,
+                batch_size=batch,
+                max_images=max_images,
+                info={"teacher": loaded.describe()},
+                progress=out.progress(),
+                filler=filler,
+            )
+        finally:
+            close_ray()
     result.notices[:0] = loaded.notices
     for notice in result.notices:
         out.notice(notice, style="yellow")
@@ -179,6 +193,10 @@ def label(
         out.emit_json({"teacher": loaded.describe(), **result.to_dict()})
         return
     _render(out, result)
+
+
+def _nothing() -> None:
+    return None
 
 
 def _absolute(path: Path | None) -> Path | None:

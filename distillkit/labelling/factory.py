@@ -71,8 +71,12 @@ def load_labelling_teacher(
     batch_size: int = 8,
     conf: float | None = None,
     imgsz: int = 640,
+    defer_models: bool = False,
 ) -> LabellingTeacher:
     """Build the one teacher the arguments name (see the module docstring); UsageError for a bad combination.
+
+    ``defer_models``: a ``teacher_dir`` teacher builds its models on first use only (its classes and
+    cache identity come from the files), for a caller whose predictions run elsewhere (a Ray driver).
 
     ``conf`` below the teacher's own score floor lowers that floor (the teacher keeps what the gate
     may want); at or above it, the floor stays, so the cache entries are those other commands wrote.
@@ -85,7 +89,9 @@ def load_labelling_teacher(
                 "--classes cannot narrow a --teacher-dir: it labels the classes it was trained on",
                 "drop --classes, or use them alone for zero-shot labelling",
             )
-        return _kind("teacher-dir")(Path(teacher_dir), dino_weights, sam_weights, device, batch_size, conf)
+        return _kind("teacher-dir")(
+            Path(teacher_dir), dino_weights, sam_weights, device, batch_size, conf, defer_models=defer_models
+        )
     if checkpoint is not None:
         if dino_weights or sam_weights:
             raise UsageError(

@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -31,6 +32,7 @@ from distillkit.labelling.types import Teacher, TeacherPrediction
 from distillkit.progress import NULL_PROGRESS, Progress
 
 INSTALL_HINT = 'install the extra: pip install "distillkit[ray]"'
+WorkT = TypeVar("WorkT")
 BACKENDS = ("local", "ray")
 
 
@@ -197,6 +199,36 @@ def fill_cache_ray(
         if started_here:
             ray.shutdown()
     return stats
+
+
+def connect_while(options: RayOptions, work: Callable[[], WorkT]) -> tuple[WorkT, Callable[[], None]]:
+    """Start (or join) Ray on this thread while ``work`` runs on another; ``work``'s result and a closer.
+
+    Starting Ray is seconds of waiting for its own processes, and a driver has seconds of importing
+    and reading to do before it labels anything: done side by side, the run's start-up is the longer
+    of the two instead of their sum. ``ray.init`` stays on the main thread (Ray ties the processes it
+    starts to the thread that started them). Call the closer when labelling is done: it shuts down a
+    Ray started here; ``fill_cache_ray`` then finds Ray running and leaves it be.
+    """
+    ray = import_ray()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="distillkit-prepare") as pool:
+        pending = pool.submit(work)
+        try:
+            started_here = _connect(ray, options)
+        except BaseException:
+            pending.cancel()
+            raise
+        try:
+            result = pending.result()
+        except BaseException:
+            if started_here:
+                ray.shutdown()
+            raise
+    return result, (ray.shutdown if started_here else _nothing)
+
+
+def _nothing() -> None:
+    return None
 
 
 def _connect(ray: Any, options: RayOptions) -> bool:

@@ -8,7 +8,10 @@ ground-truth boxes, which ``load_teacher(..., ground_truth=...)`` supplies; so c
 
 ``identity`` hashes everything that changes the outputs (adapter files, base weights named,
 prompt, thresholds, the ground-truth file when used), so the content-keyed cache of
-``distillkit.labelling`` never serves labels of another teacher. ``label_images_sharded`` is the
+``distillkit.labelling`` never serves labels of another teacher. The identity comes from the files
+alone, so ``load_teacher(..., defer_models=True)`` gives a teacher whose models are built on first
+use: a Ray driver, which only names the classes and the cache while its actors predict, then never
+pays for importing transformers and loading weights it would not run. ``label_images_sharded`` is the
 ``torchrun`` form of labelling: ranks split the uncached images, rank 0 writes the cache.
 """
 
@@ -16,10 +19,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 import torch
@@ -31,14 +34,40 @@ from distillkit.labelling import TeacherOutputCache, TeacherPrediction, image_co
 from distillkit.labelling.cache import LabellingStats
 from distillkit.progress import NULL_PROGRESS, Progress
 from distillkit.teachers.grounding_dino.data import read_rgb
+from distillkit.teachers.grounding_dino.model import FOLDER_NAME as DINO_FOLDER
 from distillkit.teachers.grounding_dino.model import TEACHER_FILE as DINO_TEACHER_FILE
-from distillkit.teachers.grounding_dino.model import GroundingDinoBundle, load_adapter, read_teacher_file
+from distillkit.teachers.grounding_dino.model import GroundingDinoBundle, read_teacher_file
 from distillkit.teachers.grounding_dino.predict import predict_boxes
-from distillkit.teachers.grounding_dino.train import FOLDER_NAME as DINO_FOLDER
 
 SAM_FOLDER = "sam_lora"
 TEACHERS_DIR = "teachers"
 CACHE_DIR = Path("cache") / "teacher_outputs"
+
+ModelT = TypeVar("ModelT")
+
+
+class Deferred(Generic[ModelT]):
+    """A model built on first use; ``key`` stands for it in a teacher's identity without building it."""
+
+    def __init__(self, build: Callable[[], ModelT], key: str) -> None:
+        self._build: Callable[[], ModelT] | None = build
+        self._value: ModelT | None = None
+        self.key = key
+
+    @classmethod
+    def ready(cls, value: ModelT, key: str) -> Deferred[ModelT]:
+        deferred: Deferred[ModelT] = cls(lambda: value, key)
+        deferred._value, deferred._build = value, None
+        return deferred
+
+    @property
+    def built(self) -> bool:
+        return self._build is None
+
+    def get(self) -> ModelT:
+        if self._build is not None:
+            self._value, self._build = self._build(), None
+        return self._value  # type: ignore[return-value]
 
 
 def teacher_cache_dir(exp_dir: str | os.PathLike[str]) -> Path:
@@ -88,9 +117,9 @@ class DistilledTeacher:
     def __init__(
         self,
         class_names: list[str],
-        dino: GroundingDinoBundle | None,
+        dino: GroundingDinoBundle | Deferred[GroundingDinoBundle] | None,
         dino_record: dict[str, Any] | None,
-        sam: Any | None,
+        sam: Any | Deferred[Any] | None,
         device: Any,
         batch_size: int,
         box_threshold: float,
@@ -106,9 +135,9 @@ class DistilledTeacher:
                 "ground truth",
             )
         self._class_names = list(class_names)
-        self.dino = dino
+        self._dino = dino if isinstance(dino, Deferred) or dino is None else Deferred.ready(dino, dino.weights_source)
         self.dino_record = dino_record or {}
-        self.sam = sam
+        self._sam = sam if isinstance(sam, Deferred) or sam is None else Deferred.ready(sam, sam.identity)
         self.device = device
         self.batch_size = batch_size
         self.box_threshold = box_threshold
@@ -125,21 +154,40 @@ class DistilledTeacher:
     def identity(self) -> str:
         return self._identity
 
+    @property
+    def dino(self) -> GroundingDinoBundle | None:
+        """The Grounding DINO bundle (built now if it was deferred), None without a Grounding DINO teacher."""
+        return self._dino.get() if self._dino is not None else None
+
+    @property
+    def sam(self) -> Any | None:
+        """The SAM teacher (``LoadedSam``; built now if it was deferred), None without one."""
+        return self._sam.get() if self._sam is not None else None
+
+    @property
+    def has_masks(self) -> bool:
+        """Whether the predictions carry masks (a SAM teacher), without building it."""
+        return self._sam is not None
+
+    @property
+    def models_built(self) -> bool:
+        return all(part is None or part.built for part in (self._dino, self._sam))
+
     def _compute_identity(self) -> str:
         digest = hashlib.sha256()
         parts: list[str] = [f"classes={self._class_names!r}", f"max_det={self.max_detections}"]
-        if self.dino is not None:
+        if self._dino is not None:
             adapter = Path(self.dino_record["adapter_dir"])
             parts += [
                 f"dino_adapter={sha256_file(adapter / 'adapter_model.safetensors')}",
                 f"dino_config={sha256_file(adapter / 'adapter_config.json')}",
-                f"dino_weights={self.dino.weights_source}",
+                f"dino_weights={self._dino.key}",
                 f"prompt={self.dino_record.get('prompt')}",
                 f"box_threshold={self.box_threshold}",
                 f"text_threshold={self.text_threshold}",
             ]
-        if self.sam is not None:
-            parts.append(f"sam={self.sam.identity}")
+        if self._sam is not None:
+            parts.append(f"sam={self._sam.key}")
         if self.ground_truth is not None:
             parts.append(f"ground_truth={self.ground_truth.source_hash}")
         for part in parts:
@@ -176,10 +224,11 @@ class DistilledTeacher:
                 onehot = np.eye(num_classes, dtype=np.float32)[classes] if len(classes) else None
                 boxes_of.append((boxes, np.ones(len(boxes), np.float32), classes, onehot))
         else:
-            assert self.dino is not None
+            dino = self.dino
+            assert dino is not None
             found = predict_boxes(
-                self.dino.model,
-                self.dino.processor,
+                dino.model,
+                dino.processor,
                 self.dino_record["prompt"],
                 num_classes,
                 pixels,
@@ -190,14 +239,15 @@ class DistilledTeacher:
             )
             boxes_of = [(p.boxes, p.scores, p.class_ids, p.class_scores) for p in found]
         results = []
+        sam = self.sam
         for image, (boxes, scores, classes, class_scores) in zip(pixels, boxes_of, strict=True):
             height, width = image.shape[:2]
             masks = mask_quality = None
             extra: dict[str, Any] = {"box_source": "ground_truth" if use_truth else "grounding_dino"}
-            if self.sam is not None:
+            if sam is not None:
                 from distillkit.teachers.sam.predict import predict_masks
 
-                masks, mask_scores = predict_masks(self.sam, image, boxes)
+                masks, mask_scores = predict_masks(sam, image, boxes)
                 mask_quality = np.clip(np.asarray(mask_scores, dtype=np.float32).reshape(-1), 0.0, 1.0)
             results.append(
                 TeacherPrediction(
@@ -233,12 +283,15 @@ def load_teacher(
     images_dir: Path | None = None,
     dino_weights: str | None = None,
     sam_weights: str | None = None,
+    defer_models: bool = False,
 ) -> DistilledTeacher:
     """The teachers trained into ``exp_dir`` (``EXP/teachers/...``) as a labelling ``Teacher``.
 
     Thresholds default to the ones trained with (``distillkit_teacher.json``). ``ground_truth``
     prompts SAM with that file's boxes instead of Grounding DINO's (required when there is no
     Grounding DINO teacher). ``dino_weights`` / ``sam_weights`` replace the recorded base weights.
+    ``defer_models`` builds the models on first use only (the identity and classes come from the
+    files): for a caller that may never predict, as a Ray driver whose actors do.
     """
     from distillkit.training import resolve_device
 
@@ -250,20 +303,25 @@ def load_teacher(
     if not has_dino and not has_sam:
         raise UsageError(f"{folder} holds no trained teacher adapters", "run train-teacher first")
     target = resolve_device(device if device is not None else "auto")
-    dino = record = None
+    dino: Deferred[GroundingDinoBundle] | None = None
+    record = None
     class_names: list[str] = []
     if has_dino:
         record = {**read_teacher_file(dino_dir), "adapter_dir": str(dino_dir)}
-        dino = load_adapter(dino_dir, dino_weights)
-        dino.model.to(target)
+        dino = Deferred(lambda: _load_dino(dino_dir, dino_weights, target), dino_weights or str(record["weights"]))
         class_names = list(record["class_names"])
-    sam = None
+    sam: Deferred[Any] | None = None
     if has_sam:
-        from distillkit.teachers.sam.predict import load_sam_teacher
+        from distillkit.teachers.sam.predict import load_sam_teacher, sam_teacher_info
 
-        sam = load_sam_teacher(sam_dir, target, weights=sam_weights)
+        sam_identity, sam_classes = sam_teacher_info(sam_dir, weights=sam_weights)
+        sam = Deferred(lambda: load_sam_teacher(sam_dir, target, weights=sam_weights), sam_identity)
         if not class_names:
-            class_names = list(sam.class_names)
+            class_names = sam_classes
+    if not defer_models:  # a bad weights folder fails here, at load time, as before
+        for part in (dino, sam):
+            if part is not None:
+                part.get()
     truth = ground_truth_boxes(ground_truth, images_dir) if ground_truth is not None else None
     return DistilledTeacher(
         class_names=class_names,
@@ -278,6 +336,14 @@ def load_teacher(
         else float((record or {}).get("text_threshold", 0.25)),
         ground_truth=truth,
     )
+
+
+def _load_dino(adapter_dir: Path, weights: str | None, device: Any) -> GroundingDinoBundle:
+    from distillkit.teachers.grounding_dino.model import load_adapter
+
+    bundle = load_adapter(adapter_dir, weights)
+    bundle.model.to(device)
+    return bundle
 
 
 def label_images_sharded(

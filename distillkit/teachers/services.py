@@ -33,11 +33,11 @@ def experiment_teacher(
     device: str | None,
     batch_size: int,
     conf: float | None,
+    defer_models: bool = False,
 ) -> LabellingTeacher:
     from distillkit.labelling.factory import LabellingTeacher, calibrated_thresholds, score_floor
     from distillkit.labelling.to_coco import default_categories
-    from distillkit.teachers.grounding_dino.model import TEACHER_FILE, read_teacher_file
-    from distillkit.teachers.grounding_dino.train import FOLDER_NAME
+    from distillkit.teachers.grounding_dino.model import FOLDER_NAME, TEACHER_FILE, read_teacher_file
     from distillkit.teachers.labeller import SAM_FOLDER, load_teacher, teacher_cache_dir
 
     if not exp.is_dir():
@@ -62,6 +62,7 @@ def experiment_teacher(
             box_threshold=floor,
             dino_weights=dino_weights,
             sam_weights=sam_weights,
+            defer_models=defer_models,
         )
     categories = default_categories(teacher.class_names)
     mapping = record.get("class_mapping") or {}
@@ -79,7 +80,7 @@ def experiment_teacher(
         settings={
             "box_threshold": teacher.box_threshold,
             "text_threshold": teacher.text_threshold,
-            "masks": teacher.sam is not None,
+            "masks": teacher.has_masks,
         },
     )
 
@@ -117,7 +118,7 @@ def zero_shot_teacher(
             "box_threshold": teacher.box_threshold,
             "text_threshold": teacher.text_threshold,
             "sam_weights": sam_weights,
-            "masks": teacher.sam is not None,
+            "masks": teacher.has_masks,
         },
     )
 

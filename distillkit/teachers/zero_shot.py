@@ -72,7 +72,7 @@ class ZeroShotTeacher(DistilledTeacher):
             f"prompt={self.dino_record.get('prompt')}",
             f"box_threshold={self.box_threshold}",
             f"text_threshold={self.text_threshold}",
-            f"sam={self.sam.identity if self.sam is not None else None}",
+            f"sam={self._sam.key if self._sam is not None else None}",
         ]
         for part in parts:
             digest.update(part.encode("utf-8") + b"\n")

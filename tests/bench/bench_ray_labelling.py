@@ -103,9 +103,17 @@ def tree_rss(pid: int) -> tuple[int, int]:
 
 
 def run(
-    argv: list[str], env: dict[str, str], kill_at: tuple[Path, int] | None = None, cache: Path | None = None
+    argv: list[str],
+    env: dict[str, str],
+    kill_at: tuple[Path, int] | None = None,
+    cache: Path | None = None,
+    sample_memory: bool = True,
 ) -> dict[str, Any]:
-    """Run one label process; sample memory; optionally SIGKILL it when ``kill_at`` has that many cache entries."""
+    """Run one label process; sample memory; optionally SIGKILL it when ``kill_at`` has that many cache entries.
+
+    ``sample_memory=False`` for timed runs: walking Ray's dozen processes five times a second costs CPU
+    that a 2-core machine takes from the run being timed.
+    """
     started = time.monotonic()
     child = subprocess.Popen(
         argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
@@ -114,8 +122,9 @@ def run(
     killed = False
     first_entry = None  # seconds to the first cache entry: what Ray's start-up adds before any labelling
     while child.poll() is None:
-        tree, own = tree_rss(child.pid)
-        peak_tree, peak_driver = max(peak_tree, tree), max(peak_driver, own)
+        if sample_memory:
+            tree, own = tree_rss(child.pid)
+            peak_tree, peak_driver = max(peak_tree, tree), max(peak_driver, own)
         if first_entry is None and cache is not None and entries(cache) > 0:
             first_entry = time.monotonic() - started
         if kill_at is not None and sum(1 for _ in kill_at[0].rglob("*.json")) >= kill_at[1]:
@@ -193,7 +202,7 @@ def speed(
             cache = work / f"cache_speed_{backend}_{repeat}"
             shutil.rmtree(cache, ignore_errors=True)
             argv = command(images, work / f"speed_{backend}.json", cache, weights, backend, extras[backend])
-            result = run(argv, env, cache=cache)
+            result = run(argv, env, cache=cache, sample_memory=False)
             assert result["computed"] == args.images, result
             rates[backend].append(args.images / result["seconds"])
             first = result["first_entry_s"] or 0.0

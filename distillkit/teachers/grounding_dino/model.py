@@ -16,6 +16,9 @@ from distillkit.errors import DataError, UsageError
 from distillkit.teachers.weights import load_processor, quiet_transformers, resolve_weights
 from distillkit.training.lora import count_parameters, peft_lora_config
 
+TEACHER_NAME = "grounding_dino"
+#: The adapter's folder inside ``EXP/teachers``.
+FOLDER_NAME = "grounding_dino_lora"
 WEIGHTS_FLAG = "--dino-weights"
 #: Written beside the adapter: what labelling needs to use it the way it was trained.
 TEACHER_FILE = "distillkit_teacher.json"

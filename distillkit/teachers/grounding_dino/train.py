@@ -29,6 +29,8 @@ from distillkit.teachers.grounding_dino.data import (
 from distillkit.teachers.grounding_dino.evaluate import box_metrics, evaluate_boxes
 from distillkit.teachers.grounding_dino.loss import GroundingDinoLoss
 from distillkit.teachers.grounding_dino.model import (
+    FOLDER_NAME,
+    TEACHER_NAME,
     GroundingDinoBundle,
     load_base,
     wrap_with_lora,
@@ -38,8 +40,6 @@ from distillkit.teachers.grounding_dino.prompt import ClassPrompt, build_prompt,
 from distillkit.teachers.results import TeacherTrainResult
 from distillkit.training.lora import count_parameters, save_adapter, save_merged
 
-TEACHER_NAME = "grounding_dino"
-FOLDER_NAME = "grounding_dino_lora"
 MONITOR = "val/map50"
 # DETR-family detectors are trained with a max gradient norm of 0.1 (Deformable DETR, Grounding DINO);
 # used unless training_dynamics.grad_clip_norm is set on the command line.

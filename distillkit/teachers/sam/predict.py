@@ -82,6 +82,25 @@ def _identity(adapter_dir: Path, metadata: dict[str, Any], merged: bool) -> str:
     return digest.hexdigest()[:16]
 
 
+def _uses_merged(folder: Path, weights: str | None, prefer_merged: bool) -> bool:
+    return prefer_merged and weights is None and (folder / MERGED_DIR / "config.json").is_file()
+
+
+def sam_teacher_info(
+    adapter_dir: str | os.PathLike[str], *, weights: str | None = None, prefer_merged: bool = True
+) -> tuple[str, list[str]]:
+    """The identity and class names ``load_sam_teacher`` would give, from the files alone (nothing is built)."""
+    folder = Path(adapter_dir)
+    if not adapter_files_present(folder):
+        raise UsageError(
+            f"{folder} holds no SAM adapters (adapter_config.json + adapter_model.safetensors)",
+            "pass the teachers/sam_lora folder that 'distillkit train-teacher' wrote",
+        )
+    metadata = _teacher_metadata(folder)
+    merged = _uses_merged(folder, weights, prefer_merged)
+    return _identity(folder, metadata, merged), list(metadata.get("class_names") or [])
+
+
 def load_sam_teacher(
     adapter_dir: str | os.PathLike[str],
     device: torch.device | str | None = None,
@@ -107,7 +126,7 @@ def load_sam_teacher(
     metadata = _teacher_metadata(folder)
     target = resolve_device(device if device is not None else "auto")
     merged_dir = folder / MERGED_DIR
-    use_merged = prefer_merged and weights is None and (merged_dir / "config.json").is_file()
+    use_merged = _uses_merged(folder, weights, prefer_merged)
     if use_merged:
         model = load_base_sam(merged_dir, target)
     else:
