@@ -213,6 +213,18 @@ def test_exclude_and_repeats_are_skipped_and_counted(world: dict[str, Path], tmp
     names = {image["file_name"] for image in coco["images"]}
     assert len(names) == RAW_IMAGES - 1 and "img_7_005.png" not in names and "zz_repeat.png" not in names
 
+    # an excluded dataset none of whose images can be found screens nothing: an error, not a notice
+    (tmp_path / "elsewhere").mkdir()
+    shutil.copy(test_split / "test.json", tmp_path / "elsewhere" / "test.json")
+    unfound = run_cli(
+        "label", source, "-o", tmp_path / "leak.json", "--teacher-dir", world["exp"],
+        "--exclude", tmp_path / "elsewhere" / "test.json", "--cache-dir", tmp_path / "cache",
+    )  # fmt: skip
+    assert unfound.exit_code != 0 and not (tmp_path / "leak.json").exists()
+    lines = [line for line in unfound.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "none of the 1 images" in lines[0] and "--exclude-images-dir" in lines[0], lines
+    assert "Traceback" not in unfound.output
+
     limited, _ = label(
         source, "-o", tmp_path / "few.json", "--teacher-dir", world["exp"], "--conf", "0", "--max-images", "3",
         "--cache-dir", tmp_path / "cache",

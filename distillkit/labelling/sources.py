@@ -118,11 +118,25 @@ def excluded_images(
     index: ImageKeyIndex,
     *,
     images_dir: Path | None = None,
+    images_dir_flag: str | None = "--exclude-images-dir",
     progress: Progress = NULL_PROGRESS,
 ) -> ExcludedImages:
-    """The content keys of every image of ``annotation_files`` (e.g. the validation and test splits)."""
+    """The content keys of every image of ``annotation_files`` (e.g. the validation and test splits).
+
+    A file none of whose images can be found is an error: it was named to keep its images out of the
+    labels, and nothing of it could be screened (a leak, e.g. of the test split, would go unnoticed).
+    Some images missing is reported (``missing``) and left to the caller to say.
+    """
     result = ExcludedImages(files=[str(path) for path in annotation_files])
     located = [coco_image_paths(Path(path), images_dir) for path in annotation_files]
+    for path, (found, missing) in zip(annotation_files, located, strict=True):
+        if missing and not found:
+            raise DataError(
+                f"none of the {len(missing)} images of the excluded dataset {path} was found (e.g. {missing[0]!r}), "
+                "so copies of them cannot be screened out",
+                "put the images where its file_name values point (beside the file or in images/)"
+                + (f", or pass {images_dir_flag} DIR" if images_dir_flag else ""),
+            )
     total = sum(len(found) for found, _ in located)
     with progress.task("Hashing excluded images", total=total) as task:
         for found, missing in located:

@@ -415,7 +415,7 @@ def add_pseudo_labels(
             splits["train"] = SplitSource(merged, train.image_roots)
         if settings.unlabeled_images:
             images = list_images(Path(settings.unlabeled_images), settings.unlabeled_max_images)
-            held_out = excluded_images([Path(f) for f in settings.exclude], ImageKeyIndex()).keys
+            held_out = excluded_images([Path(f) for f in settings.exclude], ImageKeyIndex(), images_dir_flag=None).keys
             known = [*_image_keys(train), *_image_keys(val), *held_out]
             coco, root = label_unlabeled_images(
                 images,
