@@ -61,6 +61,12 @@ class LoadedSam:
 
 
 def _teacher_metadata(adapter_dir: Path) -> dict[str, Any]:
+    """The teacher description of a folder that holds SAM adapters (UsageError when it does not)."""
+    if not adapter_files_present(adapter_dir):
+        raise UsageError(
+            f"{adapter_dir} holds no SAM adapters (adapter_config.json + adapter_model.safetensors)",
+            "pass the teachers/sam_lora folder that 'distillkit train-teacher' wrote",
+        )
     path = adapter_dir / TEACHER_FILE
     if not path.is_file():
         raise UsageError(
@@ -91,11 +97,6 @@ def sam_teacher_info(
 ) -> tuple[str, list[str]]:
     """The identity and class names ``load_sam_teacher`` would give, from the files alone (nothing is built)."""
     folder = Path(adapter_dir)
-    if not adapter_files_present(folder):
-        raise UsageError(
-            f"{folder} holds no SAM adapters (adapter_config.json + adapter_model.safetensors)",
-            "pass the teachers/sam_lora folder that 'distillkit train-teacher' wrote",
-        )
     metadata = _teacher_metadata(folder)
     merged = _uses_merged(folder, weights, prefer_merged)
     return _identity(folder, metadata, merged), list(metadata.get("class_names") or [])
@@ -118,11 +119,6 @@ def load_sam_teacher(
     from distillkit.training import resolve_device
 
     folder = Path(adapter_dir)
-    if not adapter_files_present(folder):
-        raise UsageError(
-            f"{folder} holds no SAM adapters (adapter_config.json + adapter_model.safetensors)",
-            "pass the teachers/sam_lora folder that 'distillkit train-teacher' wrote",
-        )
     metadata = _teacher_metadata(folder)
     target = resolve_device(device if device is not None else "auto")
     merged_dir = folder / MERGED_DIR
