@@ -115,8 +115,9 @@ def test_optimize_writes_tflite_rows_measured_and_guarded(optimized: tuple[int, 
     assert fp16["status"] == "ok" and abs(fp16["accuracy_drop_points"]) < 0.5
     # fp16 weights are computed in float32 on a CPU (measured: 5e-5 px, scores 2e-5)
     assert fp16["parity_max_abs_diff"]["output0"] < 0.01 and fp16["parity_max_abs_diff"]["scores"] < 1e-3
-    # INT8 (measured: scores 8e-4, boxes 0.6 px = 2.4 steps of 64/255 px)
-    assert int8["parity_max_abs_diff"]["scores"] < 0.01 and int8["parity_max_abs_diff"]["output0"] < 1.5
+    # INT8 with the decoding in float32 (measured: scores 4e-4, boxes 0.008 px; with the decoding in
+    # int8 the boxes were off by 0.6 px, 2.4 steps of the output's one 64/255 px scale)
+    assert int8["parity_max_abs_diff"]["scores"] < 0.01 and int8["parity_max_abs_diff"]["output0"] < 0.1
     assert int8["size_mb"] < 0.4 * _row(report, "onnx fp32")["size_mb"]
     assert fp16["size_mb"] < 0.6 * _row(report, "onnx fp32")["size_mb"]
 
