@@ -111,6 +111,7 @@ def test_three_openvino_folders_with_ultralytics_layout_and_our_metadata(optimiz
 
     expected = "all layers" if int8_weights_need_reduced_range() else "first layer (NNCF default)"
     assert int8.extra["quantization"]["weights_7bit"] == expected
+    assert int8.extra["quantization"]["bias_correction"] == "full (NNCF BiasCorrection)"
 
 
 def test_int8_ir_has_quantized_weights_and_the_head_stays_float(optimized: tuple) -> None:

@@ -426,7 +426,7 @@ def _tflite(
 
     With none of those asked for (e.g. only int8-dynamic), fp16: the one without an accuracy risk.
     """
-    from distillkit.export.tflite_export import PRECISION_NOTES, export_yolo_tflite, tflite_path
+    from distillkit.export.tflite_export import PRECISION_NOTES, YOLO_TASKS, export_yolo_tflite, tflite_path
 
     wanted = {"none": "fp32", "fp16": "fp16", "int8": "int8"}
     precisions = [wanted[mode] for mode in options.quantize if mode in wanted] or ["fp16"]
@@ -435,7 +435,12 @@ def _tflite(
     artefacts = []
     for precision in precisions:
         target = tflite_path(output, precision)
-        notes = [PRECISION_NOTES[precision] + (f"; {len(calibration_inputs)} images" if precision == "int8" else "")]
+        note = PRECISION_NOTES[precision]
+        if precision == "int8":
+            note += f"; {len(calibration_inputs)} images"
+            if exporter is export_yolo_tflite and source.task in YOLO_TASKS:
+                note += "; head decoding (DFL, box decode, sigmoid, output concat) in float32"
+        notes = [note]
         artefacts.append(Artefact(f"tflite {precision}", target, "tflite", precision, _mb(target), notes=notes))
     return artefacts
 
