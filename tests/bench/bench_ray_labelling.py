@@ -5,19 +5,22 @@ generated 64-px images,
 each run a fresh `distillkit label` process with its own cache (Ray started by the run, all CPUs):
 
 1. images/s of `--backend ray` vs `local` on ``--images`` images (goal: ray >= 0.8x local on one
-   machine), runs alternated ``--repeats`` times, the spread reported;
+   machine), runs alternated ``--repeats`` times, the spread reported. ``--ray-cluster`` starts one
+   local cluster (``ray start --head --num-cpus 2``) that every timed Ray run joins with
+   ``--ray-address auto``, as jobs join a running cluster; without it each run starts its own Ray;
 2. peak memory of the whole process tree (driver, and for Ray its raylet and workers) and of the
    driver alone, labelling ``--small`` and ``--large`` images (goal: large within 10 % of small);
 3. a run killed (SIGKILL to its process group) at about half way, then started again: the images the
    second run computes plus the cache entries the first left equal the image count (no repeats).
 
     .venv/bin/python tests/bench/bench_ray_labelling.py [--images 5000] [--small 1000] [--large 20000]
-        [--repeats 2] [--workdir /tmp/distillkit-bench-ray]
+        [--repeats 2] [--ray-cluster] [--parts speed,memory,kill] [--workdir /tmp/distillkit-bench-ray]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -27,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -170,6 +174,11 @@ def main() -> int:
     parser.add_argument("--ray-actors", type=int, default=None)
     parser.add_argument("--parts", default="speed,memory,kill", help="comma-separated: speed, memory, kill")
     parser.add_argument("--backends", default="local,ray", help="backends of the memory and kill parts")
+    parser.add_argument(
+        "--ray-cluster",
+        action="store_true",
+        help="speed part: start one local Ray cluster (ray start --head) that every Ray run joins",
+    )
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "distillkit-bench-ray")
     args = parser.parse_args()
     work = args.workdir
@@ -182,12 +191,37 @@ def main() -> int:
     parts = {part.strip() for part in args.parts.split(",")}
     images = make_images(work / f"images_{args.images}", args.images)
     if "speed" in parts:
-        speed(args, work, images, weights, env, extras)
+        if args.ray_cluster:
+            with local_cluster() as address:
+                speed(args, work, images, weights, env, {**extras, "ray": [*extras["ray"], "--ray-address", address]})
+        else:
+            speed(args, work, images, weights, env, extras)
     if "memory" in parts:
         memory(args, work, weights, env, extras)
     if "kill" in parts:
         kill_and_resume(args, work, images, weights, env, extras)
     return 0
+
+
+@contextlib.contextmanager
+def local_cluster(num_cpus: int = 2) -> Iterator[str]:
+    """A Ray cluster started here with Ray's own ``ray start --head``, as jobs find a running cluster.
+
+    ``ray start`` rather than ``ray.init`` in this process: since Ray 2.59 a cluster ``ray.init``
+    starts authenticates with a token of its own, which other processes are not given.
+    """
+    ray_cli = str(Path(sys.executable).with_name("ray"))
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    subprocess.run(
+        [ray_cli, "start", "--head", f"--num-cpus={num_cpus}", "--include-dashboard=false", "--disable-usage-stats"],
+        check=True,
+        env=env,
+        capture_output=True,
+    )
+    try:
+        yield "auto"
+    finally:
+        subprocess.run([ray_cli, "stop", "--force"], env=env, capture_output=True)
 
 
 def speed(
