@@ -383,6 +383,7 @@ class SigintDisposition(torch.utils.data.Dataset):
         return torch.tensor(signal.getsignal(signal.SIGINT) == signal.SIG_IGN)
 
 
+@pytest.mark.usefixtures("python_sigint")
 def test_loader_workers_leave_ctrl_c_to_the_main_process() -> None:
     from distillkit.ultralytics_env import import_ultralytics
 

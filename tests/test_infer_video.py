@@ -277,6 +277,7 @@ def test_a_stream_that_cannot_be_opened_is_a_usage_error(tmp_path: Path, checkpo
     assert not (tmp_path / "predictions.json").exists() and fake.released
 
 
+@pytest.mark.usefixtures("python_sigint")
 def test_first_ctrl_c_asks_to_stop_the_second_interrupts() -> None:
     with graceful_interrupt() as stop:
         assert not stop()
