@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -129,7 +130,8 @@ def label(
     check_output_outside_inputs(output, inputs)
     if cache_dir is not None:
         check_output_outside_inputs(cache_dir, inputs, "--cache-dir")
-    with output_lock(output, kind="file"):  # two label runs writing one COCO file: refuse the second
+    # two label runs writing one COCO file: refuse the second; a Ray started here is shut down on the way out
+    with output_lock(output, kind="file"), contextlib.ExitStack() as cleanup:
         on_ray = backend == "ray"  # Ray workers build the same teacher elsewhere: absolute paths
         arguments: dict[str, Any] = {
             "teacher_dir": _absolute(teacher_dir) if on_ray else teacher_dir,
@@ -156,36 +158,34 @@ def label(
             recipe = TeacherRecipe(arguments, trust_model_files=trust_model_file)
             options = RayOptions(address=ray_address, actors=ray_actors)
             loaded, close_ray = connect_while(options, load)  # Ray starts while the teacher's files are read
+            cleanup.callback(close_ray)
 
             def filler(images: Any, keys: Any, cache: Path, batch_size: int, progress: Any) -> Any:
                 return fill_cache_ray(
                     recipe, loaded.teacher, images, keys, cache, options, batch_size=batch_size, progress=progress
                 )
         else:
-            loaded, close_ray = load(), _nothing
+            loaded = load()
         from distillkit.labelling.to_coco import label_to_coco
 
-        try:
-            result = label_to_coco(
-                loaded.teacher,
-                images,
-                output,
-                cache_dir if cache_dir is not None else loaded.cache_dir,
-                categories=loaded.categories,
-                exclude=exclude,
-                exclude_images_dir=exclude_images_dir,
-                conf=conf,
-                class_thresholds=loaded.class_thresholds,
-                nms_iou=iou,
-                mask_format=mask_format,
-                batch_size=batch,
-                max_images=max_images,
-                info={"teacher": loaded.describe()},
-                progress=out.progress(),
-                filler=filler,
-            )
-        finally:
-            close_ray()
+        result = label_to_coco(
+            loaded.teacher,
+            images,
+            output,
+            cache_dir if cache_dir is not None else loaded.cache_dir,
+            categories=loaded.categories,
+            exclude=exclude,
+            exclude_images_dir=exclude_images_dir,
+            conf=conf,
+            class_thresholds=loaded.class_thresholds,
+            nms_iou=iou,
+            mask_format=mask_format,
+            batch_size=batch,
+            max_images=max_images,
+            info={"teacher": loaded.describe()},
+            progress=out.progress(),
+            filler=filler,
+        )
     result.notices[:0] = loaded.notices
     for notice in result.notices:
         out.notice(notice, style="yellow")
@@ -193,10 +193,6 @@ def label(
         out.emit_json({"teacher": loaded.describe(), **result.to_dict()})
         return
     _render(out, result)
-
-
-def _nothing() -> None:
-    return None
 
 
 def _absolute(path: Path | None) -> Path | None:

@@ -41,6 +41,7 @@ import shutil
 import sys
 import tempfile
 import zipfile
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -328,28 +329,23 @@ def op_precisions(flatbuffer: bytes) -> dict[str, Any]:
 
     QUANTIZE / DEQUANTIZE (the conversions between the two) are left out.
     """
+    from ai_edge_litert.schema_py_generated import BuiltinOperator
     from ai_edge_quantizer.utils import tfl_flatbuffer_utils
 
     model = tfl_flatbuffer_utils.read_model(flatbuffer)
     graph = model.subgraphs[0]
-    integer: dict[str, int] = {}
-    floats: dict[str, int] = {}
+    integer: Counter[str] = Counter()
+    floats: Counter[str] = Counter()
     for op in graph.operators:
         code = model.operatorCodes[op.opcodeIndex].builtinCode
-        if code in _CONVERSION_OPS or not op.outputs:
+        if code in (BuiltinOperator.QUANTIZE, BuiltinOperator.DEQUANTIZE) or not op.outputs:
             continue
-        name = str(tfl_flatbuffer_utils.TFL_OP_CODE_TO_NAME.get(code, code)).rsplit(".", 1)[-1]
-        kind = _TENSOR_TYPES.get(graph.tensors[op.outputs[0]].type, "other")
+        kind = str(tfl_flatbuffer_utils.TENSOR_CODE_TO_TYPE[graph.tensors[op.outputs[0]].type]).lower()
         if kind == "float32":
-            floats[name] = floats.get(name, 0) + 1
+            floats[str(tfl_flatbuffer_utils.TFL_OP_CODE_TO_NAME.get(code, code)).rsplit(".", 1)[-1]] += 1
         else:
-            integer[kind] = integer.get(kind, 0) + 1
-    return {"ops_by_output_type": {**integer, "float32": sum(floats.values())}, "float32_ops": floats}
-
-
-# The TFLite schema's TensorType values, and its BuiltinOperator codes of DEQUANTIZE and QUANTIZE.
-_TENSOR_TYPES = {0: "float32", 7: "int16", 9: "int8", 2: "int32"}
-_CONVERSION_OPS = (6, 114)
+            integer[kind] += 1
+    return {"ops_by_output_type": {**integer, "float32": sum(floats.values())}, "float32_ops": dict(floats)}
 
 
 def _calibration_data(float_model: Path, inputs: Sequence[np.ndarray]) -> dict[str, list[dict[str, np.ndarray]]]:

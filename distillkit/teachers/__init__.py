@@ -8,8 +8,9 @@ Heavy imports (torch, transformers, peft) happen on first use, not when this pac
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from distillkit.lazy_imports import lazy_attributes
 from distillkit.teachers.results import TeacherTrainResult
 from distillkit.teachers.weights import load_processor, resolve_weights
 
@@ -27,18 +28,12 @@ __all__ = [
     "train_teachers",
 ]
 
-_LAZY = {
-    "DistilledTeacher": "distillkit.teachers.labeller",
-    "load_teacher": "distillkit.teachers.labeller",
-    "TeachersResult": "distillkit.teachers.pipeline",
-    "train_teachers": "distillkit.teachers.pipeline",
-}
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'distillkit.teachers' has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_attributes(
+    __name__,
+    {
+        "DistilledTeacher": "distillkit.teachers.labeller",
+        "load_teacher": "distillkit.teachers.labeller",
+        "TeachersResult": "distillkit.teachers.pipeline",
+        "train_teachers": "distillkit.teachers.pipeline",
+    },
+)

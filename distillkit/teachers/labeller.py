@@ -56,8 +56,9 @@ class Deferred(Generic[ModelT]):
 
     @classmethod
     def ready(cls, value: ModelT, key: str) -> Deferred[ModelT]:
+        """An already built model."""
         deferred: Deferred[ModelT] = cls(lambda: value, key)
-        deferred._value, deferred._build = value, None
+        deferred.get()
         return deferred
 
     @property
@@ -309,19 +310,21 @@ def load_teacher(
     if has_dino:
         record = {**read_teacher_file(dino_dir), "adapter_dir": str(dino_dir)}
         dino = Deferred(lambda: _load_dino(dino_dir, dino_weights, target), dino_weights or str(record["weights"]))
+        if not defer_models:  # a bad weights folder fails here, at load time
+            dino.get()
         class_names = list(record["class_names"])
     sam: Deferred[Any] | None = None
     if has_sam:
         from distillkit.teachers.sam.predict import load_sam_teacher, sam_teacher_info
 
-        sam_identity, sam_classes = sam_teacher_info(sam_dir, weights=sam_weights)
-        sam = Deferred(lambda: load_sam_teacher(sam_dir, target, weights=sam_weights), sam_identity)
+        if defer_models:
+            sam_identity, sam_classes = sam_teacher_info(sam_dir, weights=sam_weights)
+            sam = Deferred(lambda: load_sam_teacher(sam_dir, target, weights=sam_weights), sam_identity)
+        else:  # the loaded teacher has its identity: the adapter file is hashed once
+            loaded_sam = load_sam_teacher(sam_dir, target, weights=sam_weights)
+            sam, sam_classes = Deferred.ready(loaded_sam, loaded_sam.identity), loaded_sam.class_names
         if not class_names:
-            class_names = sam_classes
-    if not defer_models:  # a bad weights folder fails here, at load time, as before
-        for part in (dino, sam):
-            if part is not None:
-                part.get()
+            class_names = list(sam_classes)
     truth = ground_truth_boxes(ground_truth, images_dir) if ground_truth is not None else None
     return DistilledTeacher(
         class_names=class_names,

@@ -6,8 +6,9 @@ a caller that only reads an adapter's files (a Ray driver naming the cache) shou
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from distillkit.lazy_imports import lazy_attributes
 
 if TYPE_CHECKING:
     from distillkit.teachers.grounding_dino.model import (
@@ -36,23 +37,20 @@ __all__ = [
     "wrap_with_lora",
 ]
 
-_LAZY = {
-    "FOLDER_NAME": "model",
-    "TEACHER_NAME": "model",
-    "GroundingDinoBundle": "model",
-    "load_adapter": "model",
-    "load_base": "model",
-    "wrap_with_lora": "model",
-    "BoxPredictions": "predict",
-    "predict_boxes": "predict",
-    "ClassPrompt": "prompt",
-    "build_prompt": "prompt",
-    "train_grounding_dino": "train",
-}
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+_MODEL, _PREDICT = f"{__name__}.model", f"{__name__}.predict"
+__getattr__ = lazy_attributes(
+    __name__,
+    {
+        "FOLDER_NAME": _MODEL,
+        "TEACHER_NAME": _MODEL,
+        "GroundingDinoBundle": _MODEL,
+        "load_adapter": _MODEL,
+        "load_base": _MODEL,
+        "wrap_with_lora": _MODEL,
+        "BoxPredictions": _PREDICT,
+        "predict_boxes": _PREDICT,
+        "ClassPrompt": f"{__name__}.prompt",
+        "build_prompt": f"{__name__}.prompt",
+        "train_grounding_dino": f"{__name__}.train",
+    },
+)
